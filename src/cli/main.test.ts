@@ -1,0 +1,51 @@
+// The CLI as a user meets it: the installed bin script run as a child process.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+
+const root = path.join(__dirname, '..', '..', '..');
+const bin = path.join(root, 'bin', 'cluster.js');
+
+function cluster(...args: string[]) {
+  const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 30_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test('--help lists the command groups and global options', () => {
+  const r = cluster('--help');
+  assert.equal(r.code, 0);
+  for (const word of ['node', 'service', 'network', 'init', 'join', '--host', '--log-level', '--format']) {
+    assert.ok(r.stdout.includes(word), `help mentions ${word}`);
+  }
+});
+
+test('--version prints the package version', () => {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { version } = require(path.join(root, 'package.json')) as { version: string };
+  const r = cluster('--version');
+  assert.equal(r.code, 0);
+  assert.equal(r.stdout.trim(), version);
+});
+
+test('an unknown command exits 2 with a one-line error', () => {
+  const r = cluster('bogus');
+  assert.equal(r.code, 2);
+  assert.equal(r.stderr.trim().split('\n').length, 1);
+  assert.match(r.stderr, /unknown command 'bogus'/);
+});
+
+test('a bad flag or a bad flag value exits 2', () => {
+  assert.equal(cluster('--no-such-flag').code, 2);
+  const r = cluster('--format', 'xml', 'service', 'ls');
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /xml/);
+  assert.equal(cluster('--log-level', 'loud', 'node', 'ls').code, 2);
+});
+
+test('a command not built yet says so and exits 1 without a stack trace', () => {
+  const r = cluster('service', 'create', '--replicas', '3', 'local/busybox:1');
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /not available in this version/);
+  assert.doesNotMatch(r.stderr, /\n\s+at /);
+});
