@@ -52,6 +52,14 @@ export class DecodeError extends Error {
   }
 }
 
+/**
+ * A plain Uint8Array copy: LevelDB hands back Buffers over its read buffer, and entries must
+ * neither keep that alive nor differ in type from the ones the core created.
+ */
+export function plainCopy(bytes: Uint8Array): Uint8Array {
+  return new Uint8Array(bytes);
+}
+
 function viewOf(bytes: Uint8Array): DataView {
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
@@ -133,8 +141,7 @@ export function decodeEntry(index: number, bytes: Uint8Array): Entry {
   if (type !== EntryType.Normal && type !== EntryType.ConfChange) {
     throw new DecodeError(`entry type ${type} is unknown`);
   }
-  // A copy, so that an entry held by the core does not keep LevelDB's read buffer alive.
-  return { index, term: getU64(view, 4), type, data: bytes.slice(ENTRY_HEADER_BYTES) };
+  return { index, term: getU64(view, 4), type, data: plainCopy(bytes.subarray(ENTRY_HEADER_BYTES)) };
 }
 
 // ---- hard state ----

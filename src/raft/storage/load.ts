@@ -25,6 +25,7 @@ import {
   decodeVersion,
   describeKey,
   entryKeyIndex,
+  plainCopy,
 } from './codec';
 import { StorageCorruptError, StorageIOError, StorageVersionError, levelCode } from './errors';
 
@@ -131,7 +132,7 @@ export async function loadStore(dir: string, db: LevelDb): Promise<LoadedStore> 
     if (snapshotData === undefined) throw corrupt("'d'", undefined, 'the snapshot data is missing');
     const data = snapshotData;
     decode(Uint8Array.of(PREFIX_SNAPSHOT_DATA), undefined, () => checkSnapshotData(meta, data));
-    snapshot = { metadata: meta.metadata, data: data.slice() };
+    snapshot = { metadata: meta.metadata, data: plainCopy(data) };
   } else if (snapshotData !== undefined) {
     throw corrupt("'s'", undefined, 'snapshot data is stored but its metadata is missing');
   }
