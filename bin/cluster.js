@@ -9,12 +9,14 @@ try {
   process.stderr.write("cluster: not built yet: run 'npm run build' in " + path.dirname(__dirname) + '\n');
   process.exit(1);
 }
-require(main).main(process.argv).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err) => {
-    process.stderr.write(`cluster: internal error: ${err && err.stack ? err.stack : err}\n`);
-    process.exitCode = 1;
-  },
-);
+require(main)
+  .main(process.argv)
+  .then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err) => {
+      process.stderr.write(`cluster: internal error: ${err && err.stack ? err.stack : err}\n`);
+      process.exitCode = 1;
+    },
+  );

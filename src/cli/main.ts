@@ -57,7 +57,11 @@ const GROUPS: CommandGroup[] = [
       { name: 'logs', description: 'Fetch the logs of a service or task', comesWith: 'the worker agent' },
       { name: 'scale', description: 'Scale replicated services', comesWith: CONTROL_PLANE },
       { name: 'update', description: 'Update a service (rolling)', comesWith: CONTROL_PLANE },
-      { name: 'rollback', description: 'Revert a service to its previous spec', comesWith: 'the rolling updater' },
+      {
+        name: 'rollback',
+        description: 'Revert a service to its previous spec',
+        comesWith: 'the rolling updater',
+      },
       { name: 'rm', description: 'Remove services', comesWith: CONTROL_PLANE },
     ],
   },
@@ -74,7 +78,11 @@ const GROUPS: CommandGroup[] = [
 ];
 
 const TOP_LEVEL: PlannedCommand[] = [
-  { name: 'init', description: 'Initialize a cluster with this host as its first manager', comesWith: CONTROL_PLANE },
+  {
+    name: 'init',
+    description: 'Initialize a cluster with this host as its first manager',
+    comesWith: CONTROL_PLANE,
+  },
   { name: 'join', description: 'Join a cluster as a worker or manager', comesWith: CONTROL_PLANE },
   { name: 'join-token', description: 'Show or rotate the join tokens', comesWith: CONTROL_PLANE },
   { name: 'leave', description: 'Leave the cluster', comesWith: CONTROL_PLANE },
@@ -102,7 +110,10 @@ export function buildProgram(): Command {
     .version(version, '-v, --version', 'print the version')
     .addOption(new Option('-H, --host <addr>', 'manager to talk to (host:port)').env('CLUSTER_HOST'))
     .addOption(
-      new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('warn').env('CLUSTER_LOG_LEVEL'),
+      new Option('--log-level <level>', 'log level')
+        .choices(LOG_LEVELS)
+        .default('warn')
+        .env('CLUSTER_LOG_LEVEL'),
     )
     .addOption(new Option('--format <format>', 'output format').choices(OUTPUT_FORMATS).default('table'))
     .showSuggestionAfterError()
@@ -129,7 +140,11 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof CommanderError) {
       // Commander has already printed its one-line message; help and version are successes.
-      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') {
+      if (
+        e.code === 'commander.helpDisplayed' ||
+        e.code === 'commander.version' ||
+        e.code === 'commander.help'
+      ) {
         return 0;
       }
       return 2;
