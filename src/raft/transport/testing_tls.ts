@@ -7,7 +7,16 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { ChannelCredentials, ServerCredentials } from '@grpc/grpc-js';
+import { ChannelCredentials, ServerCredentials, type ChannelOptions } from '@grpc/grpc-js';
+
+/**
+ * Connect to 127.0.0.1 but verify the name `localhost` (also in the certificates): TLS server
+ * names may not be IP addresses (RFC 6066), and Node warns when one is used.
+ */
+export const TEST_CHANNEL_OPTIONS: ChannelOptions = {
+  'grpc.ssl_target_name_override': 'localhost',
+  'grpc.default_authority': 'localhost',
+};
 
 export interface NodeTlsFiles {
   ca: Buffer;

@@ -11,7 +11,7 @@ import { RaftTransportClient, type RaftFrame } from '../../gen/cluster/v1/raft';
 import { EntryType, MessageType, emptyMessage, type Message, type NodeId } from '../types';
 import { messageFromProto, messageToProto } from './convert';
 import { MAX_QUEUED_MESSAGES_PER_PEER, RaftTransport, type TransportHandler } from './index';
-import { channelCredentials, createTestPki, serverCredentials, type TestPki } from './testing_tls';
+import { TEST_CHANNEL_OPTIONS, channelCredentials, createTestPki, serverCredentials, type TestPki } from './testing_tls';
 
 class Recorder implements TransportHandler {
   readonly received: Message[] = [];
@@ -103,6 +103,7 @@ describe('raft transport over mutual TLS', () => {
       listenAddress: `127.0.0.1:${opts.port ?? 0}`,
       serverCredentials: serverCredentials(files),
       channelCredentials: channelCredentials(files),
+      channelOptions: TEST_CHANNEL_OPTIONS,
       peers: new Map(peers),
       handler,
     });
@@ -214,7 +215,7 @@ describe('raft transport over mutual TLS', () => {
     const t6 = transport(6, h6);
     const port6 = await t6.start();
     const files = pki.node('node-1');
-    const client = new RaftTransportClient(`127.0.0.1:${port6}`, channelCredentials(files));
+    const client = new RaftTransportClient(`127.0.0.1:${port6}`, channelCredentials(files), TEST_CHANNEL_OPTIONS);
     try {
       const call = client.stream();
       const err = await new Promise<ServiceError>((resolve) => {

@@ -1,0 +1,219 @@
+// RaftNode end to end in one process: three members on loopback over mutual TLS, each with its
+// own LevelDB data directory. Election, replication, follower refusal, restart from disk,
+// snapshots sent to a lagging member, removal of the leader, and proposals that cannot commit.
+
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import { pino } from 'pino';
+
+import { StateRole, type NodeId } from '../types';
+import { TEST_CHANNEL_OPTIONS, channelCredentials, createTestPki, serverCredentials, type TestPki } from '../transport/testing_tls';
+import { NotLeaderError, RaftNode, type RaftNodeOptions } from './index';
+import { KvStateMachine, encodeKvCommand, type KvResult } from './testing_kv';
+
+const TICK_MS = 20;
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function eventually<T>(what: string, probe: () => T | undefined, timeoutMs = 5000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+function put(key: string, value: string): Uint8Array {
+  return encodeKvCommand({ op: 'put', key, value });
+}
+
+/** A test cluster: members keep their ports and data dirs across restarts. */
+class Cluster {
+  readonly nodes = new Map<NodeId, RaftNode<KvResult>>();
+  readonly kvs = new Map<NodeId, KvStateMachine>();
+  readonly ports = new Map<NodeId, number>();
+
+  constructor(
+    private readonly root: string,
+    private readonly pki: TestPki,
+    private readonly overrides: Partial<RaftNodeOptions<KvResult>> = {},
+  ) {}
+
+  async init(ids: NodeId[]): Promise<void> {
+    for (const id of ids) this.ports.set(id, await freePort());
+  }
+
+  async start(id: NodeId, bootstrap = true): Promise<RaftNode<KvResult>> {
+    const files = this.pki.node(`node-${id}`);
+    const kv = new KvStateMachine();
+    const peers = new Map([...this.ports].map(([peer, port]) => [peer, `127.0.0.1:${port}`]));
+    const node = await RaftNode.start<KvResult>({
+      id,
+      clusterId: 'node-test',
+      dataDir: join(this.root, `node-${id}`),
+      listenAddress: `127.0.0.1:${this.ports.get(id) ?? 0}`,
+      peers,
+      bootstrapVoters: bootstrap ? [...this.ports.keys()] : undefined,
+      serverCredentials: serverCredentials(files),
+      channelCredentials: channelCredentials(files),
+      channelOptions: TEST_CHANNEL_OPTIONS,
+      stateMachine: kv,
+      tickMs: TICK_MS,
+      logger: pino({ level: 'silent' }),
+      ...this.overrides,
+    });
+    this.nodes.set(id, node);
+    this.kvs.set(id, kv);
+    return node;
+  }
+
+  async stop(id: NodeId): Promise<void> {
+    await this.nodes.get(id)?.stop();
+    this.nodes.delete(id);
+  }
+
+  async stopAll(): Promise<void> {
+    await Promise.all([...this.nodes.keys()].map((id) => this.stop(id)));
+  }
+
+  async leader(exclude?: NodeId): Promise<RaftNode<KvResult>> {
+    return eventually('a leader', () => {
+      const leaders = [...this.nodes.values()].filter((n) => n.id !== exclude && n.isLeader());
+      return leaders.length === 1 ? leaders[0] : undefined;
+    });
+  }
+
+  async allHave(key: string, value: string, ids: NodeId[] = [...this.nodes.keys()]): Promise<void> {
+    await eventually(`${key}=${value} on ${ids.join(',')}`, () =>
+      ids.every((id) => this.kvs.get(id)?.get(key) === value) ? true : undefined,
+    );
+  }
+}
+
+describe('RaftNode over TLS with LevelDB', () => {
+  let pki: TestPki;
+  let root: string;
+  const clusters: Cluster[] = [];
+
+  before(() => {
+    root = mkdtempSync(join(tmpdir(), 'raft-node-test-'));
+    pki = createTestPki(root);
+  });
+  after(async () => {
+    for (const c of clusters) await c.stopAll();
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  async function cluster(name: string, ids: NodeId[], overrides: Partial<RaftNodeOptions<KvResult>> = {}): Promise<Cluster> {
+    const c = new Cluster(join(root, name), pki, overrides);
+    clusters.push(c);
+    await c.init(ids);
+    for (const id of ids) await c.start(id);
+    return c;
+  }
+
+  test('three nodes elect one leader and replicate; followers refuse proposals naming the leader', async () => {
+    const c = await cluster('basic', [1, 2, 3]);
+    const leader = await c.leader();
+    const result = await leader.propose(put('a', '1'));
+    assert.ok(result && result.index > 0, 'the proposal resolves with the index it applied at');
+    await c.allHave('a', '1');
+
+    const follower = [...c.nodes.values()].find((n) => n.id !== leader.id);
+    assert.ok(follower);
+    await eventually('the follower to learn the leader', () => (follower.status().leaderId === leader.id ? true : undefined));
+    await assert.rejects(follower.propose(put('a', '2')), (err: unknown) => {
+      assert.ok(err instanceof NotLeaderError);
+      assert.equal(err.leaderId, leader.id);
+      assert.match(err.message, new RegExp(`the leader is node ${leader.id}`));
+      return true;
+    });
+
+    // Many proposals in flight at once are batched and all resolve, in log order.
+    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => leader.propose(put(`k${i % 7}`, `v${i}`))));
+    const indexes = results.map((r) => r?.index ?? 0);
+    assert.deepEqual([...indexes].sort((x, y) => x - y), indexes);
+    await c.allHave('k6', 'v195');
+
+    await leader.readIndex();
+    assert.equal(c.kvs.get(leader.id)?.get('k6'), 'v195');
+    await c.stopAll();
+  });
+
+  test('a cluster restarted from its data directories has its state and keeps working', async () => {
+    const c = await cluster('restart', [1, 2, 3]);
+    const leader = await c.leader();
+    for (let i = 0; i < 20; i++) await leader.propose(put('x', String(i)));
+    await c.allHave('x', '19');
+    const termBefore = leader.status().term;
+    await c.stopAll();
+
+    for (const id of [1, 2, 3]) await c.start(id);
+    // Committed entries are re-applied from the log on start.
+    await c.allHave('x', '19');
+    const again = await c.leader();
+    assert.ok(again.status().term > termBefore, 'the term survives the restart and moves on');
+    await again.propose(put('x', 'after-restart'));
+    await c.allHave('x', 'after-restart');
+    await c.stopAll();
+  });
+
+  test('a member that fell behind a compaction catches up by snapshot', async () => {
+    const c = await cluster('snapshot', [1, 2, 3], { snapshotEveryEntries: 20, snapshotRetainEntries: 2 });
+    const leader = await c.leader();
+    const lagging = [1, 2, 3].find((id) => id !== leader.id) ?? 0;
+    await c.stop(lagging);
+    for (let i = 0; i < 80; i++) await leader.propose(put(`s${i % 5}`, `v${i}`));
+    await c.allHave('s4', 'v79');
+    await c.start(lagging);
+    await c.allHave('s4', 'v79', [lagging]);
+    for (let i = 0; i < 5; i++) assert.equal(c.kvs.get(lagging)?.get(`s${i}`), `v${75 + i}`);
+    await c.stopAll();
+  });
+
+  test('a removed leader steps down and the others elect a new leader', async () => {
+    const c = await cluster('remove', [1, 2, 3]);
+    const leader = await c.leader();
+    await leader.propose(put('before', 'yes'));
+    await leader.removeMember(leader.id);
+    const successor = await c.leader(leader.id);
+    assert.notEqual(successor.id, leader.id);
+    await eventually('the old leader to step down', () => (leader.isLeader() ? undefined : true));
+    assert.equal(leader.status().removed, true);
+    assert.deepEqual([...successor.status().voters].sort(), [1, 2, 3].filter((id) => id !== leader.id).sort());
+    await successor.propose(put('after', 'yes'));
+    const remaining = [1, 2, 3].filter((id) => id !== leader.id);
+    await c.allHave('after', 'yes', remaining);
+    await assert.rejects(leader.propose(put('x', 'y')), /removed|not the leader/);
+    await c.stopAll();
+  });
+
+  test('a proposal that cannot commit fails with a clear timeout instead of hanging', async () => {
+    const c = await cluster('timeout', [1, 2, 3], { requestTimeoutMs: 400 });
+    const leader = await c.leader();
+    for (const id of [1, 2, 3]) if (id !== leader.id) await c.stop(id);
+    const started = Date.now();
+    await assert.rejects(leader.propose(put('lonely', '1')), /did not complete within 400 ms; its outcome is unknown|not the leader/);
+    assert.ok(Date.now() - started < 2000);
+    // With check-quorum the isolated leader steps down.
+    await eventually('the isolated leader to step down', () => (leader.status().role !== StateRole.Leader ? true : undefined));
+    await c.stopAll();
+  });
+});
