@@ -209,8 +209,14 @@ export class LevelRaftStorage implements Storage {
         { type: 'put', key: SNAPSHOT_META_KEY, value: encodeSnapshotMeta(metadata, data) },
         { type: 'put', key: SNAPSHOT_DATA_KEY, value: data },
       ];
-      const compactTo = Math.max(this.mem.firstIndex() - 1, index - retainEntries);
-      ops.push(...this.planCompact(compactTo));
+      const compacted = this.mem.firstIndex() - 1;
+      const compactTo = Math.max(compacted, index - retainEntries);
+      if (compactTo > compacted) {
+        ops.push(...this.planCompact(compactTo));
+      } else {
+        // The compaction point goes with every snapshot: open() requires it once one exists.
+        ops.push({ type: 'put', key: COMPACTION_KEY, value: encodeCompaction({ index: compacted, term: this.mem.term(compacted) }) });
+      }
       await this.write(ops);
       const snap = this.mem.createSnapshot(index, confState, data);
       if (compactTo >= this.mem.firstIndex()) this.mem.compact(compactTo);
