@@ -217,6 +217,10 @@ export class KvProcessCluster {
     return reply.committedAt as number;
   }
 
+  async probeStop(id: NodeId): Promise<void> {
+    await this.ipc(id, { type: 'probeStop' });
+  }
+
   /** Waits until a running node reports itself leader and returns its id. */
   async waitForLeader(timeoutMs = 10_000, exclude?: NodeId): Promise<NodeId> {
     const deadline = Date.now() + timeoutMs;

@@ -43,6 +43,7 @@ export type KvServerRequest =
   | { type: 'status'; requestId: number }
   | { type: 'load'; requestId: number; proposers: number; durationMs: number; valueBytes: number }
   | { type: 'probe'; requestId: number; intervalMs: number }
+  | { type: 'probeStop'; requestId: number }
   | { type: 'metrics'; requestId: number; reset: boolean };
 
 export interface LoadReport {
@@ -142,6 +143,7 @@ async function main(): Promise<void> {
   await new Promise<void>((resolve) => http.listen(config.httpPort, '127.0.0.1', resolve));
 
   let probing: NodeJS.Timeout | undefined;
+  let probeGeneration = 0;
   const send = (message: unknown): void => {
     if (process.send) process.send(message);
   };
@@ -165,15 +167,24 @@ async function main(): Promise<void> {
         case 'load':
           send({ requestId: raw.requestId, load: await runLoad(node, raw.proposers, raw.durationMs, raw.valueBytes) });
           break;
+        case 'probeStop':
+          probeGeneration++;
+          if (probing) clearTimeout(probing);
+          probing = undefined;
+          send({ requestId: raw.requestId, stopped: true });
+          break;
         case 'probe': {
           // Propose until a write commits here: the failover clock stops at that moment.
+          if (probing) clearTimeout(probing);
+          const generation = ++probeGeneration;
           const attempt = (): void => {
             probing = undefined;
+            if (generation !== probeGeneration) return;
             const startedAt = Date.now();
             node.propose(encodeKvCommand({ op: 'put', key: 'probe', value: String(startedAt) })).then(
               () => send({ requestId: raw.requestId, committedAt: Date.now() }),
               () => {
-                probing = setTimeout(attempt, raw.intervalMs);
+                if (generation === probeGeneration) probing = setTimeout(attempt, raw.intervalMs);
               },
             );
           };
