@@ -16,7 +16,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { Cluster, Network, NetworkSpec, Node, NodeSpec, Service, ServiceSpec, Task } from "./objects";
+import { Cluster, ClusterSpec, Network, NetworkSpec, Node, NodeSpec, Service, ServiceSpec, Task } from "./objects";
 
 /** The control API used by the CLI, served by every manager. Followers forward to the leader. */
 
@@ -162,6 +162,17 @@ export interface GetClusterRequest {
 }
 
 export interface GetClusterResponse {
+  cluster?: Cluster | undefined;
+}
+
+export interface UpdateClusterRequest {
+  version: number;
+  spec?: ClusterSpec | undefined;
+  rotateWorkerToken: boolean;
+  rotateManagerToken: boolean;
+}
+
+export interface UpdateClusterResponse {
   cluster?: Cluster | undefined;
 }
 
@@ -2761,6 +2772,202 @@ export const GetClusterResponse: MessageFns<GetClusterResponse> = {
   },
 };
 
+function createBaseUpdateClusterRequest(): UpdateClusterRequest {
+  return { version: 0, spec: undefined, rotateWorkerToken: false, rotateManagerToken: false };
+}
+
+export const UpdateClusterRequest: MessageFns<UpdateClusterRequest> = {
+  encode(message: UpdateClusterRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.version !== 0) {
+      writer.uint32(8).uint64(message.version);
+    }
+    if (message.spec !== undefined) {
+      ClusterSpec.encode(message.spec, writer.uint32(18).fork()).join();
+    }
+    if (message.rotateWorkerToken !== false) {
+      writer.uint32(24).bool(message.rotateWorkerToken);
+    }
+    if (message.rotateManagerToken !== false) {
+      writer.uint32(32).bool(message.rotateManagerToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateClusterRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateClusterRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.spec = ClusterSpec.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.rotateWorkerToken = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.rotateManagerToken = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpdateClusterRequest {
+    return {
+      version: isSet(object.version) ? globalThis.Number(object.version) : 0,
+      spec: isSet(object.spec) ? ClusterSpec.fromJSON(object.spec) : undefined,
+      rotateWorkerToken: isSet(object.rotateWorkerToken)
+        ? globalThis.Boolean(object.rotateWorkerToken)
+        : isSet(object.rotate_worker_token)
+        ? globalThis.Boolean(object.rotate_worker_token)
+        : false,
+      rotateManagerToken: isSet(object.rotateManagerToken)
+        ? globalThis.Boolean(object.rotateManagerToken)
+        : isSet(object.rotate_manager_token)
+        ? globalThis.Boolean(object.rotate_manager_token)
+        : false,
+    };
+  },
+
+  toJSON(message: UpdateClusterRequest): unknown {
+    const obj: any = {};
+    if (message.version !== 0) {
+      obj.version = Math.round(message.version);
+    }
+    if (message.spec !== undefined) {
+      obj.spec = ClusterSpec.toJSON(message.spec);
+    }
+    if (message.rotateWorkerToken !== false) {
+      obj.rotateWorkerToken = message.rotateWorkerToken;
+    }
+    if (message.rotateManagerToken !== false) {
+      obj.rotateManagerToken = message.rotateManagerToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UpdateClusterRequest>, I>>(base?: I): UpdateClusterRequest {
+    return UpdateClusterRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UpdateClusterRequest>, I>>(object: I): UpdateClusterRequest {
+    const message = createBaseUpdateClusterRequest();
+    message.version = object.version ?? 0;
+    message.spec = (object.spec !== undefined && object.spec !== null)
+      ? ClusterSpec.fromPartial(object.spec)
+      : undefined;
+    message.rotateWorkerToken = object.rotateWorkerToken ?? false;
+    message.rotateManagerToken = object.rotateManagerToken ?? false;
+    return message;
+  },
+};
+
+function createBaseUpdateClusterResponse(): UpdateClusterResponse {
+  return { cluster: undefined };
+}
+
+export const UpdateClusterResponse: MessageFns<UpdateClusterResponse> = {
+  encode(message: UpdateClusterResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cluster !== undefined) {
+      Cluster.encode(message.cluster, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateClusterResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateClusterResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.cluster = Cluster.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpdateClusterResponse {
+    return { cluster: isSet(object.cluster) ? Cluster.fromJSON(object.cluster) : undefined };
+  },
+
+  toJSON(message: UpdateClusterResponse): unknown {
+    const obj: any = {};
+    if (message.cluster !== undefined) {
+      obj.cluster = Cluster.toJSON(message.cluster);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UpdateClusterResponse>, I>>(base?: I): UpdateClusterResponse {
+    return UpdateClusterResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UpdateClusterResponse>, I>>(object: I): UpdateClusterResponse {
+    const message = createBaseUpdateClusterResponse();
+    message.cluster = (object.cluster !== undefined && object.cluster !== null)
+      ? Cluster.fromPartial(object.cluster)
+      : undefined;
+    return message;
+  },
+};
+
 export type ControlService = typeof ControlService;
 export const ControlService = {
   getNode: {
@@ -2905,6 +3112,16 @@ export const ControlService = {
     responseSerialize: (value: GetClusterResponse): Buffer => Buffer.from(GetClusterResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetClusterResponse => GetClusterResponse.decode(value),
   },
+  updateCluster: {
+    path: "/cluster.v1.Control/UpdateCluster" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UpdateClusterRequest): Buffer => Buffer.from(UpdateClusterRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UpdateClusterRequest => UpdateClusterRequest.decode(value),
+    responseSerialize: (value: UpdateClusterResponse): Buffer =>
+      Buffer.from(UpdateClusterResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UpdateClusterResponse => UpdateClusterResponse.decode(value),
+  },
 } as const;
 
 export interface ControlServer extends UntypedServiceImplementation {
@@ -2923,6 +3140,7 @@ export interface ControlServer extends UntypedServiceImplementation {
   listNetworks: handleUnaryCall<ListNetworksRequest, ListNetworksResponse>;
   removeNetwork: handleUnaryCall<RemoveNetworkRequest, RemoveNetworkResponse>;
   getCluster: handleUnaryCall<GetClusterRequest, GetClusterResponse>;
+  updateCluster: handleUnaryCall<UpdateClusterRequest, UpdateClusterResponse>;
 }
 
 export interface ControlClient extends Client {
@@ -3150,6 +3368,21 @@ export interface ControlClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetClusterResponse) => void,
+  ): ClientUnaryCall;
+  updateCluster(
+    request: UpdateClusterRequest,
+    callback: (error: ServiceError | null, response: UpdateClusterResponse) => void,
+  ): ClientUnaryCall;
+  updateCluster(
+    request: UpdateClusterRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UpdateClusterResponse) => void,
+  ): ClientUnaryCall;
+  updateCluster(
+    request: UpdateClusterRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UpdateClusterResponse) => void,
   ): ClientUnaryCall;
 }
 

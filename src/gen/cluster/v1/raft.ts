@@ -10,9 +10,12 @@ import {
   Client,
   type ClientDuplexStream,
   type ClientOptions,
+  type ClientUnaryCall,
   type handleBidiStreamingCall,
+  type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
+  type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 
@@ -79,6 +82,30 @@ export interface RaftHello {
   from: number;
   to: number;
   clusterId: string;
+}
+
+export interface RaftMember {
+  raftId: number;
+  nodeId: string;
+  /** host:port of the member's manager port. */
+  addr: string;
+}
+
+export interface RaftJoinRequest {
+  /** host:port the new manager listens on. */
+  addr: string;
+}
+
+export interface RaftJoinResponse {
+  raftId: number;
+  members: RaftMember[];
+}
+
+export interface RaftLeaveRequest {
+  raftId: number;
+}
+
+export interface RaftLeaveResponse {
 }
 
 function createBaseRaftEntry(): RaftEntry {
@@ -1056,6 +1083,396 @@ export const RaftHello: MessageFns<RaftHello> = {
   },
 };
 
+function createBaseRaftMember(): RaftMember {
+  return { raftId: 0, nodeId: "", addr: "" };
+}
+
+export const RaftMember: MessageFns<RaftMember> = {
+  encode(message: RaftMember, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.raftId !== 0) {
+      writer.uint32(8).uint64(message.raftId);
+    }
+    if (message.nodeId !== "") {
+      writer.uint32(18).string(message.nodeId);
+    }
+    if (message.addr !== "") {
+      writer.uint32(26).string(message.addr);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RaftMember {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRaftMember();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.raftId = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.addr = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RaftMember {
+    return {
+      raftId: isSet(object.raftId)
+        ? globalThis.Number(object.raftId)
+        : isSet(object.raft_id)
+        ? globalThis.Number(object.raft_id)
+        : 0,
+      nodeId: isSet(object.nodeId)
+        ? globalThis.String(object.nodeId)
+        : isSet(object.node_id)
+        ? globalThis.String(object.node_id)
+        : "",
+      addr: isSet(object.addr) ? globalThis.String(object.addr) : "",
+    };
+  },
+
+  toJSON(message: RaftMember): unknown {
+    const obj: any = {};
+    if (message.raftId !== 0) {
+      obj.raftId = Math.round(message.raftId);
+    }
+    if (message.nodeId !== "") {
+      obj.nodeId = message.nodeId;
+    }
+    if (message.addr !== "") {
+      obj.addr = message.addr;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RaftMember>, I>>(base?: I): RaftMember {
+    return RaftMember.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RaftMember>, I>>(object: I): RaftMember {
+    const message = createBaseRaftMember();
+    message.raftId = object.raftId ?? 0;
+    message.nodeId = object.nodeId ?? "";
+    message.addr = object.addr ?? "";
+    return message;
+  },
+};
+
+function createBaseRaftJoinRequest(): RaftJoinRequest {
+  return { addr: "" };
+}
+
+export const RaftJoinRequest: MessageFns<RaftJoinRequest> = {
+  encode(message: RaftJoinRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.addr !== "") {
+      writer.uint32(10).string(message.addr);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RaftJoinRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRaftJoinRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.addr = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RaftJoinRequest {
+    return { addr: isSet(object.addr) ? globalThis.String(object.addr) : "" };
+  },
+
+  toJSON(message: RaftJoinRequest): unknown {
+    const obj: any = {};
+    if (message.addr !== "") {
+      obj.addr = message.addr;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RaftJoinRequest>, I>>(base?: I): RaftJoinRequest {
+    return RaftJoinRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RaftJoinRequest>, I>>(object: I): RaftJoinRequest {
+    const message = createBaseRaftJoinRequest();
+    message.addr = object.addr ?? "";
+    return message;
+  },
+};
+
+function createBaseRaftJoinResponse(): RaftJoinResponse {
+  return { raftId: 0, members: [] };
+}
+
+export const RaftJoinResponse: MessageFns<RaftJoinResponse> = {
+  encode(message: RaftJoinResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.raftId !== 0) {
+      writer.uint32(8).uint64(message.raftId);
+    }
+    for (const v of message.members) {
+      RaftMember.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RaftJoinResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRaftJoinResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.raftId = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.members.push(RaftMember.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RaftJoinResponse {
+    return {
+      raftId: isSet(object.raftId)
+        ? globalThis.Number(object.raftId)
+        : isSet(object.raft_id)
+        ? globalThis.Number(object.raft_id)
+        : 0,
+      members: globalThis.Array.isArray(object?.members) ? object.members.map((e: any) => RaftMember.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: RaftJoinResponse): unknown {
+    const obj: any = {};
+    if (message.raftId !== 0) {
+      obj.raftId = Math.round(message.raftId);
+    }
+    if (message.members?.length) {
+      obj.members = message.members.map((e) => RaftMember.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RaftJoinResponse>, I>>(base?: I): RaftJoinResponse {
+    return RaftJoinResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RaftJoinResponse>, I>>(object: I): RaftJoinResponse {
+    const message = createBaseRaftJoinResponse();
+    message.raftId = object.raftId ?? 0;
+    message.members = object.members?.map((e) => RaftMember.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseRaftLeaveRequest(): RaftLeaveRequest {
+  return { raftId: 0 };
+}
+
+export const RaftLeaveRequest: MessageFns<RaftLeaveRequest> = {
+  encode(message: RaftLeaveRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.raftId !== 0) {
+      writer.uint32(8).uint64(message.raftId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RaftLeaveRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRaftLeaveRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.raftId = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RaftLeaveRequest {
+    return {
+      raftId: isSet(object.raftId)
+        ? globalThis.Number(object.raftId)
+        : isSet(object.raft_id)
+        ? globalThis.Number(object.raft_id)
+        : 0,
+    };
+  },
+
+  toJSON(message: RaftLeaveRequest): unknown {
+    const obj: any = {};
+    if (message.raftId !== 0) {
+      obj.raftId = Math.round(message.raftId);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RaftLeaveRequest>, I>>(base?: I): RaftLeaveRequest {
+    return RaftLeaveRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RaftLeaveRequest>, I>>(object: I): RaftLeaveRequest {
+    const message = createBaseRaftLeaveRequest();
+    message.raftId = object.raftId ?? 0;
+    return message;
+  },
+};
+
+function createBaseRaftLeaveResponse(): RaftLeaveResponse {
+  return {};
+}
+
+export const RaftLeaveResponse: MessageFns<RaftLeaveResponse> = {
+  encode(_: RaftLeaveResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RaftLeaveResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRaftLeaveResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): RaftLeaveResponse {
+    return {};
+  },
+
+  toJSON(_: RaftLeaveResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RaftLeaveResponse>, I>>(base?: I): RaftLeaveResponse {
+    return RaftLeaveResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RaftLeaveResponse>, I>>(_: I): RaftLeaveResponse {
+    const message = createBaseRaftLeaveResponse();
+    return message;
+  },
+};
+
 export type RaftTransportService = typeof RaftTransportService;
 export const RaftTransportService = {
   /**
@@ -1097,6 +1514,79 @@ export const RaftTransportClient = makeGenericClientConstructor(
 ) as unknown as {
   new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): RaftTransportClient;
   service: typeof RaftTransportService;
+  serviceName: string;
+};
+
+/**
+ * Membership of the managers' Raft group, served by the leader (followers forward). The caller is
+ * identified by its manager certificate.
+ */
+export type RaftMembershipService = typeof RaftMembershipService;
+export const RaftMembershipService = {
+  join: {
+    path: "/cluster.v1.RaftMembership/Join" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RaftJoinRequest): Buffer => Buffer.from(RaftJoinRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RaftJoinRequest => RaftJoinRequest.decode(value),
+    responseSerialize: (value: RaftJoinResponse): Buffer => Buffer.from(RaftJoinResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RaftJoinResponse => RaftJoinResponse.decode(value),
+  },
+  leave: {
+    path: "/cluster.v1.RaftMembership/Leave" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RaftLeaveRequest): Buffer => Buffer.from(RaftLeaveRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RaftLeaveRequest => RaftLeaveRequest.decode(value),
+    responseSerialize: (value: RaftLeaveResponse): Buffer => Buffer.from(RaftLeaveResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RaftLeaveResponse => RaftLeaveResponse.decode(value),
+  },
+} as const;
+
+export interface RaftMembershipServer extends UntypedServiceImplementation {
+  join: handleUnaryCall<RaftJoinRequest, RaftJoinResponse>;
+  leave: handleUnaryCall<RaftLeaveRequest, RaftLeaveResponse>;
+}
+
+export interface RaftMembershipClient extends Client {
+  join(
+    request: RaftJoinRequest,
+    callback: (error: ServiceError | null, response: RaftJoinResponse) => void,
+  ): ClientUnaryCall;
+  join(
+    request: RaftJoinRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RaftJoinResponse) => void,
+  ): ClientUnaryCall;
+  join(
+    request: RaftJoinRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RaftJoinResponse) => void,
+  ): ClientUnaryCall;
+  leave(
+    request: RaftLeaveRequest,
+    callback: (error: ServiceError | null, response: RaftLeaveResponse) => void,
+  ): ClientUnaryCall;
+  leave(
+    request: RaftLeaveRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RaftLeaveResponse) => void,
+  ): ClientUnaryCall;
+  leave(
+    request: RaftLeaveRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RaftLeaveResponse) => void,
+  ): ClientUnaryCall;
+}
+
+export const RaftMembershipClient = makeGenericClientConstructor(
+  RaftMembershipService,
+  "cluster.v1.RaftMembership",
+) as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): RaftMembershipClient;
+  service: typeof RaftMembershipService;
   serviceName: string;
 };
 
