@@ -863,6 +863,11 @@ export interface Cluster {
     | undefined;
   /** PEM of the cluster root CA certificate. */
   rootCaCert: string;
+  /**
+   * PEM of the root CA key, replicated so any manager can sign joiners' certificates. The
+   * control API never returns it.
+   */
+  rootCaKey: string;
 }
 
 function createBaseMeta(): Meta {
@@ -6077,7 +6082,7 @@ export const ClusterSpec: MessageFns<ClusterSpec> = {
 };
 
 function createBaseCluster(): Cluster {
-  return { id: "", meta: undefined, spec: undefined, joinTokens: undefined, rootCaCert: "" };
+  return { id: "", meta: undefined, spec: undefined, joinTokens: undefined, rootCaCert: "", rootCaKey: "" };
 }
 
 export const Cluster: MessageFns<Cluster> = {
@@ -6096,6 +6101,9 @@ export const Cluster: MessageFns<Cluster> = {
     }
     if (message.rootCaCert !== "") {
       writer.uint32(42).string(message.rootCaCert);
+    }
+    if (message.rootCaKey !== "") {
+      writer.uint32(50).string(message.rootCaKey);
     }
     return writer;
   },
@@ -6153,6 +6161,14 @@ export const Cluster: MessageFns<Cluster> = {
             message.rootCaCert = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.rootCaKey = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6180,6 +6196,11 @@ export const Cluster: MessageFns<Cluster> = {
         : isSet(object.root_ca_cert)
         ? globalThis.String(object.root_ca_cert)
         : "",
+      rootCaKey: isSet(object.rootCaKey)
+        ? globalThis.String(object.rootCaKey)
+        : isSet(object.root_ca_key)
+        ? globalThis.String(object.root_ca_key)
+        : "",
     };
   },
 
@@ -6200,6 +6221,9 @@ export const Cluster: MessageFns<Cluster> = {
     if (message.rootCaCert !== "") {
       obj.rootCaCert = message.rootCaCert;
     }
+    if (message.rootCaKey !== "") {
+      obj.rootCaKey = message.rootCaKey;
+    }
     return obj;
   },
 
@@ -6217,6 +6241,7 @@ export const Cluster: MessageFns<Cluster> = {
       ? JoinTokens.fromPartial(object.joinTokens)
       : undefined;
     message.rootCaCert = object.rootCaCert ?? "";
+    message.rootCaKey = object.rootCaKey ?? "";
     return message;
   },
 };
