@@ -2,13 +2,14 @@
 // randomness of its own. The role is data: `stepRole` and `tick` are swapped on every role
 // change. Outgoing messages accumulate in `msgs`; the RawNode hands them to the driver.
 
-import { applyConfChangeToState, decodeConfChange, InvalidConfChangeError } from './confchange';
+import { applyConfChangeToState, decodeConfChange, encodeConfChange, InvalidConfChangeError } from './confchange';
 import { isRaftStorageError, RaftLog } from './log';
 import { Progress, ProgressState, ProgressTracker } from './progress';
 import { VoteResult } from './quorum';
 import { ReadOnly } from './read_only';
 import {
   type ConfChange,
+  ConfChangeType,
   type ConfState,
   type Entry,
   EntryType,
@@ -136,6 +137,8 @@ export class Raft {
   isLearner = false;
   readonly raftLog: RaftLog;
   readonly tracker: ProgressTracker;
+  /** The hard state storage held at start: the RawNode's baseline for the first Ready. */
+  readonly storedHardState: HardState;
 
   /** Messages to send once the Ready carrying them is persisted. */
   msgs: Message[] = [];
@@ -195,16 +198,65 @@ export class Raft {
     this.tracker = new ProgressTracker(maxInflightMsgs, config.maxInflightBytes ?? DEFAULT_MAX_INFLIGHT_BYTES);
 
     const { hardState, confState } = config.storage.initialState();
+    this.storedHardState = { ...hardState };
     const stored = confState.voters.length + confState.learners.length > 0;
-    const cs = stored ? confState : { voters: config.voters ?? [], learners: config.learners ?? [] };
-    this.setConfState(cs);
+    const brandNew = !stored && isEmptyHardState(hardState) && config.storage.lastIndex() === 0;
+    if (stored) {
+      this.setConfState(confState);
+    } else if (brandNew && (config.voters?.length ?? 0) + (config.learners?.length ?? 0) > 0) {
+      this.bootstrap(config.voters ?? [], config.learners ?? []);
+    }
     if (!isEmptyHardState(hardState)) {
       this.raftLog.loadCommit(hardState.commit);
       this.currentTerm = hardState.term;
       this.vote = hardState.vote;
     }
-    if (config.applied !== undefined && config.applied > 0) this.raftLog.appliedTo(config.applied);
+    if (config.applied !== undefined && config.applied > 0) {
+      this.checkAppliedSkipsNoConfChange(config.applied);
+      this.raftLog.appliedTo(config.applied);
+    }
     this.becomeFollower(this.currentTerm, NONE);
+  }
+
+  /**
+   * A new cluster (after etcd's Bootstrap): the initial membership goes into the log as
+   * committed ConfChange entries of term 1, identical on every founding member, so a member
+   * added later learns the whole membership by replaying the log. Applying them again when
+   * they come out of Ready changes nothing.
+   */
+  private bootstrap(voters: NodeId[], learners: NodeId[]): void {
+    const changes: ConfChange[] = [
+      ...voters.map((nodeId) => ({ type: ConfChangeType.AddVoter, nodeId, context: new Uint8Array(0) })),
+      ...learners.map((nodeId) => ({ type: ConfChangeType.AddLearner, nodeId, context: new Uint8Array(0) })),
+    ];
+    const entries: Entry[] = changes.map((cc, i) => ({
+      term: 1,
+      index: i + 1,
+      type: EntryType.ConfChange,
+      data: encodeConfChange(cc),
+    }));
+    this.raftLog.append(entries);
+    this.raftLog.commitTo(entries.length);
+    this.currentTerm = 1;
+    this.setConfState({ voters, learners });
+  }
+
+  /**
+   * Raft learns membership from storage's snapshot plus the ConfChange entries the
+   * application applies. Starting with `applied` past such an entry would lose it silently.
+   */
+  private checkAppliedSkipsNoConfChange(applied: number): void {
+    const lo = this.raftLog.firstIndex();
+    if (applied < lo) return;
+    const hi = Math.min(applied, this.raftLog.lastIndex());
+    const skipped = this.raftLog.slice(lo, hi + 1, Infinity).filter((e) => e.type === EntryType.ConfChange);
+    if (skipped.length > 0) {
+      throw new RaftError(
+        'INVALID_CONFIG',
+        `applied index ${applied} skips configuration changes at ${skipped.map((e) => e.index).join(', ')} ` +
+          `that are not in the snapshot (index ${lo - 1}); restart with applied <= ${lo - 1} and replay the log`,
+      );
+    }
   }
 
   get term(): number {
@@ -235,8 +287,9 @@ export class Raft {
       m.type === MessageType.PreVote ||
       m.type === MessageType.PreVoteResp
     ) {
-      // Vote messages carry the term they are about (a pre-vote's is in the future).
-      invariant(m.term !== 0, () => `term unset on ${MessageType[m.type]}`);
+      // Vote messages carry the term they are about (a pre-vote's is in the future). Only a
+      // pre-vote rejection from a node still in term 0 may carry 0.
+      invariant(m.term !== 0 || (m.type === MessageType.PreVoteResp && m.reject), () => `term unset on ${MessageType[m.type]}`);
     } else if (m.type !== MessageType.Prop && m.type !== MessageType.ReadIndex) {
       // Proposals and read requests are forwarded without a term: they are not tied to one.
       m.term = this.currentTerm;

@@ -64,7 +64,7 @@ export class RawNode {
   constructor(config: Config) {
     this.raft = new Raft(config);
     this.prevSoftState = this.raft.softState();
-    this.prevHardState = this.raft.hardState();
+    this.prevHardState = this.raft.storedHardState;
   }
 
   /** One logical clock tick (the driver's timer; DESIGN: 100 ms). */

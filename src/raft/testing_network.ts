@@ -40,7 +40,15 @@ export interface TestMember {
   confState: ConfState;
 }
 
-export type NetworkOptions = Partial<Omit<Config, 'id' | 'storage' | 'random'>> & { seed?: number };
+export type NetworkOptions = Partial<Omit<Config, 'id' | 'storage' | 'random' | 'voters' | 'learners'>> & {
+  seed?: number;
+  /**
+   * How founding members learn the membership: 'confState' puts it in storage (no log
+   * entries); 'log' passes config.voters to a brand-new node, which writes it into the log
+   * (needed when members join later and must learn it by replay).
+   */
+  bootstrap?: 'confState' | 'log';
+};
 
 export class TestNetwork {
   readonly members = new Map<NodeId, TestMember>();
@@ -59,12 +67,14 @@ export class TestNetwork {
 
   /** Starts a node with the given bootstrap membership (empty for a node joining later). */
   addMember(id: NodeId, confState: ConfState): TestMember {
-    const storage = MemoryStorage.withConfState(confState);
-    const { seed, ...rest } = this.options;
+    const { seed, bootstrap, ...rest } = this.options;
+    const viaLog = bootstrap === 'log';
+    const storage = viaLog ? new MemoryStorage() : MemoryStorage.withConfState(confState);
     const node = new RawNode({
       electionTicks: 10,
       heartbeatTicks: 1,
       ...rest,
+      ...(viaLog ? { voters: confState.voters, learners: confState.learners } : {}),
       id,
       storage,
       random: seededRandom((seed ?? 1) * 1000 + id),
@@ -77,7 +87,7 @@ export class TestNetwork {
   /** Restarts a node from its storage (what survives a crash when every Ready was synced). */
   restart(id: NodeId): TestMember {
     const old = this.member(id);
-    const { seed, ...rest } = this.options;
+    const { seed, bootstrap: _bootstrap, ...rest } = this.options;
     const snapIndex = old.storage.snapshot().metadata.index;
     const node = new RawNode({
       electionTicks: 10,
@@ -151,9 +161,11 @@ export class TestNetwork {
 
   /** Hands a message to its destination if the link is up; returns whether it was delivered. */
   deliver(msg: Message): boolean {
-    if (this.cutLinks.has(`${msg.from}->${msg.to}`) || !this.filter(msg)) return false;
     const target = this.members.get(msg.to);
-    if (!target) return false;
+    const ok = target !== undefined && !this.cutLinks.has(`${msg.from}->${msg.to}`) && this.filter(msg);
+    // A transport reports how a snapshot send ended; the leader retries on failure.
+    if (msg.type === MessageType.Snap) this.members.get(msg.from)?.node.reportSnapshot(msg.to, ok);
+    if (!ok || !target) return false;
     this.delivered.push(msg);
     target.node.step(msg);
     return true;
@@ -182,6 +194,8 @@ export class TestNetwork {
 
   /** Makes `id` campaign and settles; returns its role after. */
   elect(id: NodeId): StateRole {
+    // Apply what is committed first (a bootstrapped node holds its membership entries).
+    this.stabilize();
     this.node(id).campaign();
     this.stabilize();
     return this.node(id).status().role;
