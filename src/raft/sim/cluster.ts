@@ -116,6 +116,9 @@ export interface SimOptions {
   traceLength?: number;
   /** Applied entries between state machine snapshots; chosen from the seed when not given. */
   snapshotEvery?: number;
+  /** Core options; chosen from the seed when not given. */
+  preVote?: boolean;
+  checkQuorum?: boolean;
   /** Builds the core of each node (the real RawNode by default). */
   createCore?: CoreFactory;
 }
@@ -155,6 +158,15 @@ const ELECTION_TICKS = 10;
 const HEARTBEAT_TICKS = 1;
 /** Messages in flight beyond this are dropped, oldest first (a congested network). */
 const MAX_IN_FLIGHT = 400;
+/** Share of messages that take a slow path, and how many steps late they may arrive. */
+const SLOW_MESSAGE_CHANCE = 0.05;
+const MAX_SLOW_DELAY_STEPS = 200;
+/**
+ * Entries kept below a new snapshot when compacting. 0 for now: the core's restart check
+ * (Raft.checkAppliedSkipsNoConfChange) takes firstIndex - 1 for the snapshot index and
+ * refuses a restart when entries are retained below the snapshot.
+ */
+const COMPACTION_KEEP_MAX = 0;
 /** Concurrent clients, each with at most one outstanding operation. */
 const CLIENTS = 5;
 const KEYS = 3;
@@ -216,6 +228,8 @@ interface PendingOp {
 
 interface InFlight {
   msg: Message;
+  /** A slow path: the message cannot arrive before this step. */
+  notBefore: number;
 }
 
 /** Fails a storage-reading call of the core the way a forgetful disk would: no vote. */
@@ -336,8 +350,10 @@ export class Simulation {
     // Choices of the run's shape come first, from the seed, so they never shift with options.
     const shapeNodes = this.rng.chance(0.5) ? 3 : 5;
     const shapeSnapshotEvery = this.rng.int(4, 40);
-    this.preVote = this.rng.chance(0.75);
-    this.checkQuorum = this.rng.chance(0.75);
+    const shapePreVote = this.rng.chance(0.75);
+    const shapeCheckQuorum = this.rng.chance(0.75);
+    this.preVote = options.preVote ?? shapePreVote;
+    this.checkQuorum = options.checkQuorum ?? shapeCheckQuorum;
     this.initialVoters = options.nodes ?? shapeNodes;
     this.snapshotEvery = options.snapshotEvery ?? shapeSnapshotEvery;
     this.mutation = options.mutation ?? 'none';
@@ -463,11 +479,13 @@ export class Simulation {
     const crashed = [...this.nodes.values()].filter((n) => n.state === 'crashed');
     const unsynced = running.filter((n) => n.disk.unsyncedWrites > 0);
     const idleClients = CLIENTS - this.busyClients.size;
+    const deliverable: number[] = [];
+    for (let i = 0; i < this.network.length; i++) if (this.network[i].notBefore <= this.stepNo) deliverable.push(i);
     const actions: [number, () => void][] = [
       [running.length > 0 ? w.tick : 0, () => this.tick(this.rng.pick(running))],
       [withReady.length > 0 ? w.ready : 0, () => this.handleReady(this.rng.pick(withReady))],
-      [this.network.length > 0 ? w.deliver : 0, () => this.deliver(this.takeMessage())],
-      [this.network.length > 0 ? w.drop : 0, () => this.drop(this.takeMessage(), 'dropped')],
+      [deliverable.length > 0 ? w.deliver : 0, () => this.deliver(this.takeMessage(deliverable))],
+      [deliverable.length > 0 ? w.drop : 0, () => this.drop(this.takeMessage(deliverable), 'dropped')],
       [this.network.length > 0 ? w.duplicate : 0, () => this.duplicate()],
       [idleClients > 0 && running.length > 0 ? w.write : 0, () => this.clientWrite()],
       [idleClients > 0 && running.length > 0 ? w.read : 0, () => this.clientRead()],
@@ -496,14 +514,16 @@ export class Simulation {
   }
 
   /** Mostly near the head of the queue (roughly in order), sometimes any message (reordering). */
-  private takeMessage(): InFlight {
-    const n = this.network.length;
+  private takeMessage(deliverable: readonly number[]): InFlight {
+    const n = deliverable.length;
     const i = this.rng.chance(0.8) ? this.rng.int(0, Math.min(3, n - 1)) : this.rng.int(0, n - 1);
-    return this.network.splice(i, 1)[0];
+    return this.network.splice(deliverable[i], 1)[0];
   }
 
   private send(m: Message): void {
-    this.network.push({ msg: cloneMessage(m) });
+    // Now and then a message takes a slow path and arrives long after later ones.
+    const notBefore = this.rng.chance(SLOW_MESSAGE_CHANCE) ? this.stepNo + this.rng.int(10, MAX_SLOW_DELAY_STEPS) : 0;
+    this.network.push({ msg: cloneMessage(m), notBefore });
     if (this.network.length > MAX_IN_FLIGHT) {
       const oldest = this.network.shift();
       if (oldest !== undefined) this.drop(oldest, 'overflow');
@@ -548,7 +568,7 @@ export class Simulation {
     const f = this.rng.pick(this.network);
     this.stats.duplicated++;
     this.note(`duplicate ${describeMessage(f.msg)}`);
-    this.network.push({ msg: cloneMessage(f.msg) });
+    this.network.push({ msg: cloneMessage(f.msg), notBefore: f.notBefore });
   }
 
   private partition(): void {
@@ -828,8 +848,8 @@ export class Simulation {
     this.checker.snapshot(node.id, node.applied, data);
     node.snapshotIndex = node.applied;
     this.stats.snapshots++;
-    // Keep a few entries so a slightly slow follower can still catch up from the log.
-    const compactTo = node.applied - this.rng.int(0, 4);
+    // Could keep a few entries below the snapshot for slow followers; see COMPACTION_KEEP_MAX.
+    const compactTo = node.applied - this.rng.int(0, COMPACTION_KEEP_MAX);
     if (compactTo >= log.firstIndex()) node.disk.write({ kind: 'compact', index: compactTo });
   }
 
@@ -990,11 +1010,16 @@ export class Simulation {
     for (const n of this.running()) if (reference === undefined || n.applied > reference.applied) reference = n;
     if (reference !== undefined) {
       const cs = reference.confState;
-      for (const n of this.running()) {
-        if (!cs.voters.includes(n.id) && !cs.learners.includes(n.id)) {
+      for (const n of this.nodes.values()) {
+        const member = cs.voters.includes(n.id) || cs.learners.includes(n.id);
+        if (!member && n.state === 'running') {
           n.state = 'stopped';
           n.core = undefined;
           this.abandonOpsAt(n);
+        } else if (member && n.state !== 'running') {
+          // A member that stopped on its removal before it was added back.
+          this.note(`heal: start member ${n.id}`);
+          this.start(n);
         }
       }
     }
