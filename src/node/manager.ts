@@ -1,0 +1,300 @@
+// A manager: the replicated store on a RaftNode, the manager port (mutual TLS: Raft transport,
+// Raft membership, control API), the join port (TLS, NodeCA), and the leader-only control
+// loops started and stopped with leadership.
+import {
+  ChannelCredentials,
+  Metadata,
+  Server,
+  ServerCredentials,
+  type sendUnaryData,
+  type ServerUnaryCall,
+  type ServiceDefinition,
+  type UntypedServiceImplementation,
+} from '@grpc/grpc-js';
+import {
+  NodeCAClient,
+  NodeCAService,
+  type IssueNodeCertificateRequest,
+  type IssueNodeCertificateResponse,
+} from '../gen/cluster/v1/ca';
+import {
+  RaftMembershipClient,
+  RaftMembershipService,
+  type RaftJoinRequest,
+  type RaftJoinResponse,
+  type RaftLeaveRequest,
+  type RaftLeaveResponse,
+} from '../gen/cluster/v1/raft';
+import { NodeRole } from '../gen/cluster/v1/objects';
+import { ClusterError, toClusterError } from '../common/errors';
+import { componentLogger, type Logger } from '../common/logger';
+import { clientCredentials, nodeIdentityFromPeer, serverCredentials, type NodeTls } from '../manager/ca';
+import { createNodeCAServer } from '../manager/ca/service';
+import { RaftNode } from '../raft/node';
+import { MemoryStore, type AppliedResult } from '../store';
+import { formatHostPort, joinAddress, parseHostPort } from './addr';
+import type { DataDirLayout, NodeState } from './datadir';
+import { LeaderLoops, type LeaderLoop } from './leader_loops';
+
+/** How often leadership is observed to start/stop the leader loops and refresh manager status. */
+export const LEADERSHIP_POLL_MS = 50;
+export const FORWARD_DEADLINE_MS = 10_000;
+export const MAX_RAFT_ID = 2 ** 48;
+
+export interface RaftTiming {
+  tickMs?: number;
+  electionTicks?: number;
+  heartbeatTicks?: number;
+  snapshotEveryEntries?: number;
+}
+
+export interface ManagerOptions {
+  dirs: DataDirLayout;
+  state: NodeState;
+  tls: NodeTls;
+  /** Voters of a brand-new cluster (init); absent when joining or restarting. */
+  bootstrapVoters?: number[];
+  /** Raft addresses of the other members known when joining. */
+  peers?: ReadonlyMap<number, string>;
+  raft?: RaftTiming;
+  /** Extra services for the manager port (control API, dispatcher), registered before binding. */
+  services?: (manager: Manager) => { definition: ServiceDefinition; implementation: UntypedServiceImplementation }[];
+  loops?: (manager: Manager) => LeaderLoop[];
+}
+
+function unary<Req, Res>(
+  logger: Logger,
+  work: (call: ServerUnaryCall<Req, Res>) => Promise<Res>,
+): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
+  return (call, callback) => {
+    work(call).then(
+      (value) => callback(null, value),
+      (err: unknown) => {
+        const e = toClusterError(err);
+        if (e.code === 'INTERNAL') logger.error({ err }, 'request failed');
+        callback(e.toServiceError());
+      },
+    );
+  };
+}
+
+export function newRaftId(): number {
+  return 1 + Math.floor(Math.random() * (MAX_RAFT_ID - 1));
+}
+
+export class Manager {
+  readonly store: MemoryStore;
+  readonly logger: Logger;
+  private readonly mainServer: Server;
+  private readonly joinServer: Server;
+  private loops?: LeaderLoops;
+  private poller?: NodeJS.Timeout;
+  private leaderClients = new Map<string, { membership: RaftMembershipClient; ca: NodeCAClient }>();
+  private stopped = false;
+  raft!: RaftNode<AppliedResult>;
+  joinPort = 0;
+
+  private constructor(readonly options: ManagerOptions) {
+    this.logger = componentLogger('manager', { nodeId: options.state.nodeId });
+    this.store = new MemoryStore();
+    this.mainServer = new Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
+    this.joinServer = new Server();
+  }
+
+  static async start(options: ManagerOptions): Promise<Manager> {
+    const manager = new Manager(options);
+    try {
+      await manager.startParts();
+    } catch (err) {
+      await manager.stop();
+      throw err;
+    }
+    return manager;
+  }
+
+  get nodeId(): string {
+    return this.options.state.nodeId;
+  }
+
+  get tls(): NodeTls {
+    return this.options.tls;
+  }
+
+  private async startParts(): Promise<void> {
+    const { state, tls, dirs } = this.options;
+    const raftId = state.raftId;
+    if (!raftId) throw new ClusterError('INTERNAL', 'a manager needs a raft id');
+    const listen = parseHostPort(state.listenAddr);
+
+    this.mainServer.addService(RaftMembershipService, {
+      join: unary<RaftJoinRequest, RaftJoinResponse>(this.logger, (call) => this.handleRaftJoin(call)),
+      leave: unary<RaftLeaveRequest, RaftLeaveResponse>(this.logger, (call) => this.handleRaftLeave(call)),
+    });
+    for (const svc of this.options.services?.(this) ?? []) this.mainServer.addService(svc.definition, svc.implementation);
+
+    this.raft = await RaftNode.start<AppliedResult>({
+      id: raftId,
+      clusterId: state.clusterId,
+      dataDir: dirs.raftDir,
+      listenAddress: formatHostPort(listen),
+      advertiseAddress: state.advertiseAddr,
+      peers: this.options.peers ?? new Map(),
+      bootstrapVoters: this.options.bootstrapVoters,
+      server: this.mainServer,
+      serverCredentials: serverCredentials(tls),
+      channelCredentials: clientCredentials(tls, 'manager'),
+      stateMachine: this.store.asStateMachine(),
+      tickMs: this.options.raft?.tickMs,
+      electionTicks: this.options.raft?.electionTicks,
+      heartbeatTicks: this.options.raft?.heartbeatTicks,
+      snapshotEveryEntries: this.options.raft?.snapshotEveryEntries,
+      logger: this.logger,
+    });
+    this.store.setProposer(this.raft);
+
+    this.joinServer.addService(
+      NodeCAService,
+      createNodeCAServer({
+        store: this.store,
+        logger: this.logger,
+        isLeader: () => this.raft.isLeader(),
+        forward: (request) => this.forwardIssue(request),
+      }),
+    );
+    // The join port presents the manager's certificate but asks for none: joiners have none yet.
+    const joinCreds = ServerCredentials.createSsl(
+      null,
+      [{ cert_chain: Buffer.from(tls.certPem), private_key: Buffer.from(tls.keyPem) }],
+      false,
+    );
+    this.joinPort = await new Promise<number>((resolve, reject) =>
+      this.joinServer.bindAsync(formatHostPort({ host: listen.host, port: listen.port + 1 }), joinCreds, (e, p) =>
+        e ? reject(e) : resolve(p),
+      ),
+    );
+
+    this.loops = new LeaderLoops(this.options.loops?.(this) ?? [], this.logger);
+    this.poller = setInterval(() => this.observeLeadership(), LEADERSHIP_POLL_MS);
+  }
+
+  private observing = false;
+  private observeLeadership(): void {
+    if (this.observing || this.stopped || !this.loops) return;
+    this.observing = true;
+    const isLeader = this.raft.isLeader();
+    this.loops
+      .setLeader(isLeader)
+      .catch((err: unknown) => this.logger.error({ err }, 'leader loops failed to change state'))
+      .finally(() => {
+        this.observing = false;
+      });
+  }
+
+  /** The leader's manager address (host:port), from the store's manager records. */
+  leaderAddress(): string | undefined {
+    const leaderId = this.raft.status().leaderId;
+    if (!leaderId) return undefined;
+    const node = this.store.view((tx) => tx.nodes.list((n) => n.managerStatus?.raftId === leaderId)[0]);
+    return node?.managerStatus?.addr || undefined;
+  }
+
+  private clientsFor(addr: string) {
+    let clients = this.leaderClients.get(addr);
+    if (!clients) {
+      const creds = clientCredentials(this.options.tls, 'manager');
+      const joinCreds = ChannelCredentials.createSsl(Buffer.from(this.options.tls.caCertPem), null, null, {
+        checkServerIdentity: () => undefined,
+      });
+      clients = {
+        membership: new RaftMembershipClient(addr, creds),
+        ca: new NodeCAClient(joinAddress(addr), joinCreds),
+      };
+      this.leaderClients.set(addr, clients);
+    }
+    return clients;
+  }
+
+  private leaderOrThrow(): string {
+    const addr = this.leaderAddress();
+    if (!addr) throw new ClusterError('UNAVAILABLE', 'no leader elected yet; retry in a moment');
+    return addr;
+  }
+
+  private forwardIssue(request: IssueNodeCertificateRequest): Promise<IssueNodeCertificateResponse> {
+    const { ca } = this.clientsFor(this.leaderOrThrow());
+    return new Promise((resolve, reject) =>
+      ca.issueNodeCertificate(request, new Metadata(), { deadline: Date.now() + FORWARD_DEADLINE_MS }, (e, r) =>
+        e ? reject(toClusterError(e)) : resolve(r),
+      ),
+    );
+  }
+
+  private async handleRaftJoin(call: ServerUnaryCall<RaftJoinRequest, RaftJoinResponse>): Promise<RaftJoinResponse> {
+    const who = nodeIdentityFromPeer(call.getAuthContext()?.sslPeerCertificate);
+    if (who.role !== 'manager') {
+      throw new ClusterError('PERMISSION_DENIED', `node ${who.nodeId} is a worker: only managers join the Raft group`);
+    }
+    if (!this.raft.isLeader()) {
+      const { membership } = this.clientsFor(this.leaderOrThrow());
+      return new Promise((resolve, reject) =>
+        membership.join(call.request, new Metadata(), { deadline: Date.now() + FORWARD_DEADLINE_MS }, (e, r) =>
+          e ? reject(toClusterError(e)) : resolve(r),
+        ),
+      );
+    }
+    const addr = formatHostPort(parseHostPort(call.request.addr));
+    const existing = this.store.view((tx) => tx.nodes.get(who.nodeId));
+    if (!existing) throw new ClusterError('NOT_FOUND', `node ${who.nodeId} is not known to this cluster`);
+    const raftId = existing.managerStatus?.raftId || newRaftId();
+    if (!this.raft.status().voters.includes(raftId)) await this.raft.addMember(raftId, addr);
+    await this.store.update((tx) => {
+      const node = tx.nodes.get(who.nodeId);
+      if (!node) throw new ClusterError('NOT_FOUND', `node ${who.nodeId} is not known to this cluster`);
+      tx.nodes.update({
+        ...node,
+        role: NodeRole.NODE_ROLE_MANAGER,
+        managerStatus: { raftId, addr, leader: false, reachability: 'reachable' },
+      });
+    });
+    const members = this.store.view((tx) =>
+      tx.nodes
+        .list((n) => n.role === NodeRole.NODE_ROLE_MANAGER && (n.managerStatus?.raftId ?? 0) > 0)
+        .map((n) => ({ raftId: n.managerStatus?.raftId ?? 0, nodeId: n.id, addr: n.managerStatus?.addr ?? '' })),
+    );
+    this.logger.info({ nodeId: who.nodeId, raftId, addr }, 'manager joined the raft group');
+    return { raftId, members };
+  }
+
+  private async handleRaftLeave(
+    call: ServerUnaryCall<RaftLeaveRequest, RaftLeaveResponse>,
+  ): Promise<RaftLeaveResponse> {
+    const who = nodeIdentityFromPeer(call.getAuthContext()?.sslPeerCertificate);
+    if (who.role !== 'manager') throw new ClusterError('PERMISSION_DENIED', 'only managers leave the Raft group');
+    if (!this.raft.isLeader()) {
+      const { membership } = this.clientsFor(this.leaderOrThrow());
+      return new Promise((resolve, reject) =>
+        membership.leave(call.request, new Metadata(), { deadline: Date.now() + FORWARD_DEADLINE_MS }, (e, r) =>
+          e ? reject(toClusterError(e)) : resolve(r),
+        ),
+      );
+    }
+    await this.raft.removeMember(call.request.raftId);
+    return {};
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.poller) clearInterval(this.poller);
+    await this.loops?.stop();
+    for (const clients of this.leaderClients.values()) {
+      clients.membership.close();
+      clients.ca.close();
+    }
+    this.leaderClients.clear();
+    this.joinServer.forceShutdown();
+    // RaftNode.stop closes the shared manager server along with its transport.
+    if (this.raft) await this.raft.stop();
+    else this.mainServer.forceShutdown();
+  }
+}
