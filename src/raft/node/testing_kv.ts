@@ -4,13 +4,12 @@
 import type { Entry } from '../types';
 import type { StateMachine } from './index';
 
-export interface KvPut {
-  op: 'put';
+/** put sets the value; append adds to its end (an absent key counts as ""). */
+export interface KvCommand {
+  op: 'put' | 'append';
   key: string;
   value: string;
 }
-
-export type KvCommand = KvPut;
 
 export function encodeKvCommand(command: KvCommand): Uint8Array {
   return Buffer.from(JSON.stringify(command));
@@ -22,13 +21,13 @@ function decodeKvCommand(data: Uint8Array): KvCommand {
     typeof parsed === 'object' &&
     parsed !== null &&
     'op' in parsed &&
-    parsed.op === 'put' &&
+    (parsed.op === 'put' || parsed.op === 'append') &&
     'key' in parsed &&
     typeof parsed.key === 'string' &&
     'value' in parsed &&
     typeof parsed.value === 'string'
   ) {
-    return { op: 'put', key: parsed.key, value: parsed.value };
+    return { op: parsed.op, key: parsed.key, value: parsed.value };
   }
   throw new Error('not a KV command');
 }
@@ -50,7 +49,8 @@ export class KvStateMachine implements StateMachine<KvResult> {
 
   apply(entry: Entry): KvResult {
     const command = decodeKvCommand(entry.data);
-    this.data.set(command.key, command.value);
+    const value = command.op === 'append' ? (this.data.get(command.key) ?? '') + command.value : command.value;
+    this.data.set(command.key, value);
     return { index: entry.index };
   }
 

@@ -4,7 +4,7 @@
 //
 //   node testing_kv_server.js '<json KvServerConfig>'
 //
-// HTTP: POST /put {"key","value"} → 200 {"index"}; GET /get?key=k → 200 {"value"} after a
+// HTTP: POST /put {"key","value"[,"op":"append"]} → 200 {"index"}; GET /get?key=k → 200 {"value"} after a
 // ReadIndex; GET /status. 421 {"leaderId"} when not the leader (not executed), 409 when the
 // proposal was lost (not executed), 503 or 504 when the outcome is unknown.
 
@@ -116,8 +116,9 @@ async function main(): Promise<void> {
       const url = new URL(req.url ?? '/', 'http://127.0.0.1');
       try {
         if (req.method === 'POST' && url.pathname === '/put') {
-          const body = JSON.parse(await readBody(req)) as { key: string; value: string };
-          const result = await node.propose(encodeKvCommand({ op: 'put', key: body.key, value: body.value }));
+          const body = JSON.parse(await readBody(req)) as { key: string; value: string; op?: string };
+          const op = body.op === 'append' ? 'append' : 'put';
+          const result = await node.propose(encodeKvCommand({ op, key: body.key, value: body.value }));
           reply(res, 200, { index: result?.index });
         } else if (req.method === 'GET' && url.pathname === '/get') {
           const key = url.searchParams.get('key') ?? '';
