@@ -85,7 +85,10 @@ test('snapshot metadata round-trips with its members, and its data is checked by
   const damaged = data.slice();
   damaged[3] ^= 1;
   assert.throws(() => checkSnapshotData(stored, damaged), /snapshot data checksum mismatch/);
-  assert.throws(() => checkSnapshotData(stored, data.subarray(1)), /snapshot data is 18 bytes, its metadata says 19/);
+  assert.throws(
+    () => checkSnapshotData(stored, data.subarray(1)),
+    /snapshot data is 18 bytes, its metadata says 19/,
+  );
 });
 
 test('numbers beyond 2^53 are refused on write', () => {

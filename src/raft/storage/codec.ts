@@ -116,6 +116,8 @@ export function entryKeyIndex(key: Uint8Array): number {
 /** The first key past every entry key: iterate entries with gte entryKey(0), lt this. */
 export const ENTRY_KEY_END = Uint8Array.of(PREFIX_ENTRY + 1);
 
+const ENTRY_TYPES: ReadonlySet<number> = new Set([EntryType.Normal, EntryType.ConfChange]);
+
 function indexSeed(index: number): number {
   const bytes = new Uint8Array(8);
   putU64(viewOf(bytes), 0, index);
@@ -133,15 +135,20 @@ export function encodeEntry(entry: Entry): Uint8Array {
 
 export function decodeEntry(index: number, bytes: Uint8Array): Entry {
   if (bytes.length < ENTRY_HEADER_BYTES) {
-    throw new DecodeError(`entry value is ${bytes.length} bytes, shorter than its ${ENTRY_HEADER_BYTES}-byte header`);
+    throw new DecodeError(
+      `entry value is ${bytes.length} bytes, shorter than its ${ENTRY_HEADER_BYTES}-byte header`,
+    );
   }
   checkSeal(bytes, 'entry', indexSeed(index));
   const view = viewOf(bytes);
   const type = bytes[12];
-  if (type !== EntryType.Normal && type !== EntryType.ConfChange) {
-    throw new DecodeError(`entry type ${type} is unknown`);
-  }
-  return { index, term: getU64(view, 4), type, data: plainCopy(bytes.subarray(ENTRY_HEADER_BYTES)) };
+  if (!ENTRY_TYPES.has(type)) throw new DecodeError(`entry type ${type} is unknown`);
+  return {
+    index,
+    term: getU64(view, 4),
+    type,
+    data: plainCopy(bytes.subarray(ENTRY_HEADER_BYTES)),
+  };
 }
 
 // ---- hard state ----
@@ -214,7 +221,9 @@ export function encodeSnapshotMeta(metadata: SnapshotMetadata, data: Uint8Array)
 
 export function decodeSnapshotMeta(bytes: Uint8Array): StoredSnapshotMeta {
   if (bytes.length < SNAPSHOT_META_FIXED_BYTES) {
-    throw new DecodeError(`snapshot metadata is ${bytes.length} bytes, shorter than ${SNAPSHOT_META_FIXED_BYTES}`);
+    throw new DecodeError(
+      `snapshot metadata is ${bytes.length} bytes, shorter than ${SNAPSHOT_META_FIXED_BYTES}`,
+    );
   }
   checkSeal(bytes, 'snapshot metadata');
   const view = viewOf(bytes);

@@ -19,9 +19,15 @@ const MAX_RUN_MS = 600;
 const CHILD = join(__dirname, 'crash_child.js');
 
 /** Runs the child from `firstStep` for about `runMs` after it is ready, then SIGKILLs it. */
-function runAndKill(dir: string, firstStep: number, runMs: number): Promise<{ lastDone: number; exitSignal: string | null }> {
+function runAndKill(
+  dir: string,
+  firstStep: number,
+  runMs: number,
+): Promise<{ lastDone: number; exitSignal: string | null }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CHILD, dir, String(firstStep)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CHILD, dir, String(firstStep)], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let lastDone = firstStep - 1;
     let ready = false;
     let buffered = '';
@@ -66,7 +72,10 @@ function sameState(a: Storage, b: Storage): boolean {
     assert.equal(a.firstIndex(), b.firstIndex());
     assert.equal(a.lastIndex(), b.lastIndex());
     assert.equal(a.term(a.firstIndex() - 1), b.term(b.firstIndex() - 1));
-    assert.deepEqual(a.entries(a.firstIndex(), a.lastIndex() + 1, Infinity), b.entries(b.firstIndex(), b.lastIndex() + 1, Infinity));
+    assert.deepEqual(
+      a.entries(a.firstIndex(), a.lastIndex() + 1, Infinity),
+      b.entries(b.firstIndex(), b.lastIndex() + 1, Infinity),
+    );
     assert.deepEqual(a.snapshot(), b.snapshot());
     return true;
   } catch {
@@ -93,7 +102,8 @@ test('SIGKILL at a random moment leaves a verified store holding every reported 
         } else if (sameState(storage, modelAfter(lastDone + 1))) {
           stepsDone = lastDone + 2;
           t.diagnostic(`${context}: store = the write in flight, done but not yet reported`);
-        } else assert.fail(`${context}: the store matches neither the last reported write nor the one after it`);
+        } else
+          assert.fail(`${context}: the store matches neither the last reported write nor the one after it`);
       } finally {
         await storage.close();
       }

@@ -10,7 +10,8 @@ const ORPHAN_LIMIT_MS = 30_000;
 
 async function main(): Promise<void> {
   const [dir, firstStepArg] = process.argv.slice(2);
-  if (dir === undefined || firstStepArg === undefined) throw new Error('usage: crash_child.js <dir> <firstStep>');
+  if (dir === undefined || firstStepArg === undefined)
+    throw new Error('usage: crash_child.js <dir> <firstStep>');
   const deadline = Date.now() + ORPHAN_LIMIT_MS;
   const storage = await LevelRaftStorage.open(dir);
   // Pipes are written synchronously on Linux, so a printed line is out before the next write.

@@ -4,7 +4,7 @@
 import { RaftError } from '../types';
 
 const CORRUPT_ADVICE =
-  'The data cannot be trusted: restore this member\'s data directory from a backup, or remove ' +
+  "The data cannot be trusted: restore this member's data directory from a backup, or remove " +
   'the member from the cluster and re-join it with an empty data directory.';
 
 /** The store exists but fails verification; it is never used in that state. */

@@ -15,7 +15,8 @@ const CHILD = join(__dirname, 'fault_child.js');
 
 // The probe mounts over the temp directory inside its own namespace: invisible outside it.
 const canUnshare =
-  spawnSync('unshare', ['-rm', 'sh', '-c', 'mount -t tmpfs tmpfs "$1"', 'sh', tmpdir()], { stdio: 'ignore' }).status === 0;
+  spawnSync('unshare', ['-rm', 'sh', '-c', 'mount -t tmpfs tmpfs "$1"', 'sh', tmpdir()], { stdio: 'ignore' })
+    .status === 0;
 const skip = canUnshare ? false : 'unshare -rm with a tmpfs mount is not permitted here';
 
 type Report = Record<string, unknown>;
@@ -24,9 +25,13 @@ type Report = Record<string, unknown>;
 function runInTmpfs(dir: string, mountOptions: string, mode: 'fill' | 'open'): Promise<Report[]> {
   return new Promise((resolve, reject) => {
     const script = 'mount -t tmpfs -o "$1" tmpfs "$2" && exec "$3" "$4" "$2" "$5"';
-    const child = spawn('unshare', ['-rm', 'sh', '-c', script, 'sh', mountOptions, dir, process.execPath, CHILD, mode], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      'unshare',
+      ['-rm', 'sh', '-c', script, 'sh', mountOptions, dir, process.execPath, CHILD, mode],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
@@ -34,25 +39,42 @@ function runInTmpfs(dir: string, mountOptions: string, mode: 'fill' | 'open'): P
     child.on('error', reject);
     child.on('close', (code) => {
       if (code !== 0) reject(new Error(`fault child exited with ${code}: ${stderr}`));
-      else resolve(stdout.trim().split('\n').map((line) => JSON.parse(line) as Report));
+      else
+        resolve(
+          stdout
+            .trim()
+            .split('\n')
+            .map((line) => JSON.parse(line) as Report),
+        );
     });
   });
 }
 
-test('a full disk fails the save with a clear error, changes nothing visible, and stops further writes', { skip }, async () => {
-  await withTempDir(async (dir) => {
-    const reports = await runInTmpfs(dir, 'size=1m', 'fill');
-    const failed = reports.find((r) => r.event === 'saveFailed');
-    assert.ok(failed !== undefined, `no save failed: ${JSON.stringify(reports)}`);
-    assert.equal(failed.code, 'STORAGE_IO');
-    assert.match(String(failed.message), /cannot write raft storage in .*: the disk is full; free space, then restart this member/);
-    assert.ok(String(failed.message).includes(dir), 'the message names the directory');
-    assert.equal(failed.lastIndexAfter, failed.lastIndexBefore, 'a failed write changes nothing visible');
-    assert.ok(Number(failed.lastIndexBefore) > 0, 'some writes succeeded before the disk filled');
-    const next = reports.find((r) => r.event === 'nextSave');
-    assert.equal(next?.code, 'STORAGE_FAILED', 'after a failed write the store refuses more until reopened');
-  });
-});
+test(
+  'a full disk fails the save with a clear error, changes nothing visible, and stops further writes',
+  { skip },
+  async () => {
+    await withTempDir(async (dir) => {
+      const reports = await runInTmpfs(dir, 'size=1m', 'fill');
+      const failed = reports.find((r) => r.event === 'saveFailed');
+      assert.ok(failed !== undefined, `no save failed: ${JSON.stringify(reports)}`);
+      assert.equal(failed.code, 'STORAGE_IO');
+      assert.match(
+        String(failed.message),
+        /cannot write raft storage in .*: the disk is full; free space, then restart this member/,
+      );
+      assert.ok(String(failed.message).includes(dir), 'the message names the directory');
+      assert.equal(failed.lastIndexAfter, failed.lastIndexBefore, 'a failed write changes nothing visible');
+      assert.ok(Number(failed.lastIndexBefore) > 0, 'some writes succeeded before the disk filled');
+      const next = reports.find((r) => r.event === 'nextSave');
+      assert.equal(
+        next?.code,
+        'STORAGE_FAILED',
+        'after a failed write the store refuses more until reopened',
+      );
+    });
+  },
+);
 
 test('a read-only file system gives a clear error naming the directory', { skip }, async () => {
   await withTempDir(async (dir) => {

@@ -15,7 +15,10 @@ function report(fields: Record<string, unknown>): void {
 }
 
 function describe(err: unknown): { code: unknown; message: string } {
-  return { code: (err as { code?: unknown }).code, message: err instanceof Error ? err.message : String(err) };
+  return {
+    code: (err as { code?: unknown }).code,
+    message: err instanceof Error ? err.message : String(err),
+  };
 }
 
 async function fill(dir: string): Promise<void> {
@@ -25,9 +28,16 @@ async function fill(dir: string): Promise<void> {
       const before = storage.lastIndex();
       try {
         const data = new Uint8Array(ENTRY_BYTES).fill(index & 0xff);
-        await storage.save({ term: 1, vote: 1, commit: index - 1 }, [{ index, term: 1, type: EntryType.Normal, data }]);
+        await storage.save({ term: 1, vote: 1, commit: index - 1 }, [
+          { index, term: 1, type: EntryType.Normal, data },
+        ]);
       } catch (err) {
-        report({ event: 'saveFailed', ...describe(err), lastIndexBefore: before, lastIndexAfter: storage.lastIndex() });
+        report({
+          event: 'saveFailed',
+          ...describe(err),
+          lastIndexBefore: before,
+          lastIndexAfter: storage.lastIndex(),
+        });
         try {
           await storage.save({ term: 1, vote: 1, commit: index - 1 }, []);
           report({ event: 'nextSave', code: 'none' });

@@ -112,7 +112,12 @@ export class LevelRaftStorage implements Storage {
       const code = levelCode(err);
       if (code === 'LEVEL_LOCKED') throw new StorageLockedError(dir, err);
       if (code === 'LEVEL_CORRUPTION') {
-        throw new StorageCorruptError(dir, undefined, undefined, `LevelDB cannot open its files (${String(err)})`);
+        throw new StorageCorruptError(
+          dir,
+          undefined,
+          undefined,
+          `LevelDB cannot open its files (${String(err)})`,
+        );
       }
       throw new StorageIOError(dir, 'open', err);
     }
@@ -182,7 +187,8 @@ export class LevelRaftStorage implements Storage {
    * the memory copy. Entries before firstIndex (already compacted) are ignored, as in etcd.
    */
   save(hardState: HardState | undefined, entries: readonly Entry[], snapshot?: Snapshot): Promise<void> {
-    if (hardState === undefined && entries.length === 0 && snapshot === undefined) return this.enqueue(async () => {});
+    if (hardState === undefined && entries.length === 0 && snapshot === undefined)
+      return this.enqueue(async () => {});
     return this.enqueue(async () => {
       const ops = this.planSave(hardState, entries, snapshot);
       await this.write(ops);
@@ -196,14 +202,28 @@ export class LevelRaftStorage implements Storage {
    * Records the application's snapshot as of `index` and compacts the log up to
    * index - retainEntries (keeping a tail lets slow followers catch up without a snapshot).
    */
-  createSnapshot(index: number, confState: ConfState, data: Uint8Array, retainEntries = 0): Promise<Snapshot> {
+  createSnapshot(
+    index: number,
+    confState: ConfState,
+    data: Uint8Array,
+    retainEntries = 0,
+  ): Promise<Snapshot> {
     return this.enqueue(async () => {
       const current = this.mem.snapshot().metadata.index;
       if (index <= current) throw new SnapshotOutOfDateError(index, current);
-      invariant(index <= this.mem.lastIndex(), () => `snapshot index ${index} > last index ${this.mem.lastIndex()}`);
+      invariant(
+        index <= this.mem.lastIndex(),
+        () => `snapshot index ${index} > last index ${this.mem.lastIndex()}`,
+      );
       const commit = this.mem.initialState().hardState.commit;
-      invariant(index <= commit, () => `snapshot index ${index} is beyond the durable commit index ${commit}`);
-      invariant(Number.isSafeInteger(retainEntries) && retainEntries >= 0, () => `retainEntries ${retainEntries} < 0`);
+      invariant(
+        index <= commit,
+        () => `snapshot index ${index} is beyond the durable commit index ${commit}`,
+      );
+      invariant(
+        Number.isSafeInteger(retainEntries) && retainEntries >= 0,
+        () => `retainEntries ${retainEntries} < 0`,
+      );
       const metadata = { index, term: this.mem.term(index), confState: cloneConfState(confState) };
       const ops: BatchOp[] = [
         { type: 'put', key: SNAPSHOT_META_KEY, value: encodeSnapshotMeta(metadata, data) },
@@ -215,7 +235,11 @@ export class LevelRaftStorage implements Storage {
         ops.push(...this.planCompact(compactTo));
       } else {
         // The compaction point goes with every snapshot: open() requires it once one exists.
-        ops.push({ type: 'put', key: COMPACTION_KEY, value: encodeCompaction({ index: compacted, term: this.mem.term(compacted) }) });
+        ops.push({
+          type: 'put',
+          key: COMPACTION_KEY,
+          value: encodeCompaction({ index: compacted, term: this.mem.term(compacted) }),
+        });
       }
       await this.write(ops);
       const snap = this.mem.createSnapshot(index, confState, data);
@@ -230,7 +254,10 @@ export class LevelRaftStorage implements Storage {
       const compacted = this.mem.firstIndex() - 1;
       if (index <= compacted) throw new CompactedError(index);
       const snapIndex = this.mem.snapshot().metadata.index;
-      invariant(index <= snapIndex, () => `compact ${index} beyond the snapshot at ${snapIndex} would lose entries`);
+      invariant(
+        index <= snapIndex,
+        () => `compact ${index} beyond the snapshot at ${snapIndex} would lose entries`,
+      );
       await this.write(this.planCompact(index));
       this.mem.compact(index);
     });
@@ -240,7 +267,10 @@ export class LevelRaftStorage implements Storage {
   setConfState(confState: ConfState): Promise<void> {
     return this.enqueue(async () => {
       const snapIndex = this.mem.snapshot().metadata.index;
-      invariant(snapIndex === 0, () => `setConfState after a snapshot at ${snapIndex}: membership comes from the log`);
+      invariant(
+        snapIndex === 0,
+        () => `setConfState after a snapshot at ${snapIndex}: membership comes from the log`,
+      );
       const metadata = { index: 0, term: 0, confState: cloneConfState(confState) };
       const data = new Uint8Array(0);
       await this.write([
@@ -292,7 +322,11 @@ export class LevelRaftStorage implements Storage {
     if (index < first) return [];
     const ops: BatchOp[] = [];
     for (let i = first; i <= index; i++) ops.push({ type: 'del', key: entryKey(i) });
-    ops.push({ type: 'put', key: COMPACTION_KEY, value: encodeCompaction({ index, term: this.mem.term(index) }) });
+    ops.push({
+      type: 'put',
+      key: COMPACTION_KEY,
+      value: encodeCompaction({ index, term: this.mem.term(index) }),
+    });
     return ops;
   }
 
@@ -300,7 +334,11 @@ export class LevelRaftStorage implements Storage {
    * The batch for one Ready, after checking it against what is stored. The memory copy
    * mirrors the disk exactly, so the keys of a conflicting suffix are known without a scan.
    */
-  private planSave(hardState: HardState | undefined, entries: readonly Entry[], snapshot: Snapshot | undefined): BatchOp[] {
+  private planSave(
+    hardState: HardState | undefined,
+    entries: readonly Entry[],
+    snapshot: Snapshot | undefined,
+  ): BatchOp[] {
     const ops: BatchOp[] = [];
     const stored = this.mem.initialState().hardState;
     let compacted = this.mem.firstIndex() - 1;
@@ -316,12 +354,19 @@ export class LevelRaftStorage implements Storage {
       ops.push(
         { type: 'put', key: SNAPSHOT_META_KEY, value: encodeSnapshotMeta(metadata, snapshot.data) },
         { type: 'put', key: SNAPSHOT_DATA_KEY, value: snapshot.data },
-        { type: 'put', key: COMPACTION_KEY, value: encodeCompaction({ index: metadata.index, term: metadata.term }) },
+        {
+          type: 'put',
+          key: COMPACTION_KEY,
+          value: encodeCompaction({ index: metadata.index, term: metadata.term }),
+        },
       );
       compacted = metadata.index;
       last = metadata.index;
       termAt = (index: number): number => {
-        invariant(index === metadata.index, () => `no term at ${index} right after a snapshot at ${metadata.index}`);
+        invariant(
+          index === metadata.index,
+          () => `no term at ${index} right after a snapshot at ${metadata.index}`,
+        );
         return metadata.term;
       };
     }
@@ -331,17 +376,27 @@ export class LevelRaftStorage implements Storage {
     let newLast = last;
     if (toAdd.length > 0) {
       const start = toAdd[0].index;
-      invariant(start <= last + 1, () => `append leaves a gap: first new index ${start}, last stored ${last}`);
+      invariant(
+        start <= last + 1,
+        () => `append leaves a gap: first new index ${start}, last stored ${last}`,
+      );
       let previousTerm = termAt(start - 1);
       for (let i = 0; i < toAdd.length; i++) {
         const entry = toAdd[i];
-        invariant(entry.index === start + i, () => `entries not contiguous: ${entry.index} after ${start + i - 1}`);
-        invariant(entry.term >= previousTerm, () => `entry ${entry.index} has term ${entry.term} < previous term ${previousTerm}`);
+        invariant(
+          entry.index === start + i,
+          () => `entries not contiguous: ${entry.index} after ${start + i - 1}`,
+        );
+        invariant(
+          entry.term >= previousTerm,
+          () => `entry ${entry.index} has term ${entry.term} < previous term ${previousTerm}`,
+        );
         if (snapshot === undefined && entry.index <= Math.min(stored.commit, last)) {
           const existing = this.mem.term(entry.index);
           invariant(
             existing === entry.term,
-            () => `entry ${entry.index} is committed with term ${existing}; refusing to overwrite it with term ${entry.term}`,
+            () =>
+              `entry ${entry.index} is committed with term ${existing}; refusing to overwrite it with term ${entry.term}`,
           );
         }
         previousTerm = entry.term;
@@ -358,12 +413,24 @@ export class LevelRaftStorage implements Storage {
     }
 
     if (hardState !== undefined) {
-      invariant(hardState.term >= stored.term, () => `hard state term ${hardState.term} < stored term ${stored.term}`);
-      invariant(hardState.commit >= stored.commit, () => `hard state commit ${hardState.commit} < stored ${stored.commit}`);
-      invariant(hardState.commit <= newLast, () => `hard state commit ${hardState.commit} > last index ${newLast}`);
+      invariant(
+        hardState.term >= stored.term,
+        () => `hard state term ${hardState.term} < stored term ${stored.term}`,
+      );
+      invariant(
+        hardState.commit >= stored.commit,
+        () => `hard state commit ${hardState.commit} < stored ${stored.commit}`,
+      );
+      invariant(
+        hardState.commit <= newLast,
+        () => `hard state commit ${hardState.commit} > last index ${newLast}`,
+      );
       ops.push({ type: 'put', key: HARD_STATE_KEY, value: encodeHardState(hardState) });
     } else {
-      invariant(stored.commit <= newLast, () => `stored commit ${stored.commit} would be beyond last index ${newLast}`);
+      invariant(
+        stored.commit <= newLast,
+        () => `stored commit ${stored.commit} would be beyond last index ${newLast}`,
+      );
     }
     return ops;
   }

@@ -88,7 +88,8 @@ export async function loadStore(dir: string, db: LevelDb): Promise<LoadedStore> 
           entries.push(decode(key, index, () => decodeEntry(index, value)));
           continue;
         }
-        if (key.length !== 1) throw corrupt(describeKey(key), undefined, 'unexpected key (not written by this store)');
+        if (key.length !== 1)
+          throw corrupt(describeKey(key), undefined, 'unexpected key (not written by this store)');
         switch (key[0]) {
           case PREFIX_VERSION:
             version = decode(key, undefined, () => decodeVersion(value));
@@ -139,7 +140,12 @@ export async function loadStore(dir: string, db: LevelDb): Promise<LoadedStore> 
 
   const snapIndex = snapshot?.metadata.index ?? 0;
   if (compaction === undefined) {
-    if (snapIndex > 0) throw corrupt("'c'", undefined, `the compaction point is missing though a snapshot at ${snapIndex} exists`);
+    if (snapIndex > 0)
+      throw corrupt(
+        "'c'",
+        undefined,
+        `the compaction point is missing though a snapshot at ${snapIndex} exists`,
+      );
     compaction = { index: 0, term: 0 };
   }
   if (snapshot !== undefined) {
@@ -151,7 +157,11 @@ export async function loadStore(dir: string, db: LevelDb): Promise<LoadedStore> 
       );
     }
     if (compaction.index === snapIndex && compaction.term !== snapshot.metadata.term) {
-      throw corrupt("'c'", compaction.index, `compaction term ${compaction.term} differs from snapshot term ${snapshot.metadata.term}`);
+      throw corrupt(
+        "'c'",
+        compaction.index,
+        `compaction term ${compaction.term} differs from snapshot term ${snapshot.metadata.term}`,
+      );
     }
   }
 
@@ -161,21 +171,38 @@ export async function loadStore(dir: string, db: LevelDb): Promise<LoadedStore> 
   for (const entry of entries) {
     const key = `entry ${entry.index}`;
     if (entry.index < expectedIndex) {
-      throw corrupt(key, entry.index, `entry is at or before the compaction point ${compaction.index} and should have been removed`);
+      throw corrupt(
+        key,
+        entry.index,
+        `entry is at or before the compaction point ${compaction.index} and should have been removed`,
+      );
     }
     if (entry.index > expectedIndex) {
-      const missing = entry.index - 1 === expectedIndex ? `${expectedIndex}` : `${expectedIndex}…${entry.index - 1}`;
-      throw corrupt(`entry ${expectedIndex}`, expectedIndex, `log has a gap: entries ${missing} are missing before entry ${entry.index}`);
+      const missing =
+        entry.index - 1 === expectedIndex ? `${expectedIndex}` : `${expectedIndex}…${entry.index - 1}`;
+      throw corrupt(
+        `entry ${expectedIndex}`,
+        expectedIndex,
+        `log has a gap: entries ${missing} are missing before entry ${entry.index}`,
+      );
     }
     if (entry.term < previousTerm) {
-      throw corrupt(key, entry.index, `term ${entry.term} is lower than the previous entry's term ${previousTerm}`);
+      throw corrupt(
+        key,
+        entry.index,
+        `term ${entry.term} is lower than the previous entry's term ${previousTerm}`,
+      );
     }
     previousTerm = entry.term;
     expectedIndex++;
   }
   const lastIndex = expectedIndex - 1;
   if (lastIndex < snapIndex) {
-    throw corrupt(`entry ${lastIndex + 1}`, lastIndex + 1, `log ends at ${lastIndex}, before the snapshot at ${snapIndex}: the log was truncated`);
+    throw corrupt(
+      `entry ${lastIndex + 1}`,
+      lastIndex + 1,
+      `log ends at ${lastIndex}, before the snapshot at ${snapIndex}: the log was truncated`,
+    );
   }
   if (snapshot !== undefined && snapIndex > compaction.index) {
     const atSnapshot = entries[snapIndex - compaction.index - 1];

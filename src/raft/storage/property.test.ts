@@ -38,11 +38,36 @@ type Op =
 
 const voters = fc.uniqueArray(fc.integer({ min: 1, max: 9 }), { minLength: 1, maxLength: 5 });
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 6, arbitrary: fc.record({ kind: fc.constant('append' as const), back: fc.nat(6), count: fc.integer({ min: 1, max: 4 }), bumpTerm: fc.boolean(), commitSeed: fc.nat() }) },
+  {
+    weight: 6,
+    arbitrary: fc.record({
+      kind: fc.constant('append' as const),
+      back: fc.nat(6),
+      count: fc.integer({ min: 1, max: 4 }),
+      bumpTerm: fc.boolean(),
+      commitSeed: fc.nat(),
+    }),
+  },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('commit' as const), seed: fc.nat() }) },
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant('snapshot' as const), seed: fc.nat(), retain: fc.nat(6), voters }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      kind: fc.constant('snapshot' as const),
+      seed: fc.nat(),
+      retain: fc.nat(6),
+      voters,
+    }),
+  },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('compact' as const), seed: fc.nat() }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('receiveSnapshot' as const), jump: fc.nat(5), count: fc.nat(3), voters }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant('receiveSnapshot' as const),
+      jump: fc.nat(5),
+      count: fc.nat(3),
+      voters,
+    }),
+  },
   { weight: 2, arbitrary: fc.constant({ kind: 'reopen' as const }) },
 );
 
@@ -51,7 +76,12 @@ let nonce = 0;
 const executed = new Map<Op['kind'], number>();
 function makeEntry(index: number, term: number): Entry {
   nonce++;
-  return { index, term, type: nonce % 5 === 0 ? EntryType.ConfChange : EntryType.Normal, data: new TextEncoder().encode(`${index}/${term}/${nonce}`) };
+  return {
+    index,
+    term,
+    type: nonce % 5 === 0 ? EntryType.ConfChange : EntryType.Normal,
+    data: new TextEncoder().encode(`${index}/${term}/${nonce}`),
+  };
 }
 
 function confState(ids: number[]): ConfState {
@@ -109,7 +139,10 @@ async function step(dir: string, storage: LevelRaftStorage, m: Model, op: Op): P
     case 'receiveSnapshot': {
       const index = Math.max(m.snapshot.metadata.index + 1, commit + op.jump);
       const term = m.hardState.term + 1;
-      const snapshot = { metadata: { index, term, confState: confState(op.voters) }, data: new TextEncoder().encode(`received ${index}`) };
+      const snapshot = {
+        metadata: { index, term, confState: confState(op.voters) },
+        data: new TextEncoder().encode(`received ${index}`),
+      };
       const added = Array.from({ length: op.count }, (_, i) => makeEntry(index + 1 + i, term));
       const hardState = { term, vote: 0, commit: index };
       await storage.save(hardState, added, snapshot);
@@ -130,9 +163,17 @@ function assertMatches(storage: LevelRaftStorage, m: Model, context: string): vo
   assert.equal(storage.firstIndex(), m.compacted.index + 1, `${context}: firstIndex`);
   assert.equal(storage.lastIndex(), lastIndex(m), `${context}: lastIndex`);
   assert.equal(storage.term(m.compacted.index), m.compacted.term, `${context}: term at the compaction point`);
-  assert.deepEqual(storage.entries(m.compacted.index + 1, lastIndex(m) + 1, Number.MAX_SAFE_INTEGER), m.log, `${context}: entries`);
+  assert.deepEqual(
+    storage.entries(m.compacted.index + 1, lastIndex(m) + 1, Number.MAX_SAFE_INTEGER),
+    m.log,
+    `${context}: entries`,
+  );
   assert.deepEqual(storage.snapshot(), m.snapshot, `${context}: snapshot`);
-  assert.deepEqual(storage.initialState(), { hardState: m.hardState, confState: m.snapshot.metadata.confState }, `${context}: initial state`);
+  assert.deepEqual(
+    storage.initialState(),
+    { hardState: m.hardState, confState: m.snapshot.metadata.confState },
+    `${context}: initial state`,
+  );
 }
 
 test('save/snapshot/compact/reopen sequences match an in-memory model, live and from disk', async () => {
@@ -143,15 +184,29 @@ test('save/snapshot/compact/reopen sequences match an in-memory model, live and 
           hardState: { term: 0, vote: 0, commit: 0 },
           compacted: { index: 0, term: 0 },
           log: [],
-          snapshot: { metadata: { index: 0, term: 0, confState: { voters: [], learners: [] } }, data: new Uint8Array(0) },
+          snapshot: {
+            metadata: { index: 0, term: 0, confState: { voters: [], learners: [] } },
+            data: new Uint8Array(0),
+          },
         };
         let storage = await LevelRaftStorage.open(dir);
         try {
           for (const [i, op] of ops.entries()) {
-            const before = JSON.stringify([model.hardState, model.compacted, model.log.length, model.snapshot.metadata]);
+            const before = JSON.stringify([
+              model.hardState,
+              model.compacted,
+              model.log.length,
+              model.snapshot.metadata,
+            ]);
             storage = await step(dir, storage, model, op);
-            const after = JSON.stringify([model.hardState, model.compacted, model.log.length, model.snapshot.metadata]);
-            if (op.kind === 'reopen' || before !== after) executed.set(op.kind, (executed.get(op.kind) ?? 0) + 1);
+            const after = JSON.stringify([
+              model.hardState,
+              model.compacted,
+              model.log.length,
+              model.snapshot.metadata,
+            ]);
+            if (op.kind === 'reopen' || before !== after)
+              executed.set(op.kind, (executed.get(op.kind) ?? 0) + 1);
             assertMatches(storage, model, `after op ${i} (${op.kind})`);
           }
           await storage.close();
@@ -166,6 +221,9 @@ test('save/snapshot/compact/reopen sequences match an in-memory model, live and 
   );
   if (process.env.STORAGE_PROPERTY_STATS) console.log(executed);
   for (const kind of ['append', 'commit', 'snapshot', 'compact', 'receiveSnapshot', 'reopen'] as const) {
-    assert.ok((executed.get(kind) ?? 0) >= 10, `operation '${kind}' ran only ${executed.get(kind) ?? 0} times`);
+    assert.ok(
+      (executed.get(kind) ?? 0) >= 10,
+      `operation '${kind}' ran only ${executed.get(kind) ?? 0} times`,
+    );
   }
 });

@@ -24,7 +24,7 @@ import { entries, entry, withRawDb, withTempDir } from './test_util';
 
 const NO_LIMIT = Number.MAX_SAFE_INTEGER;
 
-async function withStorage<T>(dir: string, fn: (s: LevelRaftStorage) => Promise<T>): Promise<T> {
+async function withStorage<T>(dir: string, fn: (s: LevelRaftStorage) => T | Promise<T>): Promise<T> {
   const storage = await LevelRaftStorage.open(dir);
   try {
     return await fn(storage);
@@ -58,26 +58,34 @@ async function makeTenEntries(dir: string): Promise<void> {
 test('a new store is empty, marked new, and its directory is created owner-only', async () => {
   await withTempDir(async (parent) => {
     const dir = join(parent, 'a', 'raft');
-    await withStorage(dir, async (s) => {
+    await withStorage(dir, (s) => {
       assert.equal(s.isNew, true);
       assert.equal(s.firstIndex(), 1);
       assert.equal(s.lastIndex(), 0);
-      assert.deepEqual(s.initialState(), { hardState: { term: 0, vote: 0, commit: 0 }, confState: { voters: [], learners: [] } });
+      assert.deepEqual(s.initialState(), {
+        hardState: { term: 0, vote: 0, commit: 0 },
+        confState: { voters: [], learners: [] },
+      });
     });
     assert.equal((await stat(dir)).mode & 0o777, 0o700);
-    await withStorage(dir, async (s) => assert.equal(s.isNew, false));
+    await withStorage(dir, (s) => assert.equal(s.isNew, false));
   });
 });
 
 test('save then reopen restores hard state, entries of both types, conf state exactly', async () => {
   await withTempDir(async (dir) => {
-    const saved = [entry(1, 1, EntryType.ConfChange), entry(2, 1), entry(3, 2), { index: 4, term: 2, type: EntryType.Normal, data: new Uint8Array(0) }];
+    const saved = [
+      entry(1, 1, EntryType.ConfChange),
+      entry(2, 1),
+      entry(3, 2),
+      { index: 4, term: 2, type: EntryType.Normal, data: new Uint8Array(0) },
+    ];
     await withStorage(dir, async (s) => {
       await s.setConfState({ voters: [1, 2, 3], learners: [4] });
       await s.save({ term: 2, vote: 3, commit: 3 }, saved);
       assert.deepEqual(allEntries(s), saved);
     });
-    await withStorage(dir, async (s) => {
+    await withStorage(dir, (s) => {
       assert.equal(s.isNew, false);
       assert.deepEqual(s.initialState(), {
         hardState: { term: 2, vote: 3, commit: 3 },
@@ -100,13 +108,14 @@ test('a conflicting suffix is deleted in the same save: 1..10 term 1, then 6..7 
       await s.save({ term: 2, vote: 2, commit: 5 }, entries(6, 7, 2));
       assert.equal(s.lastIndex(), 7);
     });
-    await withStorage(dir, async (s) => {
+    await withStorage(dir, (s) => {
       assert.equal(s.lastIndex(), 7);
       assert.deepEqual(allEntries(s), [...entries(1, 5, 1), ...entries(6, 7, 2)]);
     });
     // Nothing of the old suffix is left on disk either (a later append must not resurrect it).
     await withRawDb(dir, async (db) => {
-      for (let i = 8; i <= 10; i++) assert.equal(await db.get(entryKey(i)), undefined, `entry ${i} still stored`);
+      for (let i = 8; i <= 10; i++)
+        assert.equal(await db.get(entryKey(i)), undefined, `entry ${i} still stored`);
     });
   });
 });
@@ -120,18 +129,22 @@ test('createSnapshot compacts the log; snapshot, first index and terms survive a
       assert.deepEqual(snap.metadata, { index: 6, term: 2, confState: { voters: [1, 2, 3], learners: [] } });
       assert.equal(s.firstIndex(), 7);
     });
-    await withStorage(dir, async (s) => {
+    await withStorage(dir, (s) => {
       assert.equal(s.firstIndex(), 7);
       assert.equal(s.lastIndex(), 10);
       assert.equal(s.term(6), 2);
       assert.throws(() => s.term(5), CompactedError);
       assert.throws(() => s.entries(6, 8, NO_LIMIT), CompactedError);
-      assert.deepEqual(s.snapshot(), { metadata: { index: 6, term: 2, confState: { voters: [1, 2, 3], learners: [] } }, data: image });
+      assert.deepEqual(s.snapshot(), {
+        metadata: { index: 6, term: 2, confState: { voters: [1, 2, 3], learners: [] } },
+        data: image,
+      });
       assert.deepEqual(s.initialState().confState, { voters: [1, 2, 3], learners: [] });
       assert.deepEqual(allEntries(s), entries(7, 10, 2));
     });
     await withRawDb(dir, async (db) => {
-      for (let i = 1; i <= 6; i++) assert.equal(await db.get(entryKey(i)), undefined, `entry ${i} not compacted`);
+      for (let i = 1; i <= 6; i++)
+        assert.equal(await db.get(entryKey(i)), undefined, `entry ${i} not compacted`);
     });
   });
 });
@@ -152,7 +165,7 @@ test('a snapshot may keep a tail of entries for slow followers; compact() later 
       await assert.rejects(s.compact(7), CompactedError);
       await assert.rejects(s.compact(9), RaftInvariantError, 'entries past the snapshot are never compacted');
     });
-    await withStorage(dir, async (s) => {
+    await withStorage(dir, (s) => {
       assert.equal(s.firstIndex(), 9);
       assert.deepEqual(allEntries(s), entries(9, 10, 1));
     });
@@ -161,20 +174,27 @@ test('a snapshot may keep a tail of entries for slow followers; compact() later 
 
 test('a snapshot received from the leader replaces the whole log, with later entries in the same save', async () => {
   await withTempDir(async (dir) => {
-    const snapshot = { metadata: { index: 20, term: 3, confState: { voters: [1, 2], learners: [3] } }, data: Uint8Array.of(20) };
+    const snapshot = {
+      metadata: { index: 20, term: 3, confState: { voters: [1, 2], learners: [3] } },
+      data: Uint8Array.of(20),
+    };
     await withStorage(dir, async (s) => {
       await s.save({ term: 1, vote: 1, commit: 2 }, entries(1, 5, 1));
       await s.save({ term: 3, vote: 0, commit: 21 }, entries(21, 22, 3), snapshot);
       await assert.rejects(s.save(undefined, [], snapshot), SnapshotOutOfDateError);
     });
-    await withStorage(dir, async (s) => {
+    await withStorage(dir, (s) => {
       assert.deepEqual(s.snapshot(), snapshot);
       assert.equal(s.firstIndex(), 21);
       assert.deepEqual(allEntries(s), entries(21, 22, 3));
-      assert.deepEqual(s.initialState(), { hardState: { term: 3, vote: 0, commit: 21 }, confState: { voters: [1, 2], learners: [3] } });
+      assert.deepEqual(s.initialState(), {
+        hardState: { term: 3, vote: 0, commit: 21 },
+        confState: { voters: [1, 2], learners: [3] },
+      });
     });
     await withRawDb(dir, async (db) => {
-      for (let i = 1; i <= 5; i++) assert.equal(await db.get(entryKey(i)), undefined, `entry ${i} left behind`);
+      for (let i = 1; i <= 5; i++)
+        assert.equal(await db.get(entryKey(i)), undefined, `entry ${i} left behind`);
     });
   });
 });
@@ -185,15 +205,21 @@ test('what Raft never produces is refused and nothing is written', async () => {
     await withStorage(dir, async (s) => {
       await assert.rejects(s.save(undefined, entries(12, 13, 1)), /append leaves a gap/);
       await assert.rejects(s.save(undefined, entries(11, 11, 0)), /term 0 < previous term 1/);
-      await assert.rejects(s.save(undefined, entries(7, 7, 2)), /committed with term 1; refusing to overwrite/);
+      await assert.rejects(
+        s.save(undefined, entries(7, 7, 2)),
+        /committed with term 1; refusing to overwrite/,
+      );
       await assert.rejects(s.save({ term: 0, vote: 0, commit: 8 }, []), /term 0 < stored term 1/);
       await assert.rejects(s.save({ term: 1, vote: 1, commit: 7 }, []), /commit 7 < stored 8/);
       await assert.rejects(s.save({ term: 1, vote: 1, commit: 11 }, []), /commit 11 > last index 10/);
-      await assert.rejects(s.createSnapshot(9, { voters: [], learners: [] }, new Uint8Array(0)), /beyond the durable commit index 8/);
+      await assert.rejects(
+        s.createSnapshot(9, { voters: [], learners: [] }, new Uint8Array(0)),
+        /beyond the durable commit index 8/,
+      );
       // A refused write is not a failed one: the store keeps working.
       await s.save({ term: 2, vote: 1, commit: 9 }, entries(11, 11, 2));
     });
-    await withStorage(dir, async (s) => {
+    await withStorage(dir, (s) => {
       assert.deepEqual(allEntries(s), [...entries(1, 10, 1), entry(11, 2)]);
       assert.deepEqual(s.initialState().hardState, { term: 2, vote: 1, commit: 9 });
     });
@@ -209,7 +235,7 @@ test('saves issued without waiting are written one at a time, in call order', as
       pending.push(s.save({ term: 2, vote: 2, commit: 49 }, entries(50, 52, 2)));
       await Promise.all(pending);
     });
-    await withStorage(dir, async (s) => {
+    await withStorage(dir, (s) => {
       assert.deepEqual(allEntries(s), [...entries(1, 49, 1), ...entries(50, 52, 2)]);
       assert.equal(s.initialState().hardState.commit, 49);
     });
@@ -221,7 +247,10 @@ test('a second open of the same directory is refused as locked', async () => {
     await withStorage(dir, async () => {
       await assert.rejects(LevelRaftStorage.open(dir), (err: unknown) => {
         assert.ok(err instanceof Error);
-        assert.match(err.message, /is locked by another process: is another member running with this data directory/);
+        assert.match(
+          err.message,
+          /is locked by another process: is another member running with this data directory/,
+        );
         assert.ok(err.message.includes(dir));
         return true;
       });
@@ -270,8 +299,18 @@ test('a missing middle entry (gap) is detected', async () => {
 test('a log truncated below the hard state commit is detected', async () => {
   await withTempDir(async (dir) => {
     await makeTenEntries(dir);
-    await withRawDb(dir, (db) => db.batch([{ type: 'del', key: entryKey(9) }, { type: 'del', key: entryKey(10) }, { type: 'del', key: entryKey(8) }]));
-    await assertCorrupt(dir, /hard state commit index 8 is beyond the last log entry 7: committed entries are missing/, 8);
+    await withRawDb(dir, (db) =>
+      db.batch([
+        { type: 'del', key: entryKey(9) },
+        { type: 'del', key: entryKey(10) },
+        { type: 'del', key: entryKey(8) },
+      ]),
+    );
+    await assertCorrupt(
+      dir,
+      /hard state commit index 8 is beyond the last log entry 7: committed entries are missing/,
+      8,
+    );
   });
 });
 
@@ -314,7 +353,7 @@ test('terms going backwards, a stray key, a missing or unknown format version ar
     await withRawDb(dir, (db) => db.put(VERSION_KEY, encodeVersion(99)));
     await assert.rejects(LevelRaftStorage.open(dir), /format version 99, this build reads version 1/);
     await withRawDb(dir, (db) => db.put(VERSION_KEY, encodeVersion(1)));
-    await withStorage(dir, async (s) => assert.equal(s.lastIndex(), 10));
+    await withStorage(dir, (s) => assert.equal(s.lastIndex(), 10));
   });
 });
 
@@ -343,14 +382,26 @@ test('a data directory that cannot be created gives a clear error naming the pat
   });
 });
 
-test('a directory without write permission gives a clear error (skipped as root)', { skip: process.getuid?.() === 0 ? 'root ignores permissions; see fault.test for a read-only file system' : false }, async () => {
-  const { chmod } = await import('node:fs/promises');
-  await withTempDir(async (dir) => {
-    await chmod(dir, 0o500);
-    try {
-      await assert.rejects(LevelRaftStorage.open(dir), /not writable by this process; fix its owner or permissions/);
-    } finally {
-      await chmod(dir, 0o700);
-    }
-  });
-});
+test(
+  'a directory without write permission gives a clear error (skipped as root)',
+  {
+    skip:
+      process.getuid?.() === 0
+        ? 'root ignores permissions; see fault.test for a read-only file system'
+        : false,
+  },
+  async () => {
+    const { chmod } = await import('node:fs/promises');
+    await withTempDir(async (dir) => {
+      await chmod(dir, 0o500);
+      try {
+        await assert.rejects(
+          LevelRaftStorage.open(dir),
+          /not writable by this process; fix its owner or permissions/,
+        );
+      } finally {
+        await chmod(dir, 0o700);
+      }
+    });
+  },
+);
