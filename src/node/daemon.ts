@@ -1,0 +1,418 @@
+// The node process (`cluster daemon`): one per host, as dockerd is. It serves the Local API on
+// its unix socket (init, join, leave, info) and, while it is a manager, the control API there
+// too; it runs the manager parts when its role says so.
+import fs from 'node:fs';
+import os from 'node:os';
+import {
+  ChannelCredentials,
+  Metadata,
+  Server,
+  ServerCredentials,
+  type sendUnaryData,
+  type ServerUnaryCall,
+  type ServiceDefinition,
+  type UntypedServiceImplementation,
+} from '@grpc/grpc-js';
+import { NodeCAClient } from '../gen/cluster/v1/ca';
+import {
+  LocalService,
+  type InfoRequest,
+  type InfoResponse,
+  type InitRequest,
+  type InitResponse,
+  type JoinRequest,
+  type JoinResponse,
+  type LeaveRequest,
+  type LeaveResponse,
+} from '../gen/cluster/v1/local';
+import { NodeAvailability, NodeRole, NodeState as NodeStatusState } from '../gen/cluster/v1/objects';
+import { RaftMembershipClient } from '../gen/cluster/v1/raft';
+import { ClusterError, toClusterError } from '../common/errors';
+import { componentLogger, type Logger } from '../common/logger';
+import {
+  clientCredentials,
+  createRootCA,
+  generateNodeKey,
+  makeJoinToken,
+  signNodeCertificate,
+  verifyCaAgainstToken,
+  type NodeTls,
+} from '../manager/ca';
+import { newId } from '../store';
+import { DEFAULT_MANAGER_PORT, formatHostPort, joinAddress, parseHostPort } from './addr';
+import {
+  clearClusterState,
+  loadState,
+  loadTls,
+  prepareDataDir,
+  saveState,
+  saveTls,
+  type DataDirLayout,
+  type NodeState,
+} from './datadir';
+import { Manager, newRaftId, type ManagerOptions, type RaftTiming } from './manager';
+
+export const JOIN_DEADLINE_MS = 20_000;
+export const LEADER_WAIT_MS = 30_000;
+
+export interface DaemonOptions {
+  dataDir: string;
+  /** Default listen address for init/join when the request gives none. */
+  listenAddr?: string;
+  /** Default advertise address for init/join when the request gives none. */
+  advertiseAddr?: string;
+  /** Unix socket path; dataDir/cluster.sock by default. */
+  socketPath?: string;
+  raft?: RaftTiming;
+  /** Hooks the control-plane components plug into (control API, dispatcher, loops). */
+  managerParts?: Pick<ManagerOptions, 'services' | 'loops'>;
+  /**
+   * Extra services on the unix socket (the control API). They are registered once, at start, and
+   * reach the manager through the getter: it is undefined while this node is no manager.
+   */
+  localServices?: (
+    currentManager: () => Manager | undefined,
+  ) => { definition: ServiceDefinition; implementation: UntypedServiceImplementation }[];
+}
+
+function unary<Req, Res>(
+  logger: Logger,
+  work: (request: Req) => Promise<Res>,
+): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
+  return (call, callback) => {
+    work(call.request).then(
+      (value) => callback(null, value),
+      (err: unknown) => {
+        const e = toClusterError(err);
+        if (e.code === 'INTERNAL') logger.error({ err }, 'local request failed');
+        callback(e.toServiceError());
+      },
+    );
+  };
+}
+
+function callUnary<Res>(
+  invoke: (metadata: Metadata, options: { deadline: number }, cb: (e: Error | null, r?: Res) => void) => unknown,
+  deadlineMs = JOIN_DEADLINE_MS,
+): Promise<Res> {
+  return new Promise((resolve, reject) => {
+    invoke(new Metadata(), { deadline: Date.now() + deadlineMs }, (e, r) => {
+      if (e || r === undefined) reject(toClusterError(e ?? new Error('empty response')));
+      else resolve(r);
+    });
+  });
+}
+
+const ALREADY_IN_CLUSTER =
+  "this node is already part of a cluster: use 'cluster leave' to leave it before you init or join another";
+
+export class Daemon {
+  readonly logger: Logger;
+  readonly dirs: DataDirLayout;
+  private readonly localServer = new Server();
+  private manager?: Manager;
+  private state?: NodeState;
+  private busy = false;
+  private lastError = '';
+
+  private constructor(readonly options: DaemonOptions) {
+    this.logger = componentLogger('daemon');
+    this.dirs = prepareDataDir(options.dataDir);
+  }
+
+  static async start(options: DaemonOptions): Promise<Daemon> {
+    const daemon = new Daemon(options);
+    try {
+      await daemon.resume();
+      await daemon.serveLocal();
+    } catch (err) {
+      await daemon.stop();
+      throw err;
+    }
+    return daemon;
+  }
+
+  get socketPath(): string {
+    return this.options.socketPath ?? this.dirs.socketPath;
+  }
+
+  get currentManager(): Manager | undefined {
+    return this.manager;
+  }
+
+  /** A restarted daemon picks up the role its data directory records. */
+  private async resume(): Promise<void> {
+    const state = loadState(this.dirs);
+    if (!state) return;
+    this.state = state;
+    if (state.role === 'manager') {
+      const tls = loadTls(this.dirs.tlsDir);
+      this.manager = await Manager.start(this.managerOptions(state, tls, {}));
+      this.logger.info({ nodeId: state.nodeId }, 'resumed as a manager');
+    } else {
+      this.logger.info({ nodeId: state.nodeId }, 'resumed as a worker');
+    }
+  }
+
+  private managerOptions(state: NodeState, tls: NodeTls, extra: Partial<ManagerOptions>): ManagerOptions {
+    return {
+      dirs: this.dirs,
+      state,
+      tls,
+      raft: this.options.raft,
+      services: this.options.managerParts?.services,
+      loops: this.options.managerParts?.loops,
+      ...extra,
+    };
+  }
+
+  private async serveLocal(): Promise<void> {
+    fs.rmSync(this.socketPath, { force: true });
+    this.localServer.addService(LocalService, {
+      init: unary<InitRequest, InitResponse>(this.logger, (r) => this.exclusive(() => this.init(r))),
+      join: unary<JoinRequest, JoinResponse>(this.logger, (r) => this.exclusive(() => this.join(r))),
+      leave: unary<LeaveRequest, LeaveResponse>(this.logger, (r) => this.exclusive(() => this.leave(r))),
+      info: unary<InfoRequest, InfoResponse>(this.logger, () => Promise.resolve(this.info())),
+    });
+    for (const svc of this.options.localServices?.(() => this.manager) ?? []) {
+      this.localServer.addService(svc.definition, svc.implementation);
+    }
+    await new Promise<void>((resolve, reject) =>
+      this.localServer.bindAsync(`unix://${this.socketPath}`, ServerCredentials.createInsecure(), (e) =>
+        e ? reject(e) : resolve(),
+      ),
+    );
+    fs.chmodSync(this.socketPath, 0o600);
+  }
+
+  private async exclusive<T>(work: () => Promise<T>): Promise<T> {
+    if (this.busy) throw new ClusterError('FAILED_PRECONDITION', 'another init, join or leave is in progress');
+    this.busy = true;
+    try {
+      return await work();
+    } catch (err) {
+      this.lastError = toClusterError(err).message;
+      throw err;
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private addresses(listenAddr: string, advertiseAddr: string): { listen: string; advertise: string } {
+    const listen = parseHostPort(listenAddr || this.options.listenAddr || `0.0.0.0:${DEFAULT_MANAGER_PORT}`);
+    const advertiseText = advertiseAddr || this.options.advertiseAddr;
+    if (!advertiseText) {
+      if (listen.host === '0.0.0.0' || listen.host === '::') {
+        throw new ClusterError(
+          'INVALID_ARGUMENT',
+          'could not choose an address to advertise: pass --advertise-addr with this host’s IP address',
+        );
+      }
+    }
+    const advertise = parseHostPort(advertiseText || listen.host, listen.port, 'advertise address');
+    return { listen: formatHostPort(listen), advertise: formatHostPort(advertise) };
+  }
+
+  private async init(request: InitRequest): Promise<InitResponse> {
+    if (this.state) throw new ClusterError('FAILED_PRECONDITION', ALREADY_IN_CLUSTER);
+    const { listen, advertise } = this.addresses(request.listenAddr, request.advertiseAddr);
+    clearClusterState(this.dirs);
+    const clusterId = newId();
+    const nodeId = newId();
+    const raftId = newRaftId();
+    const ca = await createRootCA(clusterId);
+    const key = await generateNodeKey();
+    const certPem = await signNodeCertificate(ca, key.csrPem, { nodeId, role: 'manager', clusterId });
+    const tls: NodeTls = { caCertPem: ca.certPem, certPem, keyPem: key.keyPem };
+    saveTls(this.dirs, tls);
+    const state: Omit<NodeState, 'version'> = {
+      nodeId,
+      clusterId,
+      role: 'manager',
+      raftId,
+      advertiseAddr: advertise,
+      listenAddr: listen,
+      managers: [advertise],
+    };
+    const manager = await Manager.start(
+      this.managerOptions({ version: 1, ...state }, tls, { bootstrapVoters: [raftId] }),
+    );
+    try {
+      await waitFor(() => manager.raft.isLeader(), LEADER_WAIT_MS, 'this manager did not become leader');
+      const tokens = { worker: makeJoinToken(ca.certPem), manager: makeJoinToken(ca.certPem) };
+      const hostname = os.hostname();
+      await manager.store.update((tx) => {
+        tx.clusters.create({
+          id: clusterId,
+          spec: {
+            annotations: { name: 'default', labels: {} },
+            raft: {
+              tickMs: this.options.raft?.tickMs ?? 100,
+              electionTicks: this.options.raft?.electionTicks ?? 5,
+              heartbeatTicks: this.options.raft?.heartbeatTicks ?? 1,
+              snapshotInterval: this.options.raft?.snapshotEveryEntries ?? 10_000,
+            },
+          },
+          joinTokens: tokens,
+          rootCaCert: ca.certPem,
+          rootCaKey: ca.keyPem,
+        });
+        tx.nodes.create({
+          id: nodeId,
+          spec: {
+            annotations: { name: hostname, labels: {} },
+            desiredRole: NodeRole.NODE_ROLE_MANAGER,
+            availability: NodeAvailability.NODE_AVAILABILITY_ACTIVE,
+          },
+          description: { hostname, os: os.platform(), architecture: os.arch(), runtimeName: '', runtimeVersion: '', engineLabels: {} },
+          status: { state: NodeStatusState.NODE_STATE_READY, message: '', addr: parseHostPort(advertise).host },
+          managerStatus: { raftId, addr: advertise, leader: true, reachability: 'reachable' },
+          role: NodeRole.NODE_ROLE_MANAGER,
+        });
+      });
+      this.state = saveState(this.dirs, state);
+      this.manager = manager;
+      this.logger.info({ nodeId, clusterId, advertise }, 'cluster initialized');
+      return { nodeId, clusterId, workerToken: tokens.worker, managerToken: tokens.manager, managerAddr: advertise };
+    } catch (err) {
+      await manager.stop();
+      clearClusterState(this.dirs);
+      throw err;
+    }
+  }
+
+  private async join(request: JoinRequest): Promise<JoinResponse> {
+    if (this.state) throw new ClusterError('FAILED_PRECONDITION', ALREADY_IN_CLUSTER);
+    if (!request.token) throw new ClusterError('INVALID_ARGUMENT', 'a join token is required (--token)');
+    const remote = formatHostPort(parseHostPort(request.remoteAddr, DEFAULT_MANAGER_PORT, 'manager address'));
+    const { listen, advertise } = this.addresses(request.listenAddr, request.advertiseAddr);
+
+    // 1. Fetch the CA without trusting anyone yet, and check it against the token's digest.
+    const insecure = ChannelCredentials.createSsl(null, null, null, { rejectUnauthorized: false });
+    const probe = new NodeCAClient(joinAddress(remote), insecure);
+    let caCertPem: string;
+    try {
+      const got = await callUnary<{ certificate: string }>((m, o, cb) => probe.getRootCaCertificate({}, m, o, cb));
+      caCertPem = got.certificate;
+    } catch (err) {
+      throw new ClusterError('UNAVAILABLE', `cannot reach the manager at ${remote}: ${toClusterError(err).message}`);
+    } finally {
+      probe.close();
+    }
+    verifyCaAgainstToken(caCertPem, request.token);
+
+    // 2. Ask for a certificate, now over TLS pinned to that CA.
+    const key = await generateNodeKey();
+    const pinned = ChannelCredentials.createSsl(Buffer.from(caCertPem), null, null, {
+      checkServerIdentity: () => undefined,
+    });
+    const ca = new NodeCAClient(joinAddress(remote), pinned);
+    let issued;
+    try {
+      issued = await callUnary<{ nodeId: string; certificate: string; role: string; clusterId: string; managers: string[] }>(
+        (m, o, cb) =>
+          ca.issueNodeCertificate(
+            { token: request.token, csr: key.csrPem, hostname: os.hostname(), advertiseAddr: advertise },
+            m,
+            o,
+            cb,
+          ),
+      );
+    } finally {
+      ca.close();
+    }
+    const role = issued.role === 'manager' ? 'manager' : 'worker';
+    const tls: NodeTls = { caCertPem, certPem: issued.certificate, keyPem: key.keyPem };
+    clearClusterState(this.dirs);
+    saveTls(this.dirs, tls);
+    const managers = issued.managers.length > 0 ? issued.managers : [remote];
+
+    if (role === 'worker') {
+      this.state = saveState(this.dirs, {
+        nodeId: issued.nodeId,
+        clusterId: issued.clusterId,
+        role,
+        advertiseAddr: advertise,
+        listenAddr: listen,
+        managers,
+      });
+      this.logger.info({ nodeId: issued.nodeId }, 'joined as a worker');
+      return { nodeId: issued.nodeId, role, clusterId: issued.clusterId };
+    }
+
+    // 3. A manager joins the Raft group through the leader, then starts its own Raft node.
+    const membership = new RaftMembershipClient(remote, clientCredentials(tls, 'manager'));
+    let joined;
+    try {
+      joined = await callUnary<{ raftId: number; members: { raftId: number; nodeId: string; addr: string }[] }>(
+        (m, o, cb) => membership.join({ addr: advertise }, m, o, cb),
+      );
+    } finally {
+      membership.close();
+    }
+    const peers = new Map<number, string>();
+    for (const member of joined.members) if (member.raftId !== joined.raftId) peers.set(member.raftId, member.addr);
+    const state = saveState(this.dirs, {
+      nodeId: issued.nodeId,
+      clusterId: issued.clusterId,
+      role,
+      raftId: joined.raftId,
+      advertiseAddr: advertise,
+      listenAddr: listen,
+      managers,
+    });
+    this.manager = await Manager.start(this.managerOptions(state, tls, { peers }));
+    this.state = state;
+    this.logger.info({ nodeId: issued.nodeId, raftId: joined.raftId }, 'joined as a manager');
+    return { nodeId: issued.nodeId, role, clusterId: issued.clusterId };
+  }
+
+  private async leave(request: LeaveRequest): Promise<LeaveResponse> {
+    if (!this.state) throw new ClusterError('FAILED_PRECONDITION', 'this node is not part of a cluster');
+    if (this.manager && !request.force) {
+      throw new ClusterError(
+        'FAILED_PRECONDITION',
+        "this node is a manager: leaving may cost the managers their quorum. Demote it first with 'cluster node demote', or use --force",
+      );
+    }
+    if (this.manager) {
+      await this.manager.stop();
+      this.manager = undefined;
+    }
+    clearClusterState(this.dirs);
+    this.state = undefined;
+    return {};
+  }
+
+  private info(): InfoResponse {
+    const s = this.state;
+    if (!s) {
+      return { state: 'inactive', nodeId: '', role: '', clusterId: '', nodeAddr: '', managers: [], isLeader: false, error: this.lastError };
+    }
+    return {
+      state: 'active',
+      nodeId: s.nodeId,
+      role: s.role,
+      clusterId: s.clusterId,
+      nodeAddr: s.advertiseAddr,
+      managers: s.managers,
+      isLeader: this.manager?.raft.isLeader() ?? false,
+      error: this.lastError,
+    };
+  }
+
+  async stop(): Promise<void> {
+    this.localServer.forceShutdown();
+    fs.rmSync(this.socketPath, { force: true });
+    if (this.manager) await this.manager.stop();
+    this.manager = undefined;
+  }
+}
+
+async function waitFor(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new ClusterError('UNAVAILABLE', `${what} within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
