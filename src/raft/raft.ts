@@ -246,15 +246,22 @@ export class Raft {
    * application applies. Starting with `applied` past such an entry would lose it silently.
    */
   private checkAppliedSkipsNoConfChange(applied: number): void {
-    const lo = this.raftLog.firstIndex();
-    if (applied < lo) return;
+    let snapIndex: number;
+    try {
+      snapIndex = this.raftLog.snapshot().metadata.index;
+    } catch (err) {
+      if (err instanceof SnapshotTemporarilyUnavailableError) return;
+      throw err;
+    }
+    const lo = Math.max(this.raftLog.firstIndex(), snapIndex + 1);
     const hi = Math.min(applied, this.raftLog.lastIndex());
+    if (hi < lo) return;
     const skipped = this.raftLog.slice(lo, hi + 1, Infinity).filter((e) => e.type === EntryType.ConfChange);
     if (skipped.length > 0) {
       throw new RaftError(
         'INVALID_CONFIG',
         `applied index ${applied} skips configuration changes at ${skipped.map((e) => e.index).join(', ')} ` +
-          `that are not in the snapshot (index ${lo - 1}); restart with applied <= ${lo - 1} and replay the log`,
+          `that are not in the snapshot (index ${snapIndex}); restart with applied <= ${snapIndex} and replay the log`,
       );
     }
   }
