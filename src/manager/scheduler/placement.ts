@@ -295,9 +295,14 @@ function unavailableReason(node: Node): UnavailableReason | undefined {
   }
 }
 
-function hostPortsOf(task: Task): string[] {
+const NO_PORTS: readonly string[] = [];
+
+function hostPortsOf(task: Task): readonly string[] {
+  const published = task.endpoint?.ports;
+  // Most tasks publish nothing on the host: no array for them, this runs once per task.
+  if (published === undefined || published.length === 0) return NO_PORTS;
   const ports: string[] = [];
-  for (const port of task.endpoint?.ports ?? []) {
+  for (const port of published) {
     if (port.publishMode !== PortConfig_PublishMode.PUBLISH_MODE_HOST || port.publishedPort <= 0) continue;
     const protocol = port.protocol === PortConfig_Protocol.PROTOCOL_UDP ? 'udp' : 'tcp';
     ports.push(`${port.publishedPort}/${protocol}`);
@@ -355,14 +360,19 @@ function groupPendingTasks(tasks: readonly Task[]): TaskGroup[] {
     const hostPorts = hostPortsOf(task);
     const placement = task.spec?.placement;
     const reservations = task.spec?.resources?.reservations;
-    const key = [
-      task.serviceId,
-      placement?.constraints.join('\u0001') ?? '',
-      placement?.spreadPreferences.join('\u0001') ?? '',
-      reservations?.nanoCpus ?? 0,
-      reservations?.memoryBytes ?? 0,
-      hostPorts.join(','),
-    ].join('\u0000');
+    // Concatenated, not joined from an array: this runs once per pending task.
+    const key =
+      task.serviceId +
+      '\u0000' +
+      (placement === undefined ? '' : placement.constraints.join('\u0001')) +
+      '\u0000' +
+      (placement === undefined ? '' : placement.spreadPreferences.join('\u0001')) +
+      '\u0000' +
+      String(reservations?.nanoCpus ?? 0) +
+      '\u0000' +
+      String(reservations?.memoryBytes ?? 0) +
+      '\u0000' +
+      hostPorts.join(',');
     let group = groups.get(key);
     if (group === undefined) {
       group = { key, tasks: [], requirements: requirementsOf(task, hostPorts) };
@@ -377,7 +387,7 @@ function groupPendingTasks(tasks: readonly Task[]): TaskGroup[] {
   return ordered;
 }
 
-function requirementsOf(task: Task, hostPorts: string[]): Requirements | ClusterError {
+function requirementsOf(task: Task, hostPorts: readonly string[]): Requirements | ClusterError {
   const placement = task.spec?.placement;
   const reservations = task.spec?.resources?.reservations;
   try {
