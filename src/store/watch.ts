@@ -10,7 +10,19 @@ export const DEFAULT_WATCH_QUEUE_LIMIT = 10_000;
 
 /** A writable copy of a frozen object (for example an event's object, to update it). */
 export function thaw<T>(frozen: DeepReadonly<T>): T {
-  return structuredClone(frozen) as T;
+  return copyDeep(frozen) as T;
+}
+
+// Stored objects are plain data (objects, arrays, Dates, primitives) from the generated codecs.
+// A hand-written copy is about ten times faster than structuredClone on frozen objects, and
+// reads copy every object they return.
+function copyDeep(value: unknown): unknown {
+  if (typeof value !== 'object' || value === null) return value;
+  if (value instanceof Date) return new Date(value.getTime());
+  if (Array.isArray(value)) return value.map(copyDeep);
+  const copy: Record<string, unknown> = {};
+  for (const [key, child] of Object.entries(value)) copy[key] = copyDeep(child);
+  return copy;
 }
 
 /**
