@@ -188,6 +188,27 @@ describe('RaftNode over TLS with LevelDB', () => {
     await c.stopAll();
   });
 
+  test('a member added by addMember catches up and then counts toward the quorum', async () => {
+    const c = await cluster('add', [1, 2, 3]);
+    const leader = await c.leader();
+    await leader.propose(put('early', 'yes'));
+    // Node 4 starts empty, with no bootstrap membership: it waits to hear from the leader.
+    c.ports.set(4, await freePort());
+    const joiner = await c.start(4, false);
+    assert.deepEqual(joiner.status().voters, []);
+    await leader.addMember(4, `127.0.0.1:${c.ports.get(4) ?? 0}`);
+    await c.allHave('early', 'yes', [4]);
+    assert.deepEqual([...leader.status().voters].sort(), [1, 2, 3, 4]);
+    // With 4 voters the quorum is 3: with one original follower down, node 4's vote is needed.
+    const others = [1, 2, 3].filter((id) => id !== leader.id);
+    await leader.propose(put('four', 'voters'));
+    await c.allHave('four', 'voters', [4]);
+    await c.stop(others[0] ?? 0);
+    await leader.propose(put('quorum', 'leader+4+one'));
+    await c.allHave('quorum', 'leader+4+one', [4]);
+    await c.stopAll();
+  });
+
   test('a removed leader steps down and the others elect a new leader', async () => {
     const c = await cluster('remove', [1, 2, 3]);
     const leader = await c.leader();
