@@ -44,7 +44,7 @@ test('a bad flag or a bad flag value exits 2', () => {
 });
 
 test('a command not built yet says so and exits 1 without a stack trace', () => {
-  const r = cluster('service', 'create', '--replicas', '3', 'local/busybox:1');
+  const r = cluster('service', 'logs', 'web');
   assert.equal(r.code, 1);
   assert.match(r.stderr, /not available in this version/);
   assert.doesNotMatch(r.stderr, /\n\s+at /);

@@ -3,7 +3,12 @@
 import { Command, CommanderError, Option } from 'commander';
 import { ClusterError, toClusterError } from '../common/errors';
 import { isLogLevel, LOG_LEVELS, setLogLevel } from '../common/logger';
+import { addMembershipCommands, addNetworkCommands, addNodeCommands, addServiceCommands, type Runtime } from './commands';
+import { connect, DEFAULT_DATA_DIR, DEFAULT_HOST, type Connection } from './connect';
 import { OUTPUT_FORMATS, type OutputFormat } from './output';
+
+// How main() closes the connection of a program whose action failed (postAction does not run).
+const closers = new WeakMap<Command, () => void>();
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { version } = require('../../../package.json') as { version: string };
@@ -12,103 +17,81 @@ export const DEFAULT_MANAGER_PORT = 4242;
 
 export interface GlobalOptions {
   host?: string;
+  tlsDir?: string;
   logLevel: string;
   format: OutputFormat;
 }
 
-interface PlannedCommand {
-  name: string;
-  description: string;
-  /** Which issue brings it; shown when someone runs it before it exists. */
-  comesWith: string;
+/** Where output goes; tests pass their own to capture it. */
+export interface CliIO {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+  isTTY: boolean;
 }
 
-interface CommandGroup {
-  name: string;
-  description: string;
-  commands: PlannedCommand[];
+const PROCESS_IO: CliIO = {
+  stdout: (text) => process.stdout.write(text),
+  stderr: (text) => process.stderr.write(text),
+  get isTTY() {
+    return process.stdout.isTTY === true;
+  },
+};
+
+export interface DaemonOptions {
+  dataDir: string;
+  listenAddr?: string;
+  advertiseAddr?: string;
+  runtime: 'docker' | 'oci';
 }
 
-// Commands whose server side is not built yet. They are listed so that `--help` shows the shape
-// of the tool, and fail with a clear message (exit 1) rather than pretending to work.
-const CONTROL_PLANE = 'the manager control plane';
-const GROUPS: CommandGroup[] = [
-  {
-    name: 'node',
-    description: 'Manage cluster nodes',
-    commands: [
-      { name: 'ls', description: 'List nodes', comesWith: CONTROL_PLANE },
-      { name: 'inspect', description: 'Show details of nodes', comesWith: CONTROL_PLANE },
-      { name: 'update', description: 'Update a node (availability, labels, role)', comesWith: CONTROL_PLANE },
-      { name: 'promote', description: 'Promote workers to managers', comesWith: CONTROL_PLANE },
-      { name: 'demote', description: 'Demote managers to workers', comesWith: CONTROL_PLANE },
-      { name: 'rm', description: 'Remove nodes from the cluster', comesWith: CONTROL_PLANE },
-      { name: 'ps', description: 'List tasks running on nodes', comesWith: CONTROL_PLANE },
-    ],
-  },
-  {
-    name: 'service',
-    description: 'Manage services',
-    commands: [
-      { name: 'create', description: 'Create a service', comesWith: CONTROL_PLANE },
-      { name: 'ls', description: 'List services', comesWith: CONTROL_PLANE },
-      { name: 'ps', description: 'List the tasks of services', comesWith: CONTROL_PLANE },
-      { name: 'inspect', description: 'Show details of services', comesWith: CONTROL_PLANE },
-      { name: 'logs', description: 'Fetch the logs of a service or task', comesWith: 'the worker agent' },
-      { name: 'scale', description: 'Scale replicated services', comesWith: CONTROL_PLANE },
-      { name: 'update', description: 'Update a service (rolling)', comesWith: CONTROL_PLANE },
-      {
-        name: 'rollback',
-        description: 'Revert a service to its previous spec',
-        comesWith: 'the rolling updater',
-      },
-      { name: 'rm', description: 'Remove services', comesWith: CONTROL_PLANE },
-    ],
-  },
-  {
-    name: 'network',
-    description: 'Manage overlay networks',
-    commands: [
-      { name: 'create', description: 'Create a network', comesWith: 'overlay networking' },
-      { name: 'ls', description: 'List networks', comesWith: 'overlay networking' },
-      { name: 'inspect', description: 'Show details of networks', comesWith: 'overlay networking' },
-      { name: 'rm', description: 'Remove networks', comesWith: 'overlay networking' },
-    ],
-  },
-];
+type RunDaemon = (options: DaemonOptions) => Promise<void>;
 
-const TOP_LEVEL: PlannedCommand[] = [
-  {
-    name: 'init',
-    description: 'Initialize a cluster with this host as its first manager',
-    comesWith: CONTROL_PLANE,
-  },
-  { name: 'join', description: 'Join a cluster as a worker or manager', comesWith: CONTROL_PLANE },
-  { name: 'join-token', description: 'Show or rotate the join tokens', comesWith: CONTROL_PLANE },
-  { name: 'leave', description: 'Leave the cluster', comesWith: CONTROL_PLANE },
-];
-
-function notBuiltYet(path: string, comesWith: string): never {
-  throw new ClusterError(
-    'UNIMPLEMENTED',
-    `'cluster ${path}' is not available in this version: it comes with ${comesWith} (see the feature table in README.md)`,
-  );
+/**
+ * The daemon lives in src/node; until it is built the command exists and says so. This is the
+ * one place that knows how to reach it.
+ */
+function loadRunDaemon(): RunDaemon {
+  let loaded: unknown;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    loaded = require('../node');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND' && String(e).includes('../node')) {
+      throw new ClusterError('UNIMPLEMENTED', "'cluster daemon' is not built in this version: src/node is missing");
+    }
+    throw e;
+  }
+  const run = (loaded as { runDaemon?: unknown }).runDaemon;
+  if (typeof run !== 'function') {
+    throw new ClusterError('UNIMPLEMENTED', "'cluster daemon' is not built in this version: src/node has no runDaemon");
+  }
+  return run as RunDaemon;
 }
 
-function addPlanned(parent: Command, planned: PlannedCommand, path: string): void {
-  parent
-    .command(planned.name)
-    .description(`${planned.description} (not available yet)`)
-    .allowUnknownOption()
-    .allowExcessArguments()
-    .action(() => notBuiltYet(path, planned.comesWith));
+function addDaemonCommand(program: Command): void {
+  program
+    .command('daemon')
+    .description('Run the node daemon (serves the local socket; a manager or worker once joined)')
+    .option('--data-dir <dir>', 'state directory', DEFAULT_DATA_DIR)
+    .option('--listen-addr <addr>', 'address to listen on for the cluster (default 0.0.0.0:4242)')
+    .option('--advertise-addr <addr>', 'address other nodes reach this node at')
+    .addOption(new Option('--runtime <runtime>', 'container runtime').choices(['docker', 'oci']).default('docker'))
+    .action(async (flags: DaemonOptions) => {
+      await loadRunDaemon()(flags);
+    });
 }
 
-export function buildProgram(): Command {
+export function buildProgram(io: CliIO = PROCESS_IO): Command {
+  let connection: Connection | undefined;
   const program = new Command('cluster')
     .description('Run containers on many machines as one: a Swarm-like cluster scheduler')
     .version(version, '-v, --version', 'print the version')
-    .addOption(new Option('-H, --host <addr>', 'manager to talk to (host:port)').env('CLUSTER_HOST'))
+    .addOption(
+      new Option('-H, --host <addr>', `daemon to talk to: unix:///path or host:port (default ${DEFAULT_HOST})`).env(
+        'CLUSTER_HOST',
+      ),
+    )
+    .option('--tls-dir <dir>', 'ca.crt, node.crt and node.key for a host:port manager (default <data-dir>/tls)')
     .addOption(
       new Option('--log-level <level>', 'log level')
         .choices(LOG_LEVELS)
@@ -123,21 +106,43 @@ export function buildProgram(): Command {
       if (isLogLevel(opts.logLevel)) setLogLevel(opts.logLevel);
     });
 
-  for (const planned of TOP_LEVEL) addPlanned(program, planned, planned.name);
-  for (const group of GROUPS) {
-    const groupCommand = program.command(group.name).description(group.description).exitOverride();
-    for (const planned of group.commands) addPlanned(groupCommand, planned, `${group.name} ${planned.name}`);
-  }
+  const runtime: Runtime & { close(): void } = {
+    format: () => program.opts<GlobalOptions>().format,
+    connection: () => {
+      const opts = program.opts<GlobalOptions>();
+      connection ??= connect({ host: opts.host, tlsDir: opts.tlsDir, defaultPort: DEFAULT_MANAGER_PORT });
+      return connection;
+    },
+    out: (text) => io.stdout(text),
+    err: (text) => io.stderr(text),
+    isTTY: io.isTTY,
+    now: () => new Date(),
+    close: () => connection?.close(),
+  };
+  addDaemonCommand(program);
+  addMembershipCommands(program, runtime);
+  addNodeCommands(program, runtime);
+  addServiceCommands(program, runtime);
+  addNetworkCommands(program, runtime);
+  // Subcommands report their own usage errors through the same override as the program.
+  const override = (cmd: Command): void => {
+    cmd.exitOverride().configureOutput({ writeOut: (t) => io.stdout(t), writeErr: (t) => io.stderr(t) });
+    cmd.commands.forEach(override);
+  };
+  override(program);
+  program.hook('postAction', () => runtime.close());
+  closers.set(program, () => runtime.close());
   return program;
 }
 
 /** Runs the CLI; resolves to the process exit code. Never prints a stack trace for a user mistake. */
-export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
+export async function main(argv: string[], io: CliIO = PROCESS_IO): Promise<number> {
+  const program = buildProgram(io);
   try {
     await program.parseAsync(argv);
     return 0;
   } catch (e) {
+    closers.get(program)?.();
     if (e instanceof CommanderError) {
       // Commander has already printed its one-line message; help and version are successes.
       if (
@@ -150,7 +155,7 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     const err = toClusterError(e);
-    process.stderr.write(`Error: ${err.message}\n`);
+    io.stderr(`Error: ${err.message}\n`);
     return err.exitCode;
   }
 }
