@@ -7,6 +7,8 @@ import {
   NodeAvailability,
   NodeRole,
   NodeState,
+  PortConfig_Protocol,
+  PortConfig_PublishMode,
   TaskState,
   type Node,
   type Task,
@@ -82,6 +84,13 @@ describe('placement ranking', () => {
     const result = place([...makeTasks('a', 2), ...makeTasks('b', 2)], [makeNode('n1'), makeNode('n2')]);
     // a.1→n1, a.2→n2, then b sees equal totals and starts from n1 again.
     assert.deepEqual(placements(result), { 'a.1': 'n1', 'a.2': 'n2', 'b.1': 'n1', 'b.2': 'n2' });
+  });
+
+  it('counts tasks of the same service placed in another group of the same call', () => {
+    // Two specs of one service (as during a rolling update): the second group sees the first.
+    const tasks = [...makeTasks('web', 2, { reserveMemoryBytes: 1 }), makeTask('web.9', 'web', { slot: 9 })];
+    const result = place(tasks, threeNodes());
+    assert.deepEqual(tasksPerNode(result), { n1: 1, n2: 1, n3: 1 });
   });
 
   it('ignores tasks on nodes it does not know', () => {
@@ -265,6 +274,40 @@ describe('host port filter', () => {
     assert.deepEqual(tasksPerNode(result), { n2: 1, n3: 1 });
   });
 
+  it('treats the same number over TCP and UDP as different ports', () => {
+    const udp = makeTask('dns.1', 'dns', { nodeId: 'n1' });
+    udp.endpoint = {
+      ports: [
+        {
+          name: '',
+          protocol: PortConfig_Protocol.PROTOCOL_UDP,
+          targetPort: 53,
+          publishedPort: 53,
+          publishMode: PortConfig_PublishMode.PUBLISH_MODE_HOST,
+        },
+      ],
+      virtualIps: [],
+    };
+    assert.deepEqual(placements(place(makeTasks('web', 1, { hostPorts: [53] }), [makeNode('n1')], [udp])), {
+      'web.1': 'n1',
+    });
+    assert.equal(place([{ ...udp, id: 'dns.2', nodeId: '' }], [makeNode('n1')], [udp]).assignments.length, 0);
+  });
+
+  it('ignores ingress-mode ports, which the routing mesh publishes on every node', () => {
+    const ingress = makeTasks('web', 3, { hostPorts: [80] }).map((t) => ({
+      ...t,
+      endpoint: {
+        ports: (t.endpoint?.ports ?? []).map((p) => ({
+          ...p,
+          publishMode: PortConfig_PublishMode.PUBLISH_MODE_INGRESS,
+        })),
+        virtualIps: [],
+      },
+    }));
+    assert.deepEqual(tasksPerNode(place(ingress, [makeNode('n1')])), { n1: 3 });
+  });
+
   it('does not mind different ports or tasks that have stopped', () => {
     const existing = [
       makeTask('other.1', 'other', { nodeId: 'n1', hostPorts: [81] }),
@@ -272,6 +315,54 @@ describe('host port filter', () => {
     ];
     const result = place(makeTasks('web', 1, { hostPorts: [80] }), [makeNode('n1')], existing);
     assert.deepEqual(placements(result), { 'web.1': 'n1' });
+  });
+});
+
+describe('reasons for tasks left pending', () => {
+  it('counts each node once, under the first filter that turns it away, in filter order', () => {
+    const nodes = [
+      makeNode('n1', { state: NodeState.NODE_STATE_DOWN, labels: { zone: 'a' } }),
+      makeNode('n2', { availability: NodeAvailability.NODE_AVAILABILITY_PAUSE }),
+      makeNode('n3', { labels: { zone: 'b' } }),
+      makeNode('n4', { labels: { zone: 'b' }, memoryBytes: 1 * GiB }),
+      makeNode('n5', { labels: { zone: 'a' }, memoryBytes: 1 * GiB }),
+      makeNode('n6', { labels: { zone: 'a' } }),
+    ];
+    const existing = [makeTask('lb.1', 'lb', { nodeId: 'n6', hostPorts: [443] })];
+    const tasks = makeTasks('web', 1, {
+      constraints: ['node.labels.zone==a'],
+      reserveMemoryBytes: 2 * GiB,
+      hostPorts: [443],
+    });
+    assert.deepEqual(place(tasks, nodes, existing).unplaced, [
+      {
+        taskId: 'web.1',
+        reason:
+          'no suitable node (2 nodes not available for new tasks: 1 down, 1 paused; ' +
+          '2 nodes did not match constraint node.labels.zone==a; ' +
+          '1 node has insufficient memory for a task reserving 2 GiB; ' +
+          'host-mode port 443/tcp already in use on 1 node)',
+      },
+    ]);
+  });
+
+  it('explains against the state after placing, so nodes the batch filled show as full', () => {
+    const nodes = [makeNode('n1', { nanoCpus: 2 * CPU }), makeNode('n2', { nanoCpus: 1 * CPU })];
+    const result = place(makeTasks('web', 4, { reserveNanoCpus: CPU / 2 }), nodes);
+    assert.equal(result.assignments.length, 4);
+    const more = place(makeTasks('web', 7, { reserveNanoCpus: CPU / 2 }), nodes);
+    assert.equal(more.assignments.length, 6);
+    assert.deepEqual(more.unplaced, [
+      {
+        taskId: 'web.7',
+        reason: 'no suitable node (2 nodes have insufficient CPU for a task reserving 0.5 CPUs)',
+      },
+    ]);
+  });
+
+  it('gives the parse error for an invalid spread preference', () => {
+    const result = place(makeTasks('web', 1, { spread: ['spread=node.hostname'] }), threeNodes());
+    assert.match(result.unplaced[0]?.reason ?? '', /^invalid placement preference 'spread=node\.hostname'/);
   });
 });
 
@@ -332,6 +423,16 @@ describe('spread preferences', () => {
       nodes,
     );
     assert.deepEqual(tasksPerNode(result), { a1: 1, b1: 5 });
+  });
+
+  it('spreads over engine labels too', () => {
+    const nodes = [
+      makeNode('n1', { engineLabels: { dc: 'east' } }),
+      makeNode('n2', { engineLabels: { dc: 'east' } }),
+      makeNode('n3', { engineLabels: { dc: 'west' } }),
+    ];
+    const result = place(makeTasks('web', 4, { spread: ['engine.labels.dc'] }), nodes);
+    assert.deepEqual(tasksPerNode(result), { n1: 1, n2: 1, n3: 2 });
   });
 
   it('ignores groups whose nodes are all unavailable', () => {
