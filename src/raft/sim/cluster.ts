@@ -116,7 +116,12 @@ export interface SimOptions {
   traceLength?: number;
   /** Applied entries between state machine snapshots; chosen from the seed when not given. */
   snapshotEvery?: number;
+  /** Share of messages that take a slow path (arrive up to MAX_SLOW_DELAY_STEPS late). */
+  slowMessageChance?: number;
+  /** Chance that a node crashes right after persisting a Ready and sending its messages. */
+  crashAfterSendChance?: number;
   /** Core options; chosen from the seed when not given. */
+  electionTicks?: number;
   preVote?: boolean;
   checkQuorum?: boolean;
   /** Builds the core of each node (the real RawNode by default). */
@@ -154,10 +159,13 @@ export interface SimResult {
 // ---- Limits -------------------------------------------------------------------------------
 
 const DEFAULT_STEPS = 2500;
-const ELECTION_TICKS = 10;
+/** Election timeouts a run may use (in ticks; the core randomizes within [n, 2n)). */
+const ELECTION_TICKS_CHOICES = [3, 5, 10];
 const HEARTBEAT_TICKS = 1;
 /** Messages in flight beyond this are dropped, oldest first (a congested network). */
 const MAX_IN_FLIGHT = 400;
+/** Chance of a crash at the end of a Ready's sends (a crash point between I/O steps). */
+const CRASH_AFTER_SEND_CHANCE = 0.002;
 /** Share of messages that take a slow path, and how many steps late they may arrive. */
 const SLOW_MESSAGE_CHANCE = 0.05;
 const MAX_SLOW_DELAY_STEPS = 200;
@@ -175,7 +183,7 @@ const CLIENT_TIMEOUT_STEPS = 300;
 /** Nodes beyond the initial voters that membership changes may add. */
 const MAX_EXTRA_NODES = 2;
 /** Healing phase: rounds (one tick of every node, then the network drained) before liveness fails. */
-const MAX_HEAL_ROUNDS = 30 * ELECTION_TICKS;
+const HEAL_ROUNDS_PER_ELECTION_TIMEOUT = 30;
 /** Deliveries and Readies per drain of the network within one healing round. */
 const MAX_DRAIN_ITERATIONS = 200;
 /** Linearizability search budget per key. */
@@ -304,8 +312,12 @@ export class Simulation {
   private readonly mutation: Mutation;
   private readonly weights: EventWeights;
   private readonly faultSteps: number;
+  private readonly slowMessageChance: number;
+  private readonly crashAfterSendChance: number;
+  private faultPhase = true;
   private readonly snapshotEvery: number;
   private readonly preVote: boolean;
+  private readonly electionTicks: number;
   private readonly checkQuorum: boolean;
   private readonly createCore: CoreFactory;
   private readonly enabled: ReadonlySet<InvariantName>;
@@ -352,13 +364,17 @@ export class Simulation {
     const shapeSnapshotEvery = this.rng.int(4, 40);
     const shapePreVote = this.rng.chance(0.75);
     const shapeCheckQuorum = this.rng.chance(0.75);
+    const shapeElectionTicks = this.rng.pick(ELECTION_TICKS_CHOICES);
     this.preVote = options.preVote ?? shapePreVote;
+    this.electionTicks = options.electionTicks ?? shapeElectionTicks;
     this.checkQuorum = options.checkQuorum ?? shapeCheckQuorum;
     this.initialVoters = options.nodes ?? shapeNodes;
     this.snapshotEvery = options.snapshotEvery ?? shapeSnapshotEvery;
     this.mutation = options.mutation ?? 'none';
     this.weights = { ...DEFAULT_WEIGHTS, ...options.weights };
     this.faultSteps = options.steps ?? DEFAULT_STEPS;
+    this.slowMessageChance = options.slowMessageChance ?? SLOW_MESSAGE_CHANCE;
+    this.crashAfterSendChance = options.crashAfterSendChance ?? CRASH_AFTER_SEND_CHANCE;
     this.traceLength = options.traceLength ?? 40;
     this.createCore = options.createCore ?? ((config) => new RawNode(config));
     this.enabled = new Set(options.checks ?? ALL_INVARIANTS);
@@ -367,7 +383,7 @@ export class Simulation {
 
   /** Runs the whole simulation; throws InvariantViolation on the first violation. */
   run(): void {
-    this.note(`seed ${this.seed}: ${this.initialVoters} voters, preVote ${this.preVote}, checkQuorum ${this.checkQuorum}, snapshot every ${this.snapshotEvery}, mutation ${this.mutation}`);
+    this.note(`seed ${this.seed}: ${this.initialVoters} voters, election ticks ${this.electionTicks}, preVote ${this.preVote}, checkQuorum ${this.checkQuorum}, snapshot every ${this.snapshotEvery}, mutation ${this.mutation}`);
     try {
       this.bootstrap();
       for (let i = 0; i < this.faultSteps; i++) this.faultStep();
@@ -451,7 +467,7 @@ export class Simulation {
     node.core = this.createCore({
       id: node.id,
       storage,
-      electionTicks: ELECTION_TICKS,
+      electionTicks: this.electionTicks,
       heartbeatTicks: HEARTBEAT_TICKS,
       applied: node.applied,
       checkQuorum: this.checkQuorum,
@@ -522,7 +538,7 @@ export class Simulation {
 
   private send(m: Message): void {
     // Now and then a message takes a slow path and arrives long after later ones.
-    const notBefore = this.rng.chance(SLOW_MESSAGE_CHANCE) ? this.stepNo + this.rng.int(10, MAX_SLOW_DELAY_STEPS) : 0;
+    const notBefore = this.rng.chance(this.slowMessageChance) ? this.stepNo + this.rng.int(10, MAX_SLOW_DELAY_STEPS) : 0;
     this.network.push({ msg: cloneMessage(m), notBefore });
     if (this.network.length > MAX_IN_FLIGHT) {
       const oldest = this.network.shift();
@@ -573,7 +589,7 @@ export class Simulation {
 
   private partition(): void {
     const ids = [...this.nodes.keys()];
-    const kind = this.rng.int(0, 2);
+    const kind = this.rng.int(0, 3);
     this.stats.partitions++;
     if (kind === 0) {
       const isolated = this.rng.pick(ids);
@@ -591,11 +607,20 @@ export class Simulation {
         }
       }
       this.note(`partition: split [${side.join(',')}] from the rest`);
-    } else {
+    } else if (kind === 2) {
       const from = this.rng.pick(ids);
       const to = this.rng.pick(ids);
       if (from !== to) this.blocked.add(`${from}>${to}`);
       this.note(`partition: one-way ${from}>${to}`);
+    } else {
+      // A partial partition: two nodes cannot talk, both still reach everyone else.
+      const a = this.rng.pick(ids);
+      const b = this.rng.pick(ids);
+      if (a !== b) {
+        this.blocked.add(`${a}>${b}`);
+        this.blocked.add(`${b}>${a}`);
+      }
+      this.note(`partition: cut link ${a}<>${b}`);
     }
   }
 
@@ -781,6 +806,13 @@ export class Simulation {
         forged.term = m.term;
         this.forged.push(forged);
       }
+    }
+
+    // A crash point: the Ready's writes are durable and its messages left, nothing applied.
+    if (this.faultPhase && this.rng.chance(this.crashAfterSendChance)) {
+      this.note(`  ${id} crashes right after sending`);
+      this.crash(node);
+      return;
     }
 
     // 3. Apply.
@@ -1002,6 +1034,7 @@ export class Simulation {
    */
   private heal(): void {
     this.stepNo++;
+    this.faultPhase = false;
     this.blocked.clear();
     for (const n of this.nodes.values()) if (n.state === 'crashed') this.restart(n);
     // Nodes outside the membership the most advanced node applied are shut down by the
@@ -1029,7 +1062,8 @@ export class Simulation {
     let proposedAtRound = -1;
     const finalReads = new Map<string, string | undefined>();
     for (let k = 0; k < KEYS; k++) finalReads.set(`k${k}`, undefined);
-    for (let round = 0; round < MAX_HEAL_ROUNDS; round++) {
+    const maxRounds = HEAL_ROUNDS_PER_ELECTION_TIMEOUT * this.electionTicks;
+    for (let round = 0; round < maxRounds; round++) {
       this.stats.healRounds = round + 1;
       this.stepNo++;
       for (const n of this.running()) this.coreOf(n).tick();
@@ -1047,7 +1081,7 @@ export class Simulation {
       }
       if (!leader.kv.hasApplied(sentinel)) {
         // Proposed again now and then: a proposal can be lost with a leadership change.
-        if (proposedAtRound < 0 || round - proposedAtRound >= 2 * ELECTION_TICKS) {
+        if (proposedAtRound < 0 || round - proposedAtRound >= 2 * this.electionTicks) {
           proposedAtRound = round;
           this.note(`heal: propose sentinel at leader ${leader.id}`);
           try {
@@ -1091,8 +1125,8 @@ export class Simulation {
     this.fail(
       'liveness',
       leader === undefined
-        ? `no leader ${MAX_HEAL_ROUNDS} rounds after faults healed`
-        : `leader ${leader.id} (term ${leader.hardState.term}) but the new write or the final reads did not complete within ${MAX_HEAL_ROUNDS} rounds`,
+        ? `no leader ${maxRounds} rounds after faults healed`
+        : `leader ${leader.id} (term ${leader.hardState.term}) but the new write or the final reads did not complete within ${maxRounds} rounds`,
     );
   }
 
