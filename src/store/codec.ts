@@ -56,7 +56,8 @@ function tableFromTag(tag: number): TableName {
 
 function toSafeNumber(value: bigint | string, field: string): number {
   const n = Number(value);
-  if (!Number.isSafeInteger(n)) throw new Error(`store codec: ${field} ${String(value)} is not a safe integer`);
+  if (!Number.isSafeInteger(n))
+    throw new Error(`store codec: ${field} ${String(value)} is not a safe integer`);
   return n;
 }
 
@@ -107,7 +108,7 @@ function decodeAction(bytes: Uint8Array): StoreAction {
   const table = tableFromTag(tableTagValue);
   if (kind === 'delete') {
     if (id === '') throw new Error('store codec: a delete action without an id');
-    return { kind, table, id, version } as StoreAction;
+    return { kind, table, id, version };
   }
   if (object === undefined) throw new Error(`store codec: a ${kind} action without an object`);
   return { kind, table, version, object: decodeObject(table, object) } as StoreAction;
@@ -140,7 +141,11 @@ export function encodeSnapshot(snapshot: StoreSnapshot): Uint8Array {
   return w.finish();
 }
 
-function writeSnapshotTable<N extends TableName>(w: BinaryWriter, table: N, objects: readonly TableTypes[N][]): void {
+function writeSnapshotTable<N extends TableName>(
+  w: BinaryWriter,
+  table: N,
+  objects: readonly TableTypes[N][],
+): void {
   w.tag(3, WireType.LengthDelimited).fork();
   w.tag(1, WireType.Varint).uint32(tableTag(table));
   for (const object of objects) {
@@ -164,7 +169,8 @@ export function decodeSnapshot(data: Uint8Array): StoreSnapshot {
   while (r.pos < r.len) {
     const [field, wireType] = r.tag();
     if (field === 1 && wireType === WireType.Varint) format = r.uint32();
-    else if (field === 2 && wireType === WireType.Varint) appliedIndex = toSafeNumber(r.uint64(), 'applied index');
+    else if (field === 2 && wireType === WireType.Varint)
+      appliedIndex = toSafeNumber(r.uint64(), 'applied index');
     else if (field === 3 && wireType === WireType.LengthDelimited) decodeSnapshotTable(r.bytes(), tables);
     else r.skip(wireType, field);
   }

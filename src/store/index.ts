@@ -13,7 +13,14 @@ export {
   type WriteTx,
 } from './memory_store';
 export { DEFAULT_WATCH_QUEUE_LIMIT, Watcher, thaw, type StoreEvent, type WatchOptions } from './watch';
-export { TABLE_NAMES, type DeepReadonly, type Frozen, type TableIndexNames, type TableName, type TableTypes } from './tables';
+export {
+  TABLE_NAMES,
+  type DeepReadonly,
+  type Frozen,
+  type TableIndexNames,
+  type TableName,
+  type TableTypes,
+} from './tables';
 export { type ActionKind } from './codec';
 export { ID_LENGTH, newId } from './ids';
 export { LocalProposer, type LoggedEntry } from './local_proposer';

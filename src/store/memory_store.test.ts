@@ -46,7 +46,10 @@ function writer<N extends TableName>(tx: WriteTx, table: N): WriteTx[N] {
 for (const table of TABLE_NAMES) {
   test(`${table}: create, get, list, update and delete, with versions and timestamps from the proposer`, async () => {
     const { store, clock } = clockedStore();
-    const factory = factories[table] as { make(): TableTypes[TableName]; change(o: TableTypes[TableName]): void };
+    const factory = factories[table] as {
+      make(): TableTypes[TableName];
+      change(o: TableTypes[TableName]): void;
+    };
     const obj = factory.make();
 
     const created = await store.update((tx) => writer(tx, table).create(obj as never));
@@ -71,7 +74,10 @@ for (const table of TABLE_NAMES) {
     assert.deepEqual({ ...after, meta: undefined }, { ...stored, meta: undefined });
 
     await store.update((tx) => writer(tx, table).delete(obj.id));
-    assert.equal(store.view((tx) => tx[table].get(obj.id)), undefined);
+    assert.equal(
+      store.view((tx) => tx[table].get(obj.id)),
+      undefined,
+    );
     assert.deepEqual(
       store.view((tx) => tx[table].list()),
       [],
@@ -82,7 +88,7 @@ for (const table of TABLE_NAMES) {
 
 test('reads and results are copies: changing them changes nothing stored', async () => {
   const { stores } = localStores(1);
-  const store = stores[0] as MemoryStore;
+  const store = stores[0];
   const svc = makeService('web');
   const result = await store.update((tx) => tx.services.create(svc));
   svc.spec = undefined; // the caller's own object was copied at create
@@ -101,7 +107,7 @@ test('reads and results are copies: changing them changes nothing stored', async
 
 test('an update carrying a version read before another write is refused locally with CONFLICT', async () => {
   const { stores, proposer } = localStores(1);
-  const store = stores[0] as MemoryStore;
+  const store = stores[0];
   const svc = makeService('web');
   await store.update((tx) => tx.services.create(svc));
   const stale = store.view((tx) => tx.services.get(svc.id)) as Service;
@@ -111,7 +117,10 @@ test('an update carrying a version read before another write is refused locally 
   const logged = proposer.log.length;
   await assert.rejects(
     store.update((tx) => tx.services.update(stale)),
-    isCode('CONFLICT', new RegExp(`service '${svc.id}' was changed by someone else \\(version 2, you had 1\\)`)),
+    isCode(
+      'CONFLICT',
+      new RegExp(`service '${svc.id}' was changed by someone else \\(version 2, you had 1\\)`),
+    ),
   );
   assert.equal(proposer.log.length, logged, 'nothing proposed');
 });
@@ -140,15 +149,22 @@ test('a transaction that conflicts at apply changes nothing, not even its other 
   assert.ok(r2.status === 'rejected' && isCode('CONFLICT', /version 2, you had 1/)(r2.reason));
   for (const store of [a, b]) {
     assert.equal(store.appliedIndex, 3, 'the refused entry still consumed its index');
-    assert.equal(store.view((tx) => tx.tasks.get(extraTask.id)), undefined, 'the task of the refused transaction');
+    assert.equal(
+      store.view((tx) => tx.tasks.get(extraTask.id)),
+      undefined,
+      'the task of the refused transaction',
+    );
     assert.deepEqual(store.view((tx) => tx.services.get(svc.id))?.previousSpec, read.spec);
-    assert.deepEqual(store.view((tx) => tx.tasks.find('serviceId', svc.id)), []);
+    assert.deepEqual(
+      store.view((tx) => tx.tasks.find('serviceId', svc.id)),
+      [],
+    );
   }
 });
 
 test('updating or deleting an object deleted meanwhile fails with NOT_FOUND at apply', async () => {
   const { stores } = localStores(1);
-  const store = stores[0] as MemoryStore;
+  const store = stores[0];
   const task = makeTask('svc', 1);
   await store.update((tx) => tx.tasks.create(task));
   const read = store.view((tx) => tx.tasks.get(task.id));
@@ -166,20 +182,26 @@ test('updating or deleting an object deleted meanwhile fails with NOT_FOUND at a
 
 test('service and network names are unique; ids too; a transaction may free a name and reuse it', async () => {
   const { stores } = localStores(1);
-  const store = stores[0] as MemoryStore;
+  const store = stores[0];
   const web = makeService('web');
   await store.update((tx) => tx.services.create(web));
   await assert.rejects(
     store.update((tx) => tx.services.create(makeService('web'))),
     isCode('ALREADY_EXISTS', new RegExp(`service 'web' already exists \\(id ${web.id}\\)`)),
   );
-  await assert.rejects(store.update((tx) => tx.services.create(makeService('api', { id: web.id }))), isCode('ALREADY_EXISTS'));
+  await assert.rejects(
+    store.update((tx) => tx.services.create(makeService('api', { id: web.id }))),
+    isCode('ALREADY_EXISTS'),
+  );
   // Renaming another service onto a taken name is refused too.
   const api = makeService('api');
   await store.update((tx) => tx.services.create(api));
   const renamed = store.view((tx) => tx.services.get(api.id)) as Service;
-  renamed.spec = { ...renamed.spec, annotations: { name: 'web', labels: {} } } as Service['spec'];
-  await assert.rejects(store.update((tx) => tx.services.update(renamed)), isCode('ALREADY_EXISTS'));
+  renamed.spec = { ...renamed.spec, annotations: { name: 'web', labels: {} } };
+  await assert.rejects(
+    store.update((tx) => tx.services.update(renamed)),
+    isCode('ALREADY_EXISTS'),
+  );
 
   // Two writers racing for one name: the second is refused when it applies.
   const [x, y] = await Promise.allSettled([
@@ -187,7 +209,9 @@ test('service and network names are unique; ids too; a transaction may free a na
     store.update((tx) => tx.networks.create(makeNetwork('backend'))),
   ]);
   assert.equal(x.status, 'fulfilled');
-  assert.ok(y.status === 'rejected' && isCode('ALREADY_EXISTS', /network 'backend' already exists/)(y.reason));
+  assert.ok(
+    y.status === 'rejected' && isCode('ALREADY_EXISTS', /network 'backend' already exists/)(y.reason),
+  );
   assert.equal(store.view((tx) => tx.networks.list()).length, 1);
 
   // Delete web and create a new web in one transaction: the name is checked on the result.
@@ -210,7 +234,7 @@ test('service and network names are unique; ids too; a transaction may free a na
 
 test('a create of an id taken meanwhile fails at apply with ALREADY_EXISTS', async () => {
   const { stores } = localStores(1);
-  const store = stores[0] as MemoryStore;
+  const store = stores[0];
   const [x, y] = await Promise.allSettled([
     store.update((tx) => tx.tasks.create(makeTask('s', 1, { id: 'same-id' }))),
     store.update((tx) => tx.tasks.create(makeTask('s', 2, { id: 'same-id' }))),
@@ -222,7 +246,7 @@ test('a create of an id taken meanwhile fails at apply with ALREADY_EXISTS', asy
 
 test('tasks are found by service, node, desired state and slot, and the indexes follow updates', async () => {
   const { stores } = localStores(1);
-  const store = stores[0] as MemoryStore;
+  const store = stores[0];
   const [s1, s2] = ['s1', 's2'];
   const tasks = [
     makeTask(s1, 1, { nodeId: 'n1' }),
@@ -233,7 +257,12 @@ test('tasks are found by service, node, desired state and slot, and the indexes 
   await store.update((tx) => tasks.forEach((t) => tx.tasks.create(t)));
   const ids = (list: { id: string }[]) => list.map((t) => t.id).sort();
   const idsOf = (...ts: typeof tasks) => ts.map((t) => t.id).sort();
-  const [t0, t1, t2, t3] = tasks as [(typeof tasks)[0], (typeof tasks)[0], (typeof tasks)[0], (typeof tasks)[0]];
+  const [t0, t1, t2, t3] = tasks as [
+    (typeof tasks)[0],
+    (typeof tasks)[0],
+    (typeof tasks)[0],
+    (typeof tasks)[0],
+  ];
 
   store.view((tx) => {
     assert.deepEqual(ids(tx.tasks.find('serviceId', s1)), idsOf(t0, t1, t2));
@@ -268,7 +297,7 @@ test('tasks are found by service, node, desired state and slot, and the indexes 
 
 test('lookup takes a full id, a name or hostname, or a unique id prefix; ambiguity names the candidates', async () => {
   const { stores } = localStores(1);
-  const store = stores[0] as MemoryStore;
+  const store = stores[0];
   const web = makeService('web', { id: 'abc111' });
   const api = makeService('api', { id: 'abc222' });
   const db = makeService('db', { id: 'xyz333' });
@@ -284,21 +313,33 @@ test('lookup takes a full id, a name or hostname, or a unique id prefix; ambigui
     assert.equal(tx.services.lookup('api').id, 'abc222');
     assert.equal(tx.services.lookup('xy').id, 'xyz333');
     assert.equal(tx.services.lookup('abc2').id, 'abc222');
-    assert.throws(() => tx.services.lookup('abc'), isCode('INVALID_ARGUMENT', /service id prefix 'abc' is ambiguous: it matches abc111 \(web\), abc222 \(api\)/));
+    assert.throws(
+      () => tx.services.lookup('abc'),
+      isCode(
+        'INVALID_ARGUMENT',
+        /service id prefix 'abc' is ambiguous: it matches abc111 \(web\), abc222 \(api\)/,
+      ),
+    );
     assert.throws(() => tx.services.lookup('nope'), isCode('NOT_FOUND', /service 'nope' not found/));
     assert.throws(() => tx.services.lookup(''), isCode('INVALID_ARGUMENT'));
     assert.equal(tx.nodes.lookup('worker-1').id, 'n1aaa');
     assert.equal(tx.nodes.lookup('named').id, 'n3ccc');
-    assert.throws(() => tx.nodes.lookup('twin'), isCode('INVALID_ARGUMENT', /node name 'twin' is ambiguous: it matches n2bbb \(twin\), n3ccc \(named\)/));
+    assert.throws(
+      () => tx.nodes.lookup('twin'),
+      isCode('INVALID_ARGUMENT', /node name 'twin' is ambiguous: it matches n2bbb \(twin\), n3ccc \(named\)/),
+    );
   });
   // A name wins over an id prefix that it also is.
   await store.update((tx) => tx.services.create(makeService('abc', { id: 'qqq' })));
-  assert.equal(store.view((tx) => tx.services.lookup('abc').id), 'qqq');
+  assert.equal(
+    store.view((tx) => tx.services.lookup('abc').id),
+    'qqq',
+  );
 });
 
 test('within one transaction: create then update then delete folds into the right actions', async () => {
   const { stores, proposer } = localStores(1);
-  const store = stores[0] as MemoryStore;
+  const store = stores[0];
   const keep = makeTask('s', 1);
   const gone = makeTask('s', 2);
   await store.update((tx) => {
@@ -334,7 +375,7 @@ test('within one transaction: create then update then delete folds into the righ
 
 test('update: a function that writes nothing proposes nothing; a throwing one aborts; an async one is refused', async () => {
   const { stores, proposer } = localStores(1);
-  const store = stores[0] as MemoryStore;
+  const store = stores[0];
   const empty = await store.update((tx) => tx.services.list().length);
   assert.deepEqual(empty, { index: 0, events: [], value: 0 });
   await assert.rejects(
@@ -345,8 +386,9 @@ test('update: a function that writes nothing proposes nothing; a throwing one ab
     /changed my mind/,
   );
   await assert.rejects(
-    store.update(async (tx) => {
+    store.update((tx) => {
       tx.services.create(makeService('web'));
+      return Promise.resolve();
     }),
     /must be synchronous/,
   );
@@ -362,16 +404,22 @@ test('update: a function that writes nothing proposes nothing; a throwing one ab
 
 test(`a transaction larger than MAX_TRANSACTION_BYTES (${MAX_TRANSACTION_BYTES}) is refused before it is proposed`, async () => {
   const { stores, proposer } = localStores(1);
-  const store = stores[0] as MemoryStore;
+  const store = stores[0];
   const big = makeService('big');
   big.spec?.task?.container?.env.push('X='.padEnd(MAX_TRANSACTION_BYTES, 'x'));
-  await assert.rejects(store.update((tx) => tx.services.create(big)), isCode('RESOURCE_EXHAUSTED', /smaller batches/));
+  await assert.rejects(
+    store.update((tx) => tx.services.create(big)),
+    isCode('RESOURCE_EXHAUSTED', /smaller batches/),
+  );
   assert.equal(proposer.log.length, 0);
 });
 
 test('apply: indexes must strictly increase; an unreadable entry is refused everywhere alike and consumes its index', () => {
   const store = new MemoryStore();
-  const data = encodeTransaction({ timestampMs: T0, actions: [{ kind: 'create', table: 'services', version: 0, object: makeService('web') }] });
+  const data = encodeTransaction({
+    timestampMs: T0,
+    actions: [{ kind: 'create', table: 'services', version: 0, object: makeService('web') }],
+  });
   assert.equal(store.apply(5, data).error, undefined);
   assert.throws(() => store.apply(5, data), /apply index 5 must exceed the last applied index 5/);
   assert.throws(() => store.apply(3, data), /store invariant/);
@@ -383,9 +431,15 @@ test('apply: indexes must strictly increase; an unreadable entry is refused ever
 
 test('update() without a proposer fails UNAVAILABLE; a proposer that returns nothing is an INTERNAL error', async () => {
   const store = new MemoryStore();
-  await assert.rejects(store.update((tx) => tx.services.create(makeService('web'))), isCode('UNAVAILABLE'));
+  await assert.rejects(
+    store.update((tx) => tx.services.create(makeService('web'))),
+    isCode('UNAVAILABLE'),
+  );
   store.setProposer({ propose: () => Promise.resolve(undefined) });
-  await assert.rejects(store.update((tx) => tx.services.create(makeService('web'))), isCode('INTERNAL'));
+  await assert.rejects(
+    store.update((tx) => tx.services.create(makeService('web'))),
+    isCode('INTERNAL'),
+  );
 });
 
 test('three stores fed the same log stay identical, and a late store replays the log to the same state', async () => {
@@ -398,7 +452,8 @@ test('three stores fed the same log stay identical, and a late store replays the
     for (let slot = 1; slot <= 3; slot++) tx.tasks.create(makeTask(svc.id, slot, { nodeId: `n${slot}` }));
   });
   const tasks = a.view((tx) => tx.tasks.find('serviceId', svc.id));
-  for (const t of tasks) t.status = { ...(t.status as NonNullable<typeof t.status>), state: TaskState.TASK_STATE_RUNNING };
+  for (const t of tasks)
+    t.status = { ...(t.status as NonNullable<typeof t.status>), state: TaskState.TASK_STATE_RUNNING };
   await a.update((tx) => tasks.forEach((t) => tx.tasks.update(t)));
   assert.equal(a.appliedIndex, 4);
   const late = new MemoryStore();
@@ -407,15 +462,21 @@ test('three stores fed the same log stay identical, and a late store replays the
   for (const store of [b, c, late]) assert.deepEqual(Buffer.from(store.snapshot()), expected);
 });
 
-test('asStateMachine has the shape a Raft node applies entries through', async () => {
+test('asStateMachine has the shape a Raft node applies entries through', () => {
   const store = new MemoryStore();
   const machine = store.asStateMachine();
-  const data = encodeTransaction({ timestampMs: T0, actions: [{ kind: 'create', table: 'networks', version: 0, object: makeNetwork('n') }] });
+  const data = encodeTransaction({
+    timestampMs: T0,
+    actions: [{ kind: 'create', table: 'networks', version: 0, object: makeNetwork('n') }],
+  });
   const result = machine.apply({ index: 9, data });
   assert.equal(result.index, 9);
   assert.equal(result.events[0]?.kind, 'create');
   const copy = new MemoryStore();
   copy.asStateMachine().restore(machine.snapshot());
   assert.equal(copy.appliedIndex, 9);
-  assert.equal(copy.view((tx) => tx.networks.lookup('n').meta?.version), 9);
+  assert.equal(
+    copy.view((tx) => tx.networks.lookup('n').meta?.version),
+    9,
+  );
 });

@@ -12,7 +12,6 @@ import {
   encodeTransaction,
   type ActionKind,
   type StoreAction,
-  type StoreSnapshot,
 } from './codec';
 import {
   TABLE_NAMES,
@@ -228,14 +227,19 @@ export class TableReader<N extends TableName> {
     const exact = this.frozen(ref);
     if (exact !== undefined) return thaw<TableTypes[N]>(exact);
 
-    const named = this.matching(this.source.candidatesByName(ref), (obj) => this.spec.names(obj).includes(ref));
+    const named = this.matching(this.source.candidatesByName(ref), (obj) =>
+      this.spec.names(obj).includes(ref),
+    );
     if (named.length === 1 && named[0]) return thaw<TableTypes[N]>(named[0] as Frozen<N>);
     if (named.length > 1) {
-      throw invalidArgument(`${kind} name '${ref}' is ambiguous: it matches ${this.describe(named)}; use an id`, {
-        kind,
-        ref,
-        candidates: named.map((o) => o.id),
-      });
+      throw invalidArgument(
+        `${kind} name '${ref}' is ambiguous: it matches ${this.describe(named)}; use an id`,
+        {
+          kind,
+          ref,
+          candidates: named.map((o) => o.id),
+        },
+      );
     }
 
     const prefixed = this.matching(this.source.ids(), (obj) => obj.id.startsWith(ref));
@@ -352,7 +356,9 @@ export class TableWriter<N extends TableName> extends TableReader<N> {
       throw new ClusterError('ALREADY_EXISTS', `${kind} ${obj.id} already exists`, { kind, id: obj.id });
     }
     if (this.pending.changes.get(obj.id)?.kind === 'delete') {
-      throw invalidArgument(`${kind} ${obj.id} was deleted in this transaction and cannot be created again in it`);
+      throw invalidArgument(
+        `${kind} ${obj.id} was deleted in this transaction and cannot be created again in it`,
+      );
     }
     const frozen = deepFreeze({ ...structuredClone(obj), meta: { version: 0 } }) as AnyFrozen;
     this.pending.changes.set(obj.id, { kind: 'create', version: 0, object: frozen });
@@ -403,11 +409,15 @@ export class TableWriter<N extends TableName> extends TableReader<N> {
 }
 
 function nameTaken(kind: string, name: string, holderId: string): ClusterError {
-  return new ClusterError('ALREADY_EXISTS', `${kind} '${name}' already exists (id ${holderId}): choose another name`, {
-    kind,
-    name,
-    id: holderId,
-  });
+  return new ClusterError(
+    'ALREADY_EXISTS',
+    `${kind} '${name}' already exists (id ${holderId}): choose another name`,
+    {
+      kind,
+      name,
+      id: holderId,
+    },
+  );
 }
 
 export type WriteTx = { readonly [N in TableName]: TableWriter<N> };
@@ -480,7 +490,9 @@ export class MemoryStore {
       open = false;
     }
     if (isPromiseLike(value)) {
-      throw new Error('store: the update function must be synchronous (it read state that may change while it awaits)');
+      throw new Error(
+        'store: the update function must be synchronous (it read state that may change while it awaits)',
+      );
     }
     for (const pending of pendings) pending.checkNames();
 
@@ -507,9 +519,14 @@ export class MemoryStore {
         { bytes: data.length, limit: MAX_TRANSACTION_BYTES },
       );
     }
-    if (!this.proposer) throw new ClusterError('UNAVAILABLE', 'the store cannot be written: no Raft node yet');
+    if (!this.proposer)
+      throw new ClusterError('UNAVAILABLE', 'the store cannot be written: no Raft node yet');
     const result = await this.proposer.propose(data);
-    if (!result) throw new ClusterError('INTERNAL', 'the transaction was committed but no result came back from applying it');
+    if (!result)
+      throw new ClusterError(
+        'INTERNAL',
+        'the transaction was committed but no result came back from applying it',
+      );
     if (result.error) throw result.error;
     return { index: result.index, events: result.events, value };
   }
@@ -521,7 +538,9 @@ export class MemoryStore {
    */
   apply(index: number, data: Uint8Array): AppliedResult {
     if (!(Number.isSafeInteger(index) && index > this.applied)) {
-      throw new Error(`store invariant: apply index ${index} must exceed the last applied index ${this.applied}`);
+      throw new Error(
+        `store invariant: apply index ${index} must exceed the last applied index ${this.applied}`,
+      );
     }
     let txn;
     try {
@@ -530,7 +549,11 @@ export class MemoryStore {
       // Deterministic on every manager, so refusing the entry keeps them identical.
       this.applied = index;
       const message = err instanceof Error ? err.message : String(err);
-      return { index, events: [], error: new ClusterError('INTERNAL', `unreadable store transaction at index ${index}: ${message}`) };
+      return {
+        index,
+        events: [],
+        error: new ClusterError('INTERNAL', `unreadable store transaction at index ${index}: ${message}`),
+      };
     }
 
     const timestamp = new Date(txn.timestampMs);
@@ -568,7 +591,9 @@ export class MemoryStore {
         break;
       }
       if (!(index > currentVersion)) {
-        throw new Error(`store invariant: ${kind} ${id} at version ${currentVersion} cannot move to ${index}`);
+        throw new Error(
+          `store invariant: ${kind} ${id} at version ${currentVersion} cannot move to ${index}`,
+        );
       }
       if (action.kind === 'update') {
         const obj = deepFreeze({
@@ -578,7 +603,13 @@ export class MemoryStore {
         table.put(obj);
         undo.push(() => table.put(current));
         named.push({ table, obj });
-        events.push({ kind: 'update', table: action.table, object: obj, oldObject: current, version: index } as StoreEvent);
+        events.push({
+          kind: 'update',
+          table: action.table,
+          object: obj,
+          oldObject: current,
+          version: index,
+        } as StoreEvent);
       } else {
         table.remove(id);
         undo.push(() => table.put(current));
@@ -628,10 +659,12 @@ export class MemoryStore {
   snapshot(): Uint8Array {
     const tables = emptyTables();
     for (const name of TABLE_NAMES) {
-      const objects = [...this.tables[name].objects.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+      const objects = [...this.tables[name].objects.values()].sort((a, b) =>
+        a.id < b.id ? -1 : a.id > b.id ? 1 : 0,
+      );
       (tables[name] as unknown[]).push(...objects);
     }
-    return encodeSnapshot({ appliedIndex: this.applied, tables } as StoreSnapshot);
+    return encodeSnapshot({ appliedIndex: this.applied, tables });
   }
 
   /**
@@ -642,11 +675,14 @@ export class MemoryStore {
   restore(data: Uint8Array): void {
     const snapshot = decodeSnapshot(data);
     if (snapshot.appliedIndex < this.applied) {
-      throw new Error(`store invariant: snapshot at index ${snapshot.appliedIndex} is older than applied index ${this.applied}`);
+      throw new Error(
+        `store invariant: snapshot at index ${snapshot.appliedIndex} is older than applied index ${this.applied}`,
+      );
     }
     const next = newTables();
     for (const name of TABLE_NAMES) {
-      for (const obj of snapshot.tables[name] as StoredObject[]) next[name].put(deepFreeze(obj) as AnyFrozen);
+      for (const obj of snapshot.tables[name] as StoredObject[])
+        next[name].put(deepFreeze<StoredObject>(obj));
     }
     const events = this.watchers.size > 0 ? diff(this.tables, next, snapshot.appliedIndex) : [];
     this.tables = next;
@@ -689,5 +725,7 @@ function diff(from: Tables, to: Tables, version: number): StoreEvent[] {
 }
 
 function isPromiseLike(value: unknown): boolean {
-  return typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function';
+  return (
+    typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function'
+  );
 }

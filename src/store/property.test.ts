@@ -27,7 +27,11 @@ type Op =
   | { op: 'createNode'; id: string; hostname: string };
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  fc.record({ op: fc.constant('createService' as const), id: fc.constantFrom(...SERVICE_IDS), name: fc.constantFrom(...NAMES) }),
+  fc.record({
+    op: fc.constant('createService' as const),
+    id: fc.constantFrom(...SERVICE_IDS),
+    name: fc.constantFrom(...NAMES),
+  }),
   fc.record({
     op: fc.constant('renameService' as const),
     id: fc.constantFrom(...SERVICE_IDS),
@@ -49,7 +53,11 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
     stale: fc.boolean(),
   }),
   fc.record({ op: fc.constant('deleteTask' as const), id: fc.constantFrom(...TASK_IDS) }),
-  fc.record({ op: fc.constant('createNode' as const), id: fc.constantFrom(...NODE_IDS), hostname: fc.constantFrom('h1', 'h2') }),
+  fc.record({
+    op: fc.constant('createNode' as const),
+    id: fc.constantFrom(...NODE_IDS),
+    hostname: fc.constantFrom('h1', 'h2'),
+  }),
 );
 
 /** One step: transactions built from the same state and proposed together (racing when several). */
@@ -108,8 +116,18 @@ function checkIndexes(store: MemoryStore): void {
       for (const [index, keyOf] of Object.entries(indexes)) {
         const keys = new Set(all.map((o) => keyOf(o as never)));
         for (const key of keys) {
-          const expected = all.filter((o) => keyOf(o as never) === key && key !== '').map((o) => o.id).sort();
-          assert.deepEqual(reader.find(index, key).map((o) => o.id).sort(), expected, `${table}.${index}=${key}`);
+          const expected = all
+            .filter((o) => keyOf(o as never) === key && key !== '')
+            .map((o) => o.id)
+            .sort();
+          assert.deepEqual(
+            reader
+              .find(index, key)
+              .map((o) => o.id)
+              .sort(),
+            expected,
+            `${table}.${index}=${key}`,
+          );
         }
       }
       for (const obj of all) {
@@ -151,7 +169,9 @@ test('random transactions: stores fed one log end equal, one restored from a sna
           proposer.attach(restored);
         }
         const logged = proposer.log.length;
-        const outcomes = await Promise.allSettled(step.map((ops) => b.update((tx) => ops.forEach((op) => run(tx, op)))));
+        const outcomes = await Promise.allSettled(
+          step.map((ops) => b.update((tx) => ops.forEach((op) => run(tx, op)))),
+        );
         let applied = 0;
         for (const outcome of outcomes) {
           if (outcome.status === 'fulfilled') {
@@ -175,7 +195,8 @@ test('random transactions: stores fed one log end equal, one restored from a sna
       controller.abort();
       const tables = contents(a);
       const fromTables = new Map<string, unknown>();
-      for (const table of TABLE_NAMES) for (const obj of tables[table] as { id: string }[]) fromTables.set(`${table}/${obj.id}`, obj);
+      for (const table of TABLE_NAMES)
+        for (const obj of tables[table] as { id: string }[]) fromTables.set(`${table}/${obj.id}`, obj);
       assert.deepEqual(new Map([...model].sort()), new Map([...fromTables].sort()));
 
       assert.ok(restored);
@@ -194,7 +215,7 @@ test('random transactions: stores fed one log end equal, one restored from a sna
 test('the property can fail: a store that missed one entry ends different', async () => {
   // Guards the property above against comparing things that are always equal.
   const { proposer, stores } = localStores(1);
-  const a = stores[0] as MemoryStore;
+  const a = stores[0];
   const b = new MemoryStore();
   await a.update((tx: WriteTx) => tx.services.create(makeService('web', { id: 'svc-a' })));
   await a.update((tx: WriteTx) => tx.services.create(makeService('api', { id: 'svc-b' })));

@@ -12,7 +12,7 @@ import type { StoreEvent } from './watch';
 
 async function populated(): Promise<MemoryStore> {
   const { stores } = localStores(1, { nowMs: () => 1_700_000_000_123 });
-  const store = stores[0] as MemoryStore;
+  const store = stores[0];
   const svc = makeService('web', { replicas: 2 });
   await store.update((tx) => {
     tx.clusters.create(makeCluster());
@@ -35,7 +35,8 @@ test('snapshot → restore gives an equal store: same objects, versions, timesta
   assert.equal(copy.appliedIndex, store.appliedIndex);
   assert.deepEqual(Buffer.from(copy.snapshot()), Buffer.from(data));
   for (const table of TABLE_NAMES) {
-    const sorted = (s: MemoryStore) => s.view((tx) => tx[table].list()).sort((a, b) => a.id.localeCompare(b.id));
+    const sorted = (s: MemoryStore) =>
+      s.view((tx) => tx[table].list()).sort((a, b) => a.id.localeCompare(b.id));
     assert.deepEqual(sorted(copy), sorted(store), table);
   }
   const svcId = store.view((tx) => tx.services.lookup('web').id);
@@ -49,7 +50,10 @@ test('snapshot → restore gives an equal store: same objects, versions, timesta
   // Name uniqueness holds after a restore too (the name index was rebuilt).
   const { proposer } = localStores(0);
   proposer.attach(copy);
-  await assert.rejects(copy.update((tx) => tx.networks.create(makeNetwork('backend'))), /already exists/);
+  await assert.rejects(
+    copy.update((tx) => tx.networks.create(makeNetwork('backend'))),
+    /already exists/,
+  );
 });
 
 test('an empty store round-trips, and a snapshot older than the store is refused', async () => {
@@ -87,7 +91,7 @@ test('restore replaces the state, and watchers receive the difference as events'
 
 test('restore sends only what changed: an object at the same version sends nothing', async () => {
   const { stores, proposer } = localStores(1);
-  const store = stores[0] as MemoryStore;
+  const store = stores[0];
   const a = makeService('a');
   const b = makeService('b');
   await store.update((tx) => {
@@ -133,7 +137,10 @@ test('the codec round-trips transactions and refuses unknown formats and tables'
   // format = 2
   assert.throws(() => decodeTransaction(new Uint8Array([0x08, 0x02])), /transaction format 2/);
   // format 1 with one action naming table 9
-  assert.throws(() => decodeTransaction(new Uint8Array([0x08, 0x01, 0x1a, 0x02, 0x10, 0x09])), /unknown table tag 9/);
+  assert.throws(
+    () => decodeTransaction(new Uint8Array([0x08, 0x01, 0x1a, 0x02, 0x10, 0x09])),
+    /unknown table tag 9/,
+  );
   assert.throws(() => decodeSnapshot(new Uint8Array([0x08, 0x07])), /snapshot format 7/);
   assert.throws(() => decodeSnapshot(new Uint8Array([])), /snapshot format 0/);
 });

@@ -1,13 +1,5 @@
 // Small object builders for tests of the store and of the components that read it.
-import {
-  Cluster,
-  Network,
-  Node,
-  NodeRole,
-  Service,
-  Task,
-  TaskState,
-} from '../gen/cluster/v1/objects';
+import { Cluster, Network, Node, NodeRole, Service, Task, TaskState } from '../gen/cluster/v1/objects';
 import { newId } from './ids';
 import { LocalProposer } from './local_proposer';
 import { MemoryStore, type MemoryStoreOptions } from './memory_store';
@@ -21,7 +13,10 @@ export function makeNode(hostname: string, opts: { id?: string; name?: string; r
   });
 }
 
-export function makeService(name: string, opts: { id?: string; replicas?: number; image?: string } = {}): Service {
+export function makeService(
+  name: string,
+  opts: { id?: string; replicas?: number; image?: string } = {},
+): Service {
   return Service.fromPartial({
     id: opts.id ?? newId(),
     spec: {
@@ -50,7 +45,11 @@ export function makeTask(
 export function makeNetwork(name: string, opts: { id?: string; subnet?: string } = {}): Network {
   return Network.fromPartial({
     id: opts.id ?? newId(),
-    spec: { annotations: { name }, driver: 'overlay', ipam: { subnet: opts.subnet ?? '10.0.0.0/24', gateway: '' } },
+    spec: {
+      annotations: { name },
+      driver: 'overlay',
+      ipam: { subnet: opts.subnet ?? '10.0.0.0/24', gateway: '' },
+    },
   });
 }
 
@@ -59,7 +58,10 @@ export function makeCluster(name = 'default', opts: { id?: string } = {}): Clust
 }
 
 /** `count` stores fed by one LocalProposer: the first is the one whose update() results return. */
-export function localStores(count: number, options?: MemoryStoreOptions): { proposer: LocalProposer; stores: MemoryStore[] } {
+export function localStores(
+  count: number,
+  options?: MemoryStoreOptions,
+): { proposer: LocalProposer; stores: MemoryStore[] } {
   const proposer = new LocalProposer();
   const stores: MemoryStore[] = [];
   for (let i = 0; i < count; i++) {

@@ -10,7 +10,7 @@ import { localStores, makeNode, makeService, makeTask } from './testing';
 import type { StoreEvent } from './watch';
 
 function oneStore(): MemoryStore {
-  return localStores(1).stores[0] as MemoryStore;
+  return localStores(1).stores[0];
 }
 
 /** Reads exactly `count` events (fails the test if the watcher ends first). */
@@ -149,7 +149,9 @@ test('a watcher that keeps up is never closed, however many events pass through 
     }
   })();
   for (let i = 0; i < 500; i++) {
-    await store.update((tx) => tx.tasks.create(makeTask('s', i + 1, { desiredState: TaskState.TASK_STATE_RUNNING })));
+    await store.update((tx) =>
+      tx.tasks.create(makeTask('s', i + 1, { desiredState: TaskState.TASK_STATE_RUNNING })),
+    );
   }
   await reading;
   assert.equal(received, 500);
@@ -160,7 +162,9 @@ test('viewAndWatch: the state read and the first event watched meet with no tran
   await store.update((tx) => tx.services.create(makeService('a')));
   const racing = store.update((tx) => tx.services.create(makeService('b')));
   const controller = new AbortController();
-  const { value, watcher } = store.viewAndWatch((tx) => tx.services.list().length, { signal: controller.signal });
+  const { value, watcher } = store.viewAndWatch((tx) => tx.services.list().length, {
+    signal: controller.signal,
+  });
   await racing;
   assert.equal(value, 1);
   const [event] = await take(watcher, 1);

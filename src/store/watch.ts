@@ -69,7 +69,8 @@ export class Watcher implements AsyncIterableIterator<StoreEvent> {
   ) {
     this.tables = options.tables ? new Set(options.tables) : undefined;
     this.queueLimit = options.queueLimit ?? DEFAULT_WATCH_QUEUE_LIMIT;
-    if (!(this.queueLimit >= 1)) throw new RangeError(`watch queue limit must be ≥ 1, got ${this.queueLimit}`);
+    if (!(this.queueLimit >= 1))
+      throw new RangeError(`watch queue limit must be ≥ 1, got ${this.queueLimit}`);
     if (options.signal?.aborted) {
       this.done = true;
     } else {
@@ -140,7 +141,7 @@ export class Watcher implements AsyncIterableIterator<StoreEvent> {
 
   next(): Promise<IteratorResult<StoreEvent>> {
     if (this.head < this.queue.length) {
-      const value = this.queue[this.head] as StoreEvent;
+      const value = this.queue[this.head];
       this.head++;
       if (this.head >= COMPACT_AFTER && this.head * 2 >= this.queue.length) {
         this.queue = this.queue.slice(this.head);
