@@ -1,0 +1,112 @@
+// The node process: `cluster daemon`. Composes the daemon (Local API, init/join/leave) with the
+// manager's components (control API, and the leader loops as they exist) and runs until SIGTERM.
+import { ControlClient, ControlService, type ControlServer } from '../gen/cluster/v1/control';
+import { ClusterError } from '../common/errors';
+import { componentLogger } from '../common/logger';
+import { clientCredentials, nodeIdentityFromPeer } from '../manager/ca';
+import { createControlServer, forwardingControl, type Authorize, type LeaderRoute } from '../manager/controlapi';
+import { Daemon, type DaemonOptions } from './daemon';
+import type { Manager } from './manager';
+
+export { Daemon, type DaemonOptions } from './daemon';
+export { Manager } from './manager';
+
+/** Control calls over TCP need a manager certificate; the unix socket is root-only already. */
+const requireManagerCert: Authorize = (call) => {
+  const who = nodeIdentityFromPeer(call.getAuthContext()?.sslPeerCertificate);
+  if (who.role !== 'manager') {
+    throw new ClusterError('PERMISSION_DENIED', `node ${who.nodeId} is a worker: the control API is for managers`);
+  }
+};
+
+/** One Control client per leader address, reused across calls. */
+class LeaderRouter {
+  private client?: { addr: string; client: ControlClient };
+
+  constructor(private readonly manager: Manager) {}
+
+  route(): LeaderRoute {
+    if (this.manager.raft.isLeader()) return { isLeader: true };
+    const addr = this.manager.leaderAddress();
+    if (!addr) return { isLeader: false };
+    if (this.client?.addr !== addr) {
+      this.client?.client.close();
+      this.client = { addr, client: new ControlClient(addr, clientCredentials(this.manager.tls, 'manager')) };
+    }
+    return { isLeader: false, leaderClient: this.client.client, leaderName: addr };
+  }
+
+  close(): void {
+    this.client?.client.close();
+    this.client = undefined;
+  }
+}
+
+function controlFor(manager: Manager, authorize?: Authorize): ControlServer {
+  const local = createControlServer({
+    store: manager.store,
+    nodeId: manager.nodeId,
+  });
+  const router = new LeaderRouter(manager);
+  return forwardingControl(local, () => router.route(), { authorize, selfName: manager.nodeId });
+}
+
+/** The control API on the unix socket, routed to whichever manager this daemon currently runs. */
+function socketControl(current: () => Manager | undefined): ControlServer {
+  let cached: { manager: Manager; server: ControlServer } | undefined;
+  const serverNow = (): ControlServer => {
+    const manager = current();
+    if (!manager) {
+      throw new ClusterError(
+        'FAILED_PRECONDITION',
+        "this node is not a manager: run the command on a manager, or 'cluster init' / 'cluster join' first",
+      );
+    }
+    if (cached?.manager !== manager) cached = { manager, server: controlFor(manager) };
+    return cached.server;
+  };
+  return new Proxy({} as ControlServer, {
+    get(_target, method: string) {
+      return (call: { request: unknown }, callback: (e: unknown, r?: unknown) => void) => {
+        let server: ControlServer;
+        try {
+          server = serverNow();
+        } catch (e) {
+          callback((e as ClusterError).toServiceError());
+          return;
+        }
+        const handler = (server as unknown as Record<string, (c: unknown, cb: unknown) => void>)[method];
+        if (!handler) callback(new ClusterError('UNIMPLEMENTED', `unknown method ${method}`).toServiceError());
+        else handler(call, callback);
+      };
+    },
+  });
+}
+
+export function daemonOptions(base: DaemonOptions): DaemonOptions {
+  return {
+    ...base,
+    managerParts: {
+      services: (manager) => [
+        { definition: ControlService, implementation: controlFor(manager, requireManagerCert) },
+      ],
+      loops: () => [],
+    },
+    localServices: (current) => [{ definition: ControlService, implementation: socketControl(current) }],
+  };
+}
+
+/** Runs the daemon until SIGTERM or SIGINT; resolves with the exit code. */
+export async function runDaemon(options: DaemonOptions): Promise<number> {
+  const logger = componentLogger('daemon');
+  const daemon = await Daemon.start(daemonOptions(options));
+  logger.info({ socket: daemon.socketPath, dataDir: options.dataDir }, 'daemon running');
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+  logger.info('stopping');
+  await daemon.stop();
+  return 0;
+}
