@@ -93,6 +93,8 @@ export class Progress {
   pendingSnapshot = 0;
   /** Heard from since the last check-quorum round. */
   recentActive = false;
+  /** In Snapshot state: leader ticks since the snapshot went out (see snapshotTimeoutTicks). */
+  snapshotTicks = 0;
   /** In Probe state: an append went out and we wait for its answer (or the next heartbeat). */
   probeSent = false;
   readonly inflights: Inflights;
@@ -135,6 +137,7 @@ export class Progress {
   becomeSnapshot(snapshotIndex: number): void {
     this.resetState(ProgressState.Snapshot);
     this.pendingSnapshot = snapshotIndex;
+    this.snapshotTicks = 0;
   }
 
   /** An ack for `index`; false when it tells nothing new (stale or duplicate). */

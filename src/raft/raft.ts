@@ -67,6 +67,12 @@ export interface Config {
   maxUncommittedEntriesSize?: number;
   /** Most bytes of committed entries handed out in one Ready. */
   maxCommittedSizePerReady?: number;
+  /**
+   * Leader ticks a follower may stay in Snapshot state without reportSnapshot() before the
+   * send counts as failed and is retried. A safety net: transports should always report.
+   * Default 20 election timeouts.
+   */
+  snapshotTimeoutTicks?: number;
   checkQuorum?: boolean;
   preVote?: boolean;
   /** Random source in [0, 1) for election timeouts; injected so a simulation replays exactly. */
@@ -150,6 +156,7 @@ export class Raft {
   readonly preVote: boolean;
   readonly maxSizePerMsg: number;
   readonly maxUncommittedSize: number;
+  readonly snapshotTimeoutTicks: number;
   private readonly random: () => number;
   readonly logger: RaftLogger;
 
@@ -192,6 +199,7 @@ export class Raft {
     this.preVote = config.preVote ?? true;
     this.maxSizePerMsg = config.maxSizePerMsg ?? DEFAULT_MAX_SIZE_PER_MSG;
     this.maxUncommittedSize = config.maxUncommittedEntriesSize || Infinity;
+    this.snapshotTimeoutTicks = config.snapshotTimeoutTicks ?? 20 * this.electionTimeout;
     this.random = config.random;
     this.logger = config.logger ?? noopLogger;
     this.raftLog = new RaftLog(config.storage, config.maxCommittedSizePerReady ?? Infinity);
@@ -511,9 +519,25 @@ export class Raft {
       if (this.role === StateRole.Leader && this.leadTransferee !== NONE) this.abortLeaderTransfer();
     }
     if (this.role !== StateRole.Leader) return;
+    this.expireSnapshotSends();
     if (this.heartbeatElapsed >= this.heartbeatTimeout) {
       this.heartbeatElapsed = 0;
       this.step(emptyMessage(MessageType.Beat, this.id, this.id));
+    }
+  }
+
+  /** A snapshot send never reported is presumed lost: probe again, which resends it. */
+  private expireSnapshotSends(): void {
+    for (const [id, pr] of this.tracker.progress) {
+      if (pr.state !== ProgressState.Snapshot) continue;
+      pr.snapshotTicks++;
+      if (pr.snapshotTicks < this.snapshotTimeoutTicks) continue;
+      this.logger.warn(
+        { id: this.id, to: id, pendingSnapshot: pr.pendingSnapshot, ticks: pr.snapshotTicks },
+        'snapshot send not reported in time: presuming it failed',
+      );
+      pr.pendingSnapshot = 0;
+      pr.becomeProbe();
     }
   }
 
