@@ -11,6 +11,8 @@
 //                                      learnerCount u32 | learners u64…
 //   'd'                snapshot data:  the raw bytes (checked by dataLength and dataCrc in 's')
 //   'e' index(u64 BE)  log entry:      crc u32 | term u64 | type u8 | data…
+//   'x'                damage marker:  UTF-8 text; present only once LevelDB has reported
+//                                      dropping data at open, so that every later open fails too
 // Every crc covers the bytes after it; an entry's crc also covers its index (the key), so a
 // value that ends up under the wrong key is caught as well. Numbers are JavaScript safe
 // integers stored as u64, big-endian.
@@ -27,8 +29,10 @@ export const PREFIX_COMPACTION = 0x63; // 'c'
 export const PREFIX_SNAPSHOT_META = 0x73; // 's'
 export const PREFIX_SNAPSHOT_DATA = 0x64; // 'd'
 export const PREFIX_VERSION = 0x76; // 'v'
+export const PREFIX_DAMAGE = 0x78; // 'x'
 
 export const VERSION_KEY = Uint8Array.of(PREFIX_VERSION);
+export const DAMAGE_KEY = Uint8Array.of(PREFIX_DAMAGE);
 export const HARD_STATE_KEY = Uint8Array.of(PREFIX_HARD_STATE);
 export const COMPACTION_KEY = Uint8Array.of(PREFIX_COMPACTION);
 export const SNAPSHOT_META_KEY = Uint8Array.of(PREFIX_SNAPSHOT_META);

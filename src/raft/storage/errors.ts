@@ -83,6 +83,14 @@ export class StorageFailedError extends RaftError {
   }
 }
 
+/** A write was issued after close(): a bug in the caller's shutdown order. */
+export class StorageClosedError extends RaftError {
+  constructor(readonly dir: string) {
+    super('STORAGE_CLOSED', `raft storage in ${dir} is closed`);
+    this.name = 'StorageClosedError';
+  }
+}
+
 /** The innermost message: LevelDB wraps its native error in LEVEL_* errors with a cause. */
 export function causeMessage(cause: unknown): string {
   let current: unknown = cause;

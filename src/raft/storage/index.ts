@@ -5,7 +5,8 @@
 //   const storage = await LevelRaftStorage.open(dir)
 //       Creates `dir` (mode 0700) if missing, opens LevelDB, loads everything and verifies it:
 //       record checksums (CRC-32C), a contiguous log, non-decreasing terms, a snapshot that
-//       agrees with the log, commit ≤ last index, the format version. Throws
+//       agrees with the log, commit ≤ last index, the format version, and that LevelDB's own
+//       recovery dropped nothing (see recoveryDamage in load.ts). Throws
 //       StorageCorruptError (code STORAGE_CORRUPT), StorageVersionError, StorageLockedError
 //       or StorageIOError (not writable, disk full), each naming the directory and the remedy.
 //   storage.isNew                     true when the directory held no store (a new member)
@@ -43,6 +44,7 @@ import {
 import { invariant } from '../util';
 import {
   COMPACTION_KEY,
+  DAMAGE_KEY,
   FORMAT_VERSION,
   HARD_STATE_KEY,
   SNAPSHOT_DATA_KEY,
@@ -56,15 +58,17 @@ import {
   entryKey,
 } from './codec';
 import {
+  StorageClosedError,
   StorageCorruptError,
   StorageFailedError,
   StorageIOError,
   StorageLockedError,
   levelCode,
 } from './errors';
-import { type LevelDb, loadStore } from './load';
+import { type LevelDb, loadStore, recoveryDamage } from './load';
 
 export {
+  StorageClosedError,
   StorageCorruptError,
   StorageFailedError,
   StorageIOError,
@@ -122,6 +126,14 @@ export class LevelRaftStorage implements Storage {
       throw new StorageIOError(dir, 'open', err);
     }
     try {
+      const damage = await recoveryDamage(dir);
+      if (damage.length > 0) {
+        const problem = `LevelDB dropped damaged records of its write-ahead log while opening: ${damage.join(' | ')}`;
+        // LevelDB has already rewritten its files without the dropped records, so the next
+        // open would look clean: the marker makes every later open refuse as well.
+        await db.put(DAMAGE_KEY, new TextEncoder().encode(problem), { sync: true }).catch(() => undefined);
+        throw new StorageCorruptError(dir, undefined, undefined, problem);
+      }
       const loaded = await loadStore(dir, db);
       if (loaded.empty) {
         try {
@@ -293,7 +305,7 @@ export class LevelRaftStorage implements Storage {
 
   /** Runs writes one at a time: each plans against the state the previous one left. */
   private enqueue<T>(write: () => Promise<T>): Promise<T> {
-    if (this.closed) return Promise.reject(new Error(`raft storage in ${this.dir} is closed`));
+    if (this.closed) return Promise.reject(new StorageClosedError(this.dir));
     const run = this.writeQueue.then(() => {
       if (this.failure !== undefined) throw this.failure;
       return write();

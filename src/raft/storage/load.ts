@@ -2,6 +2,9 @@
 // checksums, a contiguous log after the compaction point, non-decreasing terms, a snapshot
 // that agrees with the log, and a commit index the log actually reaches.
 
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
 import type { ClassicLevel } from 'classic-level';
 
 import type { Entry, HardState, Snapshot } from '../types';
@@ -11,6 +14,7 @@ import {
   FORMAT_VERSION,
   type LogPosition,
   PREFIX_COMPACTION,
+  PREFIX_DAMAGE,
   PREFIX_ENTRY,
   PREFIX_HARD_STATE,
   PREFIX_SNAPSHOT_DATA,
@@ -45,6 +49,27 @@ export interface LoadedStore {
 
 /** How many records to pull from LevelDB per native call while scanning. */
 const SCAN_BATCH = 1000;
+
+/**
+ * LevelDB recovers its own write-ahead log at open and, without paranoid checks (which
+ * classic-level does not expose), silently drops records that fail their checksum, along with
+ * everything after them in the block: synced writes vanish without an error. It does write
+ * what it dropped to its info log, which it starts afresh at every open, so that is where we
+ * look. A torn tail from a crash is not reported there, so a crash alone never trips this.
+ * Returns the offending lines, or [] when the recovery was clean.
+ */
+export async function recoveryDamage(dir: string): Promise<string[]> {
+  let text: string;
+  try {
+    text = await readFile(join(dir, 'LOG'), 'utf8');
+  } catch {
+    return [];
+  }
+  return text
+    .split('\n')
+    .filter((line) => /dropping \d+ bytes|Corruption|Ignoring error/.test(line))
+    .map((line) => line.trim());
+}
 
 export async function loadStore(dir: string, db: LevelDb): Promise<LoadedStore> {
   const corrupt = (key: string | undefined, index: number | undefined, problem: string) =>
@@ -106,6 +131,12 @@ export async function loadStore(dir: string, db: LevelDb): Promise<LoadedStore> 
           case PREFIX_SNAPSHOT_DATA:
             snapshotData = value;
             break;
+          case PREFIX_DAMAGE:
+            throw corrupt(
+              "'x'",
+              undefined,
+              `an earlier open found damage: ${new TextDecoder().decode(value)}`,
+            );
           default:
             throw corrupt(describeKey(key), undefined, 'unexpected key (not written by this store)');
         }
