@@ -39,6 +39,11 @@ export const MAX_QUEUED_MESSAGES_PER_PEER = 4096;
 export const MAX_QUEUED_BYTES_PER_PEER = 32 * 1024 * 1024;
 /** Snapshot chunk payload: far below grpc-js's default 4 MiB receive limit. */
 export const SNAPSHOT_CHUNK_BYTES = 1024 * 1024;
+/**
+ * Appends and snapshot chunks written to a stream but not yet flushed to the socket. Past
+ * this, only control messages are written, so a heartbeat waits behind at most this much.
+ */
+export const MAX_DATA_BYTES_IN_FLIGHT = 2 * 1024 * 1024;
 /** The largest snapshot a receiver will reassemble (guards memory against a bad total_size). */
 export const MAX_SNAPSHOT_BYTES = 1024 * 1024 * 1024;
 /** A stream whose hello (or hello reply) does not arrive within this is abandoned. */
@@ -89,6 +94,7 @@ interface Reassembly {
 class Connection {
   blocked = false;
   closed = false;
+  dataBytesInFlight = 0;
   reassembly?: Reassembly;
   constructor(
     readonly peerId: NodeId,
@@ -285,14 +291,18 @@ export class RaftTransport {
     const connection = peer.active;
     if (!connection || connection.blocked || connection.closed) return;
     for (;;) {
-      const lane = peer.controlLane.length > 0 ? peer.controlLane : peer.dataLane;
+      const control = peer.controlLane.length > 0;
+      if (!control && connection.dataBytesInFlight >= MAX_DATA_BYTES_IN_FLIGHT) return;
+      const lane = control ? peer.controlLane : peer.dataLane;
       const item = lane[0];
       if (!item) return;
       let writable: boolean;
       if (item.kind === 'message') {
         lane.shift();
         peer.queuedBytes -= item.bytes;
-        writable = connection.stream.write(item.frame);
+        writable = control
+          ? connection.stream.write(item.frame)
+          : connection.stream.write(item.frame, this.dataFlushed(peer, connection, item.bytes));
       } else {
         writable = this.writeSnapshotChunk(peer, connection, item);
       }
@@ -305,6 +315,15 @@ export class RaftTransport {
         return;
       }
     }
+  }
+
+  /** Counts a data frame in flight until grpc-js reports it written, then resumes the pump. */
+  private dataFlushed(peer: Peer, connection: Connection, bytes: number): () => void {
+    connection.dataBytesInFlight += bytes;
+    return () => {
+      connection.dataBytesInFlight -= bytes;
+      if (peer.active === connection && !connection.closed) this.pump(peer);
+    };
   }
 
   private writeSnapshotChunk(
@@ -324,12 +343,14 @@ export class RaftTransport {
     };
     item.offset = end;
     const frame: RaftFrame = { body: { $case: 'chunk', value: chunk } };
-    if (!last) return connection.stream.write(frame);
+    const flushed = this.dataFlushed(peer, connection, chunk.data.length);
+    if (!last) return connection.stream.write(frame, flushed);
     peer.dataLane.shift();
     peer.snapshotQueued = false;
     // Handed to HTTP/2 is as far as we can know: the receiver sends no acknowledgement. If it
     // never arrives, the leader's probe after this report finds the follower still behind.
     return connection.stream.write(frame, (err: Error | null | undefined) => {
+      flushed();
       if (this.stopped) return;
       this.options.handler.reportSnapshot(peer.id, !err);
     });
