@@ -28,7 +28,7 @@
 // refusing further writes (StorageFailedError): LevelDB may or may not hold it, so only a
 // reopen, which verifies, can tell; reads keep serving the last state known to be on disk.
 
-import { mkdir, access, constants as fsConstants } from 'node:fs/promises';
+import { access, constants as fsConstants, mkdir, readdir } from 'node:fs/promises';
 
 import { ClassicLevel } from 'classic-level';
 
@@ -63,6 +63,7 @@ import {
   StorageFailedError,
   StorageIOError,
   StorageLockedError,
+  causeMessage,
   levelCode,
 } from './errors';
 import { type LevelDb, loadStore, recoveryDamage } from './load';
@@ -81,6 +82,33 @@ type BatchOp = { type: 'put'; key: Uint8Array; value: Uint8Array } | { type: 'de
 
 /** Data directories hold the cluster's secrets and state: owner only. */
 const DATA_DIR_MODE = 0o700;
+
+/** Files LevelDB writes that hold data (its LOCK and info LOG hold none). */
+const LEVELDB_DATA_FILE = /^(MANIFEST-\d+|\d+\.(ldb|sst|log))$/;
+
+/**
+ * LevelDB finds its files through CURRENT; without it, open with createIfMissing would start an
+ * empty store and delete the old files as obsolete, and the member would forget its term, vote
+ * and log without a word. Data files without CURRENT are refused instead.
+ */
+async function refuseHeadlessStore(dir: string): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    throw new StorageIOError(dir, 'list the directory of', err);
+  }
+  if (names.includes('CURRENT')) return;
+  const orphans = names.filter((name) => LEVELDB_DATA_FILE.test(name));
+  if (orphans.length > 0) {
+    throw new StorageCorruptError(
+      dir,
+      'CURRENT',
+      undefined,
+      `LevelDB's CURRENT file is missing but its data files are present (${orphans.slice(0, 5).join(', ')})`,
+    );
+  }
+}
 
 export class LevelRaftStorage implements Storage {
   private writeQueue: Promise<void> = Promise.resolve();
@@ -106,6 +134,7 @@ export class LevelRaftStorage implements Storage {
     } catch (err) {
       throw new StorageIOError(dir, 'write to the directory of', err);
     }
+    await refuseHeadlessStore(dir);
     const db: LevelDb = new ClassicLevel<Uint8Array, Uint8Array>(dir, {
       keyEncoding: 'view',
       valueEncoding: 'view',
@@ -120,7 +149,7 @@ export class LevelRaftStorage implements Storage {
           dir,
           undefined,
           undefined,
-          `LevelDB cannot open its files (${String(err)})`,
+          `LevelDB cannot open its files (${causeMessage(err)})`,
         );
       }
       throw new StorageIOError(dir, 'open', err);

@@ -31,7 +31,7 @@ import {
   entryKeyIndex,
   plainCopy,
 } from './codec';
-import { StorageCorruptError, StorageIOError, StorageVersionError, levelCode } from './errors';
+import { StorageCorruptError, StorageIOError, StorageVersionError, causeMessage, levelCode } from './errors';
 
 export type LevelDb = ClassicLevel<Uint8Array, Uint8Array>;
 
@@ -101,7 +101,7 @@ export async function loadStore(dir: string, db: LevelDb): Promise<LoadedStore> 
       } catch (err) {
         // LevelDB's own block checksums fail here when a table file is damaged.
         if (levelCode(err) === 'LEVEL_CORRUPTION') {
-          throw corrupt(undefined, undefined, `LevelDB reports damaged files (${String(err)})`);
+          throw corrupt(undefined, undefined, `LevelDB reports damaged files (${causeMessage(err)})`);
         }
         throw new StorageIOError(dir, 'read', err);
       }

@@ -2,7 +2,7 @@
 // reopen, conflicting suffixes and compacted entries are gone, and a damaged store is refused.
 
 import assert from 'node:assert/strict';
-import { chmod, readFile, readdir, stat, truncate, writeFile } from 'node:fs/promises';
+import { chmod, readFile, readdir, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 
@@ -453,5 +453,16 @@ test('a torn tail of LevelDB’s log (power lost mid-write) opens cleanly with a
       assert.equal(s.lastIndex(), 9, 'only the torn last save is gone');
       assert.deepEqual(s.initialState().hardState, { term: 1, vote: 1, commit: 8 });
     });
+  });
+});
+
+test('LevelDB data files without their CURRENT file are refused, not replaced by an empty store', async () => {
+  await withTempDir(async (dir) => {
+    await makeTenEntries(dir);
+    await rm(join(dir, 'CURRENT'));
+    await assertCorrupt(
+      dir,
+      /CURRENT: LevelDB's CURRENT file is missing but its data files are present \(.*\.log/,
+    );
   });
 });
