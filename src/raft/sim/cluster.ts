@@ -777,7 +777,10 @@ export class Simulation {
       this.check(
         'vote-once',
         hs.term !== before.term || before.vote === 0 || hs.vote === before.vote,
-        () => `node ${id} votes for ${hs.vote} in term ${hs.term} after voting for ${before.vote}`,
+        () =>
+          hs.vote === 0
+            ? `node ${id} forgets its vote for ${before.vote} in term ${hs.term}`
+            : `node ${id} votes for ${hs.vote} in term ${hs.term} after voting for ${before.vote}`,
       );
       node.disk.write({ kind: 'hardState', hardState: hs });
       node.hardState = { ...hs };
