@@ -33,13 +33,19 @@ function check(net: TestNetwork, c: Checker, seed: number): void {
     const st = m.node.status();
     if (st.role === StateRole.Leader) {
       const prev = c.leaderOfTerm.get(st.term);
-      assert.ok(prev === undefined || prev === m.id, `seed ${seed}: two leaders (${prev}, ${m.id}) in term ${st.term}`);
+      assert.ok(
+        prev === undefined || prev === m.id,
+        `seed ${seed}: two leaders (${prev}, ${m.id}) in term ${st.term}`,
+      );
       c.leaderOfTerm.set(st.term, m.id);
     }
     for (const e of m.applied) {
       const key = entryKey(e);
       const prev = c.appliedAt.get(e.index);
-      assert.ok(prev === undefined || prev === key, `seed ${seed}: node ${m.id} applied ${key} at ${e.index}, another applied ${prev}`);
+      assert.ok(
+        prev === undefined || prev === key,
+        `seed ${seed}: node ${m.id} applied ${key} at ${e.index}, another applied ${prev}`,
+      );
       c.appliedAt.set(e.index, key);
     }
   }
@@ -124,7 +130,10 @@ function runChaos(seed: number, steps: number): ChaosStats {
         }
       }
     } catch (err) {
-      if (!(err instanceof ProposalDroppedError) && !(err instanceof RaftError && err.code === 'INVALID_CONF_CHANGE')) {
+      if (
+        !(err instanceof ProposalDroppedError) &&
+        !(err instanceof RaftError && err.code === 'INVALID_CONF_CHANGE')
+      ) {
         throw err;
       }
     }
@@ -162,7 +171,10 @@ function runChaos(seed: number, steps: number): ChaosStats {
     const pr = st.progress ? JSON.stringify([...st.progress.entries()]) : '';
     return `${id}: role ${StateRole[st.role]} term ${st.term} lead ${st.lead} commit ${st.commit} applied ${st.applied} conf ${JSON.stringify(st.confState)} last ${net.member(id).storage.lastIndex()} ${pr}`;
   };
-  assert.ok(committed, `seed ${seed}: final proposal not applied by every voter\n${ids.map(describeNode).join('\n')}`);
+  assert.ok(
+    committed,
+    `seed ${seed}: final proposal not applied by every voter\n${ids.map(describeNode).join('\n')}`,
+  );
   let confChangesApplied = 0;
   for (const key of checker.appliedAt.values()) if (key.split(':')[1] === '1') confChangesApplied++;
   return {

@@ -5,7 +5,12 @@ import { describe, it } from 'node:test';
 
 import fc from 'fast-check';
 
-import { applyConfChangeToState, decodeConfChange, encodeConfChange, InvalidConfChangeError } from './confchange';
+import {
+  applyConfChangeToState,
+  decodeConfChange,
+  encodeConfChange,
+  InvalidConfChangeError,
+} from './confchange';
 import { ConfChangeType } from './types';
 
 describe('ConfChange encoding', () => {
@@ -29,7 +34,10 @@ describe('ConfChange encoding', () => {
     const bad = encodeConfChange({ type: ConfChangeType.AddVoter, nodeId: 1, context: new Uint8Array(0) });
     bad[1] = 9;
     assert.throws(() => decodeConfChange(bad), /unknown change type 9/);
-    assert.throws(() => encodeConfChange({ type: ConfChangeType.AddVoter, nodeId: 0, context: new Uint8Array(0) }), InvalidConfChangeError);
+    assert.throws(
+      () => encodeConfChange({ type: ConfChangeType.AddVoter, nodeId: 0, context: new Uint8Array(0) }),
+      InvalidConfChangeError,
+    );
   });
 });
 
@@ -38,11 +46,26 @@ describe('applyConfChangeToState', () => {
   const change = (type: ConfChangeType, nodeId: number) => ({ type, nodeId, context: new Uint8Array(0) });
 
   it('adds, promotes, demotes and removes', () => {
-    assert.deepEqual(applyConfChangeToState(cs, change(ConfChangeType.AddVoter, 5)), { voters: [1, 2, 3, 5], learners: [4] });
-    assert.deepEqual(applyConfChangeToState(cs, change(ConfChangeType.AddVoter, 4)), { voters: [1, 2, 3, 4], learners: [] });
-    assert.deepEqual(applyConfChangeToState(cs, change(ConfChangeType.AddLearner, 3)), { voters: [1, 2], learners: [3, 4] });
-    assert.deepEqual(applyConfChangeToState(cs, change(ConfChangeType.RemoveVoter, 4)), { voters: [1, 2, 3], learners: [] });
-    assert.deepEqual(applyConfChangeToState(cs, change(ConfChangeType.RemoveVoter, 2)), { voters: [1, 3], learners: [4] });
+    assert.deepEqual(applyConfChangeToState(cs, change(ConfChangeType.AddVoter, 5)), {
+      voters: [1, 2, 3, 5],
+      learners: [4],
+    });
+    assert.deepEqual(applyConfChangeToState(cs, change(ConfChangeType.AddVoter, 4)), {
+      voters: [1, 2, 3, 4],
+      learners: [],
+    });
+    assert.deepEqual(applyConfChangeToState(cs, change(ConfChangeType.AddLearner, 3)), {
+      voters: [1, 2],
+      learners: [3, 4],
+    });
+    assert.deepEqual(applyConfChangeToState(cs, change(ConfChangeType.RemoveVoter, 4)), {
+      voters: [1, 2, 3],
+      learners: [],
+    });
+    assert.deepEqual(applyConfChangeToState(cs, change(ConfChangeType.RemoveVoter, 2)), {
+      voters: [1, 3],
+      learners: [4],
+    });
   });
 
   it('is idempotent for a member already in place (bootstrap entries are applied twice)', () => {
@@ -50,6 +73,9 @@ describe('applyConfChangeToState', () => {
   });
 
   it('refuses to remove the last voter', () => {
-    assert.throws(() => applyConfChangeToState({ voters: [1], learners: [] }, change(ConfChangeType.RemoveVoter, 1)), /last voter/);
+    assert.throws(
+      () => applyConfChangeToState({ voters: [1], learners: [] }, change(ConfChangeType.RemoveVoter, 1)),
+      /last voter/,
+    );
   });
 });

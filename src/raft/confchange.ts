@@ -7,6 +7,11 @@ import { type ConfChange, ConfChangeType, type ConfState, type NodeId, RaftError
 const CONF_CHANGE_VERSION = 1;
 /** version (1) + type (1) + node id as two uint32 halves (8). */
 const CONF_CHANGE_HEADER_BYTES = 10;
+const KNOWN_TYPES: readonly ConfChangeType[] = [
+  ConfChangeType.AddVoter,
+  ConfChangeType.RemoveVoter,
+  ConfChangeType.AddLearner,
+];
 
 export class InvalidConfChangeError extends RaftError {
   constructor(reason: string) {
@@ -30,15 +35,17 @@ export function encodeConfChange(cc: ConfChange): Uint8Array {
 
 export function decodeConfChange(data: Uint8Array): ConfChange {
   if (data.length < CONF_CHANGE_HEADER_BYTES) {
-    throw new InvalidConfChangeError(`encoded change is ${data.length} bytes, need at least ${CONF_CHANGE_HEADER_BYTES}`);
+    throw new InvalidConfChangeError(
+      `encoded change is ${data.length} bytes, need at least ${CONF_CHANGE_HEADER_BYTES}`,
+    );
   }
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const version = view.getUint8(0);
-  if (version !== CONF_CHANGE_VERSION) throw new InvalidConfChangeError(`unknown encoding version ${version}`);
-  const type = view.getUint8(1);
-  if (type !== ConfChangeType.AddVoter && type !== ConfChangeType.RemoveVoter && type !== ConfChangeType.AddLearner) {
-    throw new InvalidConfChangeError(`unknown change type ${type}`);
-  }
+  if (version !== CONF_CHANGE_VERSION)
+    throw new InvalidConfChangeError(`unknown encoding version ${version}`);
+  const rawType = view.getUint8(1);
+  const type = KNOWN_TYPES.find((t) => t === (rawType as ConfChangeType));
+  if (type === undefined) throw new InvalidConfChangeError(`unknown change type ${rawType}`);
   const nodeId = view.getUint32(2) * 2 ** 32 + view.getUint32(6);
   return { type, nodeId, context: data.slice(CONF_CHANGE_HEADER_BYTES) };
 }

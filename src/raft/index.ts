@@ -16,6 +16,11 @@ export {
   Raft,
 } from './raft';
 export { MemoryStorage, SnapshotOutOfDateError, emptySnapshot, cloneConfState } from './memory_storage';
-export { encodeConfChange, decodeConfChange, applyConfChangeToState, InvalidConfChangeError } from './confchange';
+export {
+  encodeConfChange,
+  decodeConfChange,
+  applyConfChangeToState,
+  InvalidConfChangeError,
+} from './confchange';
 export { ProgressState } from './progress';
 export { RaftInvariantError, entrySize } from './util';

@@ -17,11 +17,21 @@ describe('RaftLog', () => {
     log.append(entriesWithTerms([3, 3], 4));
     assert.deepEqual(terms(log), [1, 1, 2, 3, 3]);
     assert.equal(log.lastIndex(), 5);
-    assert.deepEqual(log.unstableEntries().map((e) => e.index), [4, 5]);
+    assert.deepEqual(
+      log.unstableEntries().map((e) => e.index),
+      [4, 5],
+    );
     log.stableTo(4, 3);
-    assert.deepEqual(log.unstableEntries().map((e) => e.index), [5]);
+    assert.deepEqual(
+      log.unstableEntries().map((e) => e.index),
+      [5],
+    );
     log.stableTo(5, 9);
-    assert.deepEqual(log.unstableEntries().map((e) => e.index), [5], 'a term mismatch means the entry was replaced');
+    assert.deepEqual(
+      log.unstableEntries().map((e) => e.index),
+      [5],
+      'a term mismatch means the entry was replaced',
+    );
   });
 
   it('term() throws for compacted and missing indexes', () => {
@@ -82,14 +92,20 @@ describe('RaftLog', () => {
     log.commitTo(4);
     assert.equal(log.nextCommittedEntries().length, 2);
     log.appliedTo(2);
-    assert.deepEqual(log.nextCommittedEntries().map((e) => e.index), [3, 4]);
+    assert.deepEqual(
+      log.nextCommittedEntries().map((e) => e.index),
+      [3, 4],
+    );
     log.appliedTo(4);
     assert.equal(log.hasNextCommittedEntries(), false);
   });
 
   it('a restored snapshot replaces the log', () => {
     const log = new RaftLog(storageWithTerms([1], [1, 1]));
-    log.restore({ metadata: { index: 10, term: 3, confState: { voters: [1], learners: [] } }, data: new Uint8Array(0) });
+    log.restore({
+      metadata: { index: 10, term: 3, confState: { voters: [1], learners: [] } },
+      data: new Uint8Array(0),
+    });
     assert.equal(log.committed, 10);
     assert.equal(log.lastIndex(), 10);
     assert.equal(log.firstIndex(), 11);

@@ -2,7 +2,14 @@
 // or received but not yet handed to the driver for persisting (unstable), plus the commit and
 // applied cursors.
 
-import { CompactedError, type Entry, RaftError, type Snapshot, type Storage, UnavailableError } from './types';
+import {
+  CompactedError,
+  type Entry,
+  RaftError,
+  type Snapshot,
+  type Storage,
+  UnavailableError,
+} from './types';
 import { invariant, limitSize } from './util';
 
 /**
@@ -68,8 +75,10 @@ export class Unstable {
   }
 
   slice(lo: number, hi: number): Entry[] {
-    invariant(lo >= this.offset && hi <= this.offset + this.entries.length && lo <= hi, () =>
-      `unstable slice [${lo}, ${hi}) out of bounds [${this.offset}, ${this.offset + this.entries.length})`,
+    invariant(
+      lo >= this.offset && hi <= this.offset + this.entries.length && lo <= hi,
+      () =>
+        `unstable slice [${lo}, ${hi}) out of bounds [${this.offset}, ${this.offset + this.entries.length})`,
     );
     return this.entries.slice(lo - this.offset, hi - this.offset);
   }
@@ -183,13 +192,19 @@ export class RaftLog {
    * deleting a conflicting suffix. Returns the last index the leader's message covers, or
    * undefined when our log does not contain (prevIndex, prevTerm).
    */
-  maybeAppend(prevIndex: number, prevTerm: number, leaderCommit: number, entries: Entry[]): number | undefined {
+  maybeAppend(
+    prevIndex: number,
+    prevTerm: number,
+    leaderCommit: number,
+    entries: Entry[],
+  ): number | undefined {
     if (!this.matchTerm(prevIndex, prevTerm)) return undefined;
     const lastNew = prevIndex + entries.length;
     const conflict = this.findConflict(entries);
     if (conflict !== 0) {
-      invariant(conflict > this.committedIndex, () =>
-        `entry ${conflict} conflicts with a committed entry (committed ${this.committedIndex})`,
+      invariant(
+        conflict > this.committedIndex,
+        () => `entry ${conflict} conflicts with a committed entry (committed ${this.committedIndex})`,
       );
       this.append(entries.slice(conflict - (prevIndex + 1)));
     }
@@ -200,8 +215,9 @@ export class RaftLog {
   append(entries: Entry[]): number {
     if (entries.length === 0) return this.lastIndex();
     const after = entries[0].index - 1;
-    invariant(after >= this.committedIndex, () =>
-      `appending after ${after} would overwrite committed entries (committed ${this.committedIndex})`,
+    invariant(
+      after >= this.committedIndex,
+      () => `appending after ${after} would overwrite committed entries (committed ${this.committedIndex})`,
     );
     this.unstable.truncateAndAppend(entries);
     return this.lastIndex();
@@ -210,8 +226,10 @@ export class RaftLog {
   /** Moves the commit index forward; a smaller value is ignored (stale leader message). */
   commitTo(index: number): void {
     if (index <= this.committedIndex) return;
-    invariant(index <= this.lastIndex(), () =>
-      `commit ${index} is past the last index ${this.lastIndex()}: the log is corrupt, truncated or lost`,
+    invariant(
+      index <= this.lastIndex(),
+      () =>
+        `commit ${index} is past the last index ${this.lastIndex()}: the log is corrupt, truncated or lost`,
     );
     this.committedIndex = index;
   }
@@ -227,8 +245,9 @@ export class RaftLog {
 
   appliedTo(index: number): void {
     if (index === 0) return;
-    invariant(index <= this.committedIndex && index >= this.appliedIndex, () =>
-      `applied ${index} out of range [applied ${this.appliedIndex}, committed ${this.committedIndex}]`,
+    invariant(
+      index <= this.committedIndex && index >= this.appliedIndex,
+      () => `applied ${index} out of range [applied ${this.appliedIndex}, committed ${this.committedIndex}]`,
     );
     this.appliedIndex = index;
   }
@@ -277,8 +296,9 @@ export class RaftLog {
 
   /** Replaces the log by a snapshot received from the leader. */
   restore(snapshot: Snapshot): void {
-    invariant(snapshot.metadata.index > this.committedIndex, () =>
-      `restoring snapshot ${snapshot.metadata.index} at or below commit ${this.committedIndex}`,
+    invariant(
+      snapshot.metadata.index > this.committedIndex,
+      () => `restoring snapshot ${snapshot.metadata.index} at or below commit ${this.committedIndex}`,
     );
     this.committedIndex = snapshot.metadata.index;
     this.unstable.restore(snapshot);
@@ -307,8 +327,10 @@ export class RaftLog {
 
   /** Used when loading the hard state at start. */
   loadCommit(commit: number): void {
-    invariant(commit >= this.committedIndex && commit <= this.lastIndex(), () =>
-      `stored commit ${commit} is outside [${this.committedIndex}, ${this.lastIndex()}]: the log is truncated or corrupt`,
+    invariant(
+      commit >= this.committedIndex && commit <= this.lastIndex(),
+      () =>
+        `stored commit ${commit} is outside [${this.committedIndex}, ${this.lastIndex()}]: the log is truncated or corrupt`,
     );
     this.committedIndex = commit;
   }

@@ -46,19 +46,29 @@ describe('MemoryStorage', () => {
     assert.equal(s.term(3), 2);
     assert.throws(() => s.term(2), CompactedError);
     assert.throws(() => s.entries(3, 4, Infinity), CompactedError);
-    assert.throws(() => s.createSnapshot(2, { voters: [], learners: [] }, new Uint8Array(0)), SnapshotOutOfDateError);
+    assert.throws(
+      () => s.createSnapshot(2, { voters: [], learners: [] }, new Uint8Array(0)),
+      SnapshotOutOfDateError,
+    );
     assert.deepEqual(s.initialState().confState, { voters: [1, 2], learners: [] });
   });
 
   it('applySnapshot replaces everything', () => {
     const s = new MemoryStorage();
     s.append(entriesWithTerms([1, 1]));
-    s.applySnapshot({ metadata: { index: 10, term: 4, confState: { voters: [3], learners: [] } }, data: new Uint8Array(0) });
+    s.applySnapshot({
+      metadata: { index: 10, term: 4, confState: { voters: [3], learners: [] } },
+      data: new Uint8Array(0),
+    });
     assert.equal(s.firstIndex(), 11);
     assert.equal(s.lastIndex(), 10);
     assert.equal(s.term(10), 4);
     assert.throws(
-      () => s.applySnapshot({ metadata: { index: 5, term: 4, confState: { voters: [3], learners: [] } }, data: new Uint8Array(0) }),
+      () =>
+        s.applySnapshot({
+          metadata: { index: 5, term: 4, confState: { voters: [3], learners: [] } },
+          data: new Uint8Array(0),
+        }),
       SnapshotOutOfDateError,
     );
   });
@@ -68,7 +78,12 @@ describe('MemoryStorage', () => {
       fc.property(
         fc.array(
           fc.oneof(
-            fc.record({ kind: fc.constant('append' as const), back: fc.nat(5), count: fc.integer({ min: 1, max: 4 }), term: fc.integer({ min: 1, max: 9 }) }),
+            fc.record({
+              kind: fc.constant('append' as const),
+              back: fc.nat(5),
+              count: fc.integer({ min: 1, max: 4 }),
+              term: fc.integer({ min: 1, max: 9 }),
+            }),
             fc.record({ kind: fc.constant('compact' as const), back: fc.nat(5) }),
           ),
           { maxLength: 60 },

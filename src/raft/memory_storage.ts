@@ -121,10 +121,16 @@ export class MemoryStorage implements Storage {
   compact(compactIndex: number): void {
     const offset = this.ents[0].index;
     if (compactIndex <= offset) throw new CompactedError(compactIndex);
-    invariant(compactIndex <= this.lastIndex(), () => `compact ${compactIndex} > last index ${this.lastIndex()}`);
+    invariant(
+      compactIndex <= this.lastIndex(),
+      () => `compact ${compactIndex} > last index ${this.lastIndex()}`,
+    );
     const i = compactIndex - offset;
     const rest = this.ents.slice(i + 1);
-    this.ents = [{ term: this.ents[i].term, index: this.ents[i].index, type: 0, data: new Uint8Array(0) }, ...rest];
+    this.ents = [
+      { term: this.ents[i].term, index: this.ents[i].index, type: 0, data: new Uint8Array(0) },
+      ...rest,
+    ];
   }
 
   /**
@@ -139,8 +145,9 @@ export class MemoryStorage implements Storage {
     let toAdd = entries;
     if (first > entries[0].index) toAdd = entries.slice(first - entries[0].index);
     const offset = toAdd[0].index - this.ents[0].index;
-    invariant(offset <= this.ents.length, () =>
-      `append leaves a gap: first new index ${toAdd[0].index}, last stored ${this.lastIndex()}`,
+    invariant(
+      offset <= this.ents.length,
+      () => `append leaves a gap: first new index ${toAdd[0].index}, last stored ${this.lastIndex()}`,
     );
     this.ents = this.ents.slice(0, offset).concat(toAdd);
   }

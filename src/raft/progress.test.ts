@@ -46,29 +46,38 @@ describe('Inflights', () => {
       fc.record({ kind: fc.constant('freeFirst' as const) }),
     );
     fc.assert(
-      fc.property(fc.integer({ min: 1, max: 8 }), fc.integer({ min: 0, max: 2000 }), fc.array(op, { maxLength: 200 }), (maxCount, maxBytes, ops) => {
-        const inf = new Inflights(maxCount, maxBytes);
-        const model: Array<{ index: number; bytes: number }> = [];
-        let next = 1;
-        for (const o of ops) {
-          if (o.kind === 'add') {
-            if (inf.full()) continue; // the leader checks before sending
-            inf.add(next, o.bytes);
-            model.push({ index: next, bytes: o.bytes });
-            next++;
-          } else if (o.kind === 'free') {
-            inf.freeLE(o.upTo);
-            while (model.length > 0 && model[0].index <= o.upTo) model.shift();
-          } else {
-            inf.freeFirstOne();
-            model.shift();
+      fc.property(
+        fc.integer({ min: 1, max: 8 }),
+        fc.integer({ min: 0, max: 2000 }),
+        fc.array(op, { maxLength: 200 }),
+        (maxCount, maxBytes, ops) => {
+          const inf = new Inflights(maxCount, maxBytes);
+          const model: Array<{ index: number; bytes: number }> = [];
+          let next = 1;
+          for (const o of ops) {
+            if (o.kind === 'add') {
+              if (inf.full()) continue; // the leader checks before sending
+              inf.add(next, o.bytes);
+              model.push({ index: next, bytes: o.bytes });
+              next++;
+            } else if (o.kind === 'free') {
+              inf.freeLE(o.upTo);
+              while (model.length > 0 && model[0].index <= o.upTo) model.shift();
+            } else {
+              inf.freeFirstOne();
+              model.shift();
+            }
+            assert.equal(inf.count, model.length);
+            assert.equal(
+              inf.bytes,
+              model.reduce((n, m) => n + m.bytes, 0),
+            );
+            assert.ok(inf.count <= maxCount);
+            if (maxBytes > 0)
+              assert.ok(inf.bytes < maxBytes + 500, 'bytes exceed the limit by at most one message');
           }
-          assert.equal(inf.count, model.length);
-          assert.equal(inf.bytes, model.reduce((n, m) => n + m.bytes, 0));
-          assert.ok(inf.count <= maxCount);
-          if (maxBytes > 0) assert.ok(inf.bytes < maxBytes + 500, 'bytes exceed the limit by at most one message');
-        }
-      }),
+        },
+      ),
     );
   });
 });

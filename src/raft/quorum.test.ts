@@ -29,8 +29,14 @@ describe('quorum', () => {
   });
 
   it('a voter that never acknowledged counts as 0', () => {
-    assert.equal(committedIndex([1, 2, 3], (id) => (id === 1 ? 5 : undefined)), 0);
-    assert.equal(committedIndex([1, 2, 3], (id) => (id === 3 ? undefined : 5)), 5);
+    assert.equal(
+      committedIndex([1, 2, 3], (id) => (id === 1 ? 5 : undefined)),
+      0,
+    );
+    assert.equal(
+      committedIndex([1, 2, 3], (id) => (id === 3 ? undefined : 5)),
+      5,
+    );
   });
 
   it('vote result: won iff a majority granted, lost iff a majority can no longer grant', () => {
@@ -45,7 +51,8 @@ describe('quorum', () => {
         const granted = answers.filter((a) => a === true).length;
         const pending = answers.filter((a) => a === undefined).length;
         const q = majority(answers.length);
-        const want = granted >= q ? VoteResult.Won : granted + pending >= q ? VoteResult.Pending : VoteResult.Lost;
+        const want =
+          granted >= q ? VoteResult.Won : granted + pending >= q ? VoteResult.Pending : VoteResult.Lost;
         assert.equal(voteResult(voters, votes), want);
       }),
     );

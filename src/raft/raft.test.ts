@@ -66,7 +66,7 @@ describe('pre-vote', () => {
     assert.equal(out.length, 1);
     assert.equal(out[0].type, MessageType.PreVoteResp);
     assert.equal(out[0].reject, true);
-    assert.equal(r.term, 0, 'a pre-vote never changes the voter\'s term');
+    assert.equal(r.term, 0, "a pre-vote never changes the voter's term");
     r.step(msg(MessageType.PreVote, 3, 2, { term: 2, index: 2, logTerm: 1 }));
     assert.equal(r.takeMessages()[0].reject, false);
     assert.equal(r.vote, 0, 'a pre-vote grant is not a vote');
@@ -79,7 +79,11 @@ describe('check-quorum', () => {
     net.elect(1);
     net.isolate(1);
     tickNodes(net, [1], 10);
-    assert.equal(net.node(1).status().role, StateRole.Leader, 'one timeout: the first check marks everyone inactive');
+    assert.equal(
+      net.node(1).status().role,
+      StateRole.Leader,
+      'one timeout: the first check marks everyone inactive',
+    );
     tickNodes(net, [1], 10);
     assert.equal(net.node(1).status().role, StateRole.Follower);
   });
@@ -151,7 +155,10 @@ describe('leadership transfer', () => {
     net.node(1).transferLeadership(3);
     net.stabilize();
     assert.equal(net.node(1).status().leadTransferee, 3);
-    assert.throws(() => net.node(1).propose(text('x')), (e: unknown) => e instanceof ProposalDroppedError && /transfer/.test(e.message));
+    assert.throws(
+      () => net.node(1).propose(text('x')),
+      (e: unknown) => e instanceof ProposalDroppedError && /transfer/.test(e.message),
+    );
     tickNodes(net, [1, 2], 10);
     assert.equal(net.node(1).status().leadTransferee, 0);
     assert.equal(net.node(1).status().role, StateRole.Leader);
@@ -189,7 +196,7 @@ describe('ReadIndex', () => {
     assert.deepEqual(rs[0].requestCtx, text('r1'));
   });
 
-  it('a follower forwards the request and gets the leader\'s commit index', () => {
+  it("a follower forwards the request and gets the leader's commit index", () => {
     const net = new TestNetwork([1, 2, 3]);
     net.elect(1);
     net.propose(1, 'a');
@@ -304,7 +311,10 @@ describe('snapshots', () => {
     r.step(
       msg(MessageType.Snap, 1, 2, {
         term: 1,
-        snapshot: { metadata: { index: 2, term: 1, confState: { voters: [1, 2, 3], learners: [] } }, data: text('old') },
+        snapshot: {
+          metadata: { index: 2, term: 1, confState: { voters: [1, 2, 3], learners: [] } },
+          data: text('old'),
+        },
       }),
     );
     assert.equal(r.raftLog.hasPendingSnapshot(), false);
@@ -313,12 +323,15 @@ describe('snapshots', () => {
     assert.equal(out[0].index, 3);
   });
 
-  it('a restored snapshot resets the follower\'s log and membership', () => {
+  it("a restored snapshot resets the follower's log and membership", () => {
     const r = newTestRaft(2, [1, 2, 3], { storage: storageWithTerms([1, 2, 3], [1]) });
     r.step(
       msg(MessageType.Snap, 1, 2, {
         term: 2,
-        snapshot: { metadata: { index: 10, term: 2, confState: { voters: [1, 2], learners: [4] } }, data: text('s') },
+        snapshot: {
+          metadata: { index: 10, term: 2, confState: { voters: [1, 2], learners: [4] } },
+          data: text('s'),
+        },
       }),
     );
     assert.equal(r.raftLog.committed, 10);
@@ -362,8 +375,12 @@ describe('membership changes (one at a time)', () => {
     net.isolate(3);
     net.node(1).proposeConfChange({ type: ConfChangeType.AddLearner, nodeId: 4, context: new Uint8Array(0) });
     assert.throws(
-      () => net.node(1).proposeConfChange({ type: ConfChangeType.AddLearner, nodeId: 5, context: new Uint8Array(0) }),
-      (e: unknown) => e instanceof ProposalDroppedError && /configuration change may be pending/.test(e.message),
+      () =>
+        net
+          .node(1)
+          .proposeConfChange({ type: ConfChangeType.AddLearner, nodeId: 5, context: new Uint8Array(0) }),
+      (e: unknown) =>
+        e instanceof ProposalDroppedError && /configuration change may be pending/.test(e.message),
     );
     net.heal();
     net.stabilize();
@@ -404,7 +421,9 @@ describe('membership changes (one at a time)', () => {
     const net = new TestNetwork([1, 2, 3], { bootstrap: 'log' });
     net.elect(1);
     net.propose(1, 'a');
-    net.node(1).proposeConfChange({ type: ConfChangeType.RemoveVoter, nodeId: 1, context: new Uint8Array(0) });
+    net
+      .node(1)
+      .proposeConfChange({ type: ConfChangeType.RemoveVoter, nodeId: 1, context: new Uint8Array(0) });
     net.stabilize();
     assert.notEqual(net.node(1).status().role, StateRole.Leader);
     // Handed over with TimeoutNow: no election timeout needed.
@@ -424,7 +443,10 @@ describe('membership changes (one at a time)', () => {
     const net = new TestNetwork([1], { bootstrap: 'log' });
     net.elect(1);
     assert.throws(
-      () => net.node(1).proposeConfChange({ type: ConfChangeType.RemoveVoter, nodeId: 1, context: new Uint8Array(0) }),
+      () =>
+        net
+          .node(1)
+          .proposeConfChange({ type: ConfChangeType.RemoveVoter, nodeId: 1, context: new Uint8Array(0) }),
       /last voter/,
     );
   });
@@ -542,7 +564,10 @@ describe('flow control', () => {
     const leaderLog = [1, ...Array<number>(50).fill(3)];
     const followerLog = [1, ...Array<number>(50).fill(2)];
     const lead = newTestRaft(1, [1, 2], { preVote: false, storage: storageWithTerms([1, 2], leaderLog) });
-    const follower = newTestRaft(2, [1, 2], { preVote: false, storage: storageWithTerms([1, 2], followerLog) });
+    const follower = newTestRaft(2, [1, 2], {
+      preVote: false,
+      storage: storageWithTerms([1, 2], followerLog),
+    });
     lead.becomeFollower(3, 0);
     follower.becomeFollower(3, 0);
     lead.becomeCandidate();

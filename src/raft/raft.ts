@@ -2,7 +2,12 @@
 // randomness of its own. The role is data: `stepRole` and `tick` are swapped on every role
 // change. Outgoing messages accumulate in `msgs`; the RawNode hands them to the driver.
 
-import { applyConfChangeToState, decodeConfChange, encodeConfChange, InvalidConfChangeError } from './confchange';
+import {
+  applyConfChangeToState,
+  decodeConfChange,
+  encodeConfChange,
+  InvalidConfChangeError,
+} from './confchange';
 import { isRaftStorageError, RaftLog } from './log';
 import { Progress, ProgressState, ProgressTracker } from './progress';
 import { VoteResult } from './quorum';
@@ -186,7 +191,8 @@ export class Raft {
     this.id = config.id;
     this.electionTimeout = config.electionTicks ?? DEFAULT_ELECTION_TICKS;
     this.heartbeatTimeout = config.heartbeatTicks ?? DEFAULT_HEARTBEAT_TICKS;
-    if (this.heartbeatTimeout <= 0) throw new RaftError('INVALID_CONFIG', 'heartbeatTicks must be greater than 0');
+    if (this.heartbeatTimeout <= 0)
+      throw new RaftError('INVALID_CONFIG', 'heartbeatTicks must be greater than 0');
     if (this.electionTimeout <= this.heartbeatTimeout) {
       throw new RaftError(
         'INVALID_CONFIG',
@@ -203,7 +209,10 @@ export class Raft {
     this.random = config.random;
     this.logger = config.logger ?? noopLogger;
     this.raftLog = new RaftLog(config.storage, config.maxCommittedSizePerReady ?? Infinity);
-    this.tracker = new ProgressTracker(maxInflightMsgs, config.maxInflightBytes ?? DEFAULT_MAX_INFLIGHT_BYTES);
+    this.tracker = new ProgressTracker(
+      maxInflightMsgs,
+      config.maxInflightBytes ?? DEFAULT_MAX_INFLIGHT_BYTES,
+    );
 
     const { hardState, confState } = config.storage.initialState();
     this.storedHardState = { ...hardState };
@@ -304,7 +313,10 @@ export class Raft {
     ) {
       // Vote messages carry the term they are about (a pre-vote's is in the future). Only a
       // pre-vote rejection from a node still in term 0 may carry 0.
-      invariant(m.term !== 0 || (m.type === MessageType.PreVoteResp && m.reject), () => `term unset on ${MessageType[m.type]}`);
+      invariant(
+        m.term !== 0 || (m.type === MessageType.PreVoteResp && m.reject),
+        () => `term unset on ${MessageType[m.type]}`,
+      );
     } else if (m.type !== MessageType.Prop && m.type !== MessageType.ReadIndex) {
       // Proposals and read requests are forwarded without a term: they are not tied to one.
       m.term = this.currentTerm;
@@ -425,7 +437,12 @@ export class Raft {
     this.tracker.resetVotes();
     const last = this.raftLog.lastIndex();
     for (const [id, pr] of this.tracker.progress) {
-      const fresh = new Progress(last + 1, this.tracker.maxInflightMsgs, this.tracker.maxInflightBytes, pr.isLearner);
+      const fresh = new Progress(
+        last + 1,
+        this.tracker.maxInflightMsgs,
+        this.tracker.maxInflightBytes,
+        pr.isLearner,
+      );
       if (id === this.id) fresh.match = last;
       this.tracker.progress.set(id, fresh);
     }
@@ -547,7 +564,9 @@ export class Raft {
     if (this.raftLog.applied >= this.raftLog.committed) return false;
     const lo = Math.max(this.raftLog.applied + 1, this.raftLog.firstIndex());
     if (lo > this.raftLog.committed) return false;
-    return this.raftLog.slice(lo, this.raftLog.committed + 1, Infinity).some((e) => e.type === EntryType.ConfChange);
+    return this.raftLog
+      .slice(lo, this.raftLog.committed + 1, Infinity)
+      .some((e) => e.type === EntryType.ConfChange);
   }
 
   private hup(type: CampaignType): void {
@@ -555,7 +574,10 @@ export class Raft {
     if (!this.promotable()) return;
     // A committed membership change not yet applied could change who may vote: wait for it.
     if (this.hasUnappliedConfChanges()) {
-      this.logger.warn({ id: this.id, term: this.currentTerm }, 'not campaigning: configuration change pending apply');
+      this.logger.warn(
+        { id: this.id, term: this.currentTerm },
+        'not campaigning: configuration change pending apply',
+      );
       return;
     }
     this.campaign(type);
@@ -624,13 +646,20 @@ export class Raft {
       } else if (m.type === MessageType.PreVoteResp && !m.reject) {
         // A granted pre-vote carries the future term we asked with; we move to it only after
         // winning the pre-vote round.
-      } else if (m.type === MessageType.App || m.type === MessageType.Heartbeat || m.type === MessageType.Snap) {
+      } else if (
+        m.type === MessageType.App ||
+        m.type === MessageType.Heartbeat ||
+        m.type === MessageType.Snap
+      ) {
         this.becomeFollower(m.term, m.from);
       } else {
         this.becomeFollower(m.term, NONE);
       }
     } else if (m.term < this.currentTerm) {
-      if ((this.checkQuorum || this.preVote) && (m.type === MessageType.Heartbeat || m.type === MessageType.App)) {
+      if (
+        (this.checkQuorum || this.preVote) &&
+        (m.type === MessageType.Heartbeat || m.type === MessageType.App)
+      ) {
         // A leader from an older term (say, partitioned away): tell it our term so it steps
         // down. Without this, with check-quorum or pre-vote, it could never learn of it.
         this.send(emptyMessage(MessageType.AppResp, this.id, m.from));
@@ -684,7 +713,10 @@ export class Raft {
         return;
       case MessageType.CheckQuorum:
         if (!this.tracker.quorumActive(this.id)) {
-          this.logger.warn({ id: this.id, term: this.currentTerm }, 'stepping down: no quorum heard within an election timeout');
+          this.logger.warn(
+            { id: this.id, term: this.currentTerm },
+            'stepping down: no quorum heard within an election timeout',
+          );
           this.becomeFollower(this.currentTerm, NONE);
         }
         for (const [id, pr] of this.tracker.progress) if (id !== this.id) pr.recentActive = false;
@@ -1052,7 +1084,8 @@ export class Raft {
         `too many uncommitted entries (${this.uncommittedSize} bytes pending, limit ${this.maxUncommittedSize})`,
       );
     }
-    if (confIndexOffset >= 0) this.pendingConfIndex = appended.lastIndex - entries.length + 1 + confIndexOffset;
+    if (confIndexOffset >= 0)
+      this.pendingConfIndex = appended.lastIndex - entries.length + 1 + confIndexOffset;
     this.needBroadcast = true;
     return { index: appended.lastIndex, term: this.currentTerm };
   }
@@ -1095,7 +1128,12 @@ export class Raft {
       if (pr) {
         pr.isLearner = isLearner;
       } else {
-        const fresh = new Progress(last + 1, this.tracker.maxInflightMsgs, this.tracker.maxInflightBytes, isLearner);
+        const fresh = new Progress(
+          last + 1,
+          this.tracker.maxInflightMsgs,
+          this.tracker.maxInflightBytes,
+          isLearner,
+        );
         // A new member counts as active, or check-quorum could depose us before it answers.
         fresh.recentActive = true;
         if (id === this.id) fresh.match = last;
@@ -1137,7 +1175,8 @@ export class Raft {
     // Quorum may be smaller now: entries may commit.
     if (this.maybeCommit()) this.bcastAppend();
     else for (const id of this.tracker.ids()) this.maybeSendAppend(id, false);
-    if (this.leadTransferee !== NONE && !this.tracker.voters.has(this.leadTransferee)) this.abortLeaderTransfer();
+    if (this.leadTransferee !== NONE && !this.tracker.voters.has(this.leadTransferee))
+      this.abortLeaderTransfer();
     return this.tracker.confState();
   }
 
@@ -1158,7 +1197,10 @@ export class Raft {
       }
     }
     if (best !== NONE) this.sendTimeoutNow(best);
-    this.logger.info({ id: this.id, term: this.currentTerm, handoverTo: best }, 'removed from the cluster: stepping down');
+    this.logger.info(
+      { id: this.id, term: this.currentTerm, handoverTo: best },
+      'removed from the cluster: stepping down',
+    );
     this.becomeFollower(this.currentTerm, NONE);
   }
 

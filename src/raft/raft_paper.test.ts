@@ -13,7 +13,13 @@ function paperRaft(id: NodeId, voters: NodeId[], storage?: MemoryStorage, electi
   return newTestRaft(id, voters, { preVote: false, checkQuorum: false, storage, electionTicks });
 }
 
-function storageWithState(voters: NodeId[], terms: number[], term: number, vote: NodeId, commit = 0): MemoryStorage {
+function storageWithState(
+  voters: NodeId[],
+  terms: number[],
+  term: number,
+  vote: NodeId,
+  commit = 0,
+): MemoryStorage {
   const s = storageWithTerms(voters, terms);
   s.setHardState({ term, vote, commit });
   return s;
@@ -43,7 +49,8 @@ function makeLeader(r: Raft): void {
 
 /** Acks the leader's empty entry of its term from `from`, so later commits are by count. */
 function commitNoop(r: Raft, ...from: NodeId[]): void {
-  for (const id of from) r.step(msg(MessageType.AppResp, id, r.id, { term: r.term, index: r.raftLog.lastIndex() }));
+  for (const id of from)
+    r.step(msg(MessageType.AppResp, id, r.id, { term: r.term, index: r.raftLog.lastIndex() }));
   r.takeMessages();
 }
 
@@ -77,7 +84,15 @@ describe('§5.1 terms', () => {
 
   it('a node ignores a request with a stale term', () => {
     const r = paperRaft(1, [1, 2, 3], storageWithState([1, 2, 3], [1, 1], 2, 0));
-    r.step(msg(MessageType.App, 2, 1, { term: 1, index: 2, logTerm: 1, entries: entriesWithTerms([1], 3), commit: 3 }));
+    r.step(
+      msg(MessageType.App, 2, 1, {
+        term: 1,
+        index: 2,
+        logTerm: 1,
+        entries: entriesWithTerms([1], 3),
+        commit: 3,
+      }),
+    );
     assert.equal(r.raftLog.lastIndex(), 2);
     assert.equal(r.raftLog.committed, 0);
     assert.deepEqual(r.takeMessages(), [], 'without pre-vote or check-quorum the paper says: ignore');
@@ -204,7 +219,11 @@ describe('§5.2 leader election', () => {
     it(`a ${name}'s election timeout is random in [et, 2et)`, () => {
       const seen = new Set<number>();
       for (let i = 0; i < 200; i++) {
-        const r = newTestRaft(1, [1, 2, 3], { preVote: false, checkQuorum: false, random: () => (i % 50) / 50 });
+        const r = newTestRaft(1, [1, 2, 3], {
+          preVote: false,
+          checkQuorum: false,
+          random: () => (i % 50) / 50,
+        });
         prepare(r);
         let ticks = 0;
         const startTerm = r.term;
@@ -228,7 +247,9 @@ describe('§5.2 leader election', () => {
     let conflicts = 0;
     const rounds = 500;
     for (let round = 0; round < rounds; round++) {
-      const rs = [1, 2, 3, 4, 5].map((id) => newTestRaft(id, [1, 2, 3, 4, 5], { preVote: false, checkQuorum: false, random }));
+      const rs = [1, 2, 3, 4, 5].map((id) =>
+        newTestRaft(id, [1, 2, 3, 4, 5], { preVote: false, checkQuorum: false, random }),
+      );
       let timedOut = 0;
       while (timedOut === 0) {
         for (const r of rs) {
@@ -328,7 +349,8 @@ describe('§5.3 log replication', () => {
       commitNoop(r, ...ids.slice(1));
       propose(r, 'x');
       r.takeMessages();
-      for (const id of ackers) r.step(msg(MessageType.AppResp, id, 1, { term: 1, index: r.raftLog.lastIndex() }));
+      for (const id of ackers)
+        r.step(msg(MessageType.AppResp, id, 1, { term: 1, index: r.raftLog.lastIndex() }));
       assert.equal(r.raftLog.committed === r.raftLog.lastIndex(), committed);
     });
   }
@@ -348,7 +370,15 @@ describe('§5.3 log replication', () => {
   it('a follower commits what the leader says is committed, up to what it holds', () => {
     const r = paperRaft(1, [1, 2, 3]);
     r.becomeFollower(1, 2);
-    r.step(msg(MessageType.App, 2, 1, { term: 1, index: 0, logTerm: 0, entries: entriesWithTerms([1, 1]), commit: 1 }));
+    r.step(
+      msg(MessageType.App, 2, 1, {
+        term: 1,
+        index: 0,
+        logTerm: 0,
+        entries: entriesWithTerms([1, 1]),
+        commit: 1,
+      }),
+    );
     assert.equal(r.raftLog.committed, 1);
     r.step(msg(MessageType.App, 2, 1, { term: 1, index: 2, logTerm: 1, entries: [], commit: 5 }));
     assert.equal(r.raftLog.committed, 2, 'never past its last new entry');

@@ -83,13 +83,19 @@ export class RawNode {
    */
   step(m: Message): void {
     if (LOCAL_MESSAGE_TYPES.has(m.type)) {
-      throw new RaftError('STEP_LOCAL_MSG', `message type ${MessageType[m.type]} is local and cannot come from a peer`);
+      throw new RaftError(
+        'STEP_LOCAL_MSG',
+        `message type ${MessageType[m.type]} is local and cannot come from a peer`,
+      );
     }
     if (RESPONSE_MESSAGE_TYPES.has(m.type) && !this.raft.tracker.progress.has(m.from)) return;
     try {
       this.raft.step(m);
     } catch (err) {
-      if (err instanceof ProposalDroppedError && (m.type === MessageType.Prop || m.type === MessageType.ReadIndex)) {
+      if (
+        err instanceof ProposalDroppedError &&
+        (m.type === MessageType.Prop || m.type === MessageType.ReadIndex)
+      ) {
         return;
       }
       throw err;
@@ -186,9 +192,13 @@ export class RawNode {
     }
     const hard = r.hardState();
     if (!hardStateEqual(hard, this.prevHardState)) {
-      invariant(hard.term >= this.prevHardState.term, () => `term went back from ${this.prevHardState.term} to ${hard.term}`);
-      invariant(hard.commit >= this.prevHardState.commit, () =>
-        `commit went back from ${this.prevHardState.commit} to ${hard.commit}`,
+      invariant(
+        hard.term >= this.prevHardState.term,
+        () => `term went back from ${this.prevHardState.term} to ${hard.term}`,
+      );
+      invariant(
+        hard.commit >= this.prevHardState.commit,
+        () => `commit went back from ${this.prevHardState.commit} to ${hard.commit}`,
       );
       rd.hardState = hard;
     }

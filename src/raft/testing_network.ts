@@ -87,7 +87,8 @@ export class TestNetwork {
   /** Restarts a node from its storage (what survives a crash when every Ready was synced). */
   restart(id: NodeId): TestMember {
     const old = this.member(id);
-    const { seed, bootstrap: _bootstrap, ...rest } = this.options;
+    const { seed, ...rest } = this.options;
+    delete rest.bootstrap; // a restarted node reads its membership from storage
     const snapIndex = old.storage.snapshot().metadata.index;
     const node = new RawNode({
       electionTicks: 10,
@@ -202,7 +203,9 @@ export class TestNetwork {
   }
 
   leaders(): NodeId[] {
-    return [...this.members.values()].filter((m) => m.node.status().role === StateRole.Leader).map((m) => m.id);
+    return [...this.members.values()]
+      .filter((m) => m.node.status().role === StateRole.Leader)
+      .map((m) => m.id);
   }
 
   /** Proposes on `id` and settles; returns what propose returned. */
@@ -245,7 +248,12 @@ export function msg(type: MessageType, from: NodeId, to: NodeId, fields: Partial
 
 /** Entries with indexes 1..n (or from `first`) and the given terms. */
 export function entriesWithTerms(terms: number[], first = 1): Entry[] {
-  return terms.map((term, i) => ({ term, index: first + i, type: EntryType.Normal, data: new Uint8Array(0) }));
+  return terms.map((term, i) => ({
+    term,
+    index: first + i,
+    type: EntryType.Normal,
+    data: new Uint8Array(0),
+  }));
 }
 
 /** A storage holding entries with the given terms (index 1..n), for a node's initial log. */
