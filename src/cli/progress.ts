@@ -48,10 +48,12 @@ export interface ProgressOptions {
 }
 
 function taskLine(label: string, task: Task | undefined): string {
-  if (!task) return `${label}: `;
+  if (!task) return `${label}:`;
   const state = taskStateName(task.status?.state);
-  const err = task.status?.err ? ` ${task.status.err}` : '';
-  return `${label}: ${state.padEnd(9)} ${bar(task.status?.state)}${err}`.trimEnd();
+  const progress = bar(task.status?.state);
+  return [`${label}: ${progress ? state.padEnd(9) : state}`, progress, task.status?.err ?? '']
+    .filter((part) => part !== '')
+    .join(' ');
 }
 
 const newest = (tasks: Task[]): Task | undefined =>

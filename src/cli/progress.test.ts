@@ -1,0 +1,161 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ClusterError } from '../common/errors';
+import { Service, Task, TaskState } from '../gen/cluster/v1/objects';
+import { computeProgress, waitForConvergence } from './progress';
+
+const replicated = (replicas: number) =>
+  Service.fromPartial({ id: 'svc1', spec: { annotations: { name: 'web' }, mode: { $case: 'replicated', value: { replicas } } } });
+const global = Service.fromPartial({ id: 'svc1', spec: { annotations: { name: 'agent' }, mode: { $case: 'global', value: {} } } });
+
+let clock = 0;
+function t(slot: number, state: TaskState, extra: { desired?: TaskState; node?: string; specVersion?: number; err?: string } = {}): Task {
+  clock += 1;
+  return Task.fromPartial({
+    id: `task${clock}`,
+    serviceId: 'svc1',
+    slot,
+    nodeId: extra.node ?? '',
+    desiredState: extra.desired ?? TaskState.TASK_STATE_RUNNING,
+    specVersion: extra.specVersion ?? 1,
+    status: { state, timestamp: new Date(1_000_000 + clock), err: extra.err ?? '' },
+  });
+}
+
+test('replicated progress: one line per slot with a stage bar; converged when every slot runs', () => {
+  const p = computeProgress(replicated(3), [
+    t(1, TaskState.TASK_STATE_RUNNING),
+    t(2, TaskState.TASK_STATE_PREPARING),
+    t(3, TaskState.TASK_STATE_PENDING),
+  ]);
+  assert.equal(p.converged, false);
+  assert.equal(p.running, 1);
+  assert.deepEqual(
+    p.lines.map((l) => l.text),
+    [
+      'overall progress: 1 out of 3 tasks',
+      '1/3: running   [=================================================>]',
+      '2/3: preparing [==============================>                   ]',
+      '3/3: pending   [============>                                     ]',
+    ],
+  );
+  const done = computeProgress(replicated(2), [t(1, TaskState.TASK_STATE_RUNNING), t(2, TaskState.TASK_STATE_RUNNING)]);
+  assert.equal(done.converged, true);
+});
+
+test('a failed task shows its error; a slot without a task shows nothing yet', () => {
+  const p = computeProgress(replicated(2), [t(1, TaskState.TASK_STATE_REJECTED, { err: 'no such image' })]);
+  assert.deepEqual(p.lines.slice(1).map((l) => l.text), ['1/2: rejected no such image', '2/2:']);
+  assert.equal(p.converged, false);
+});
+
+test('after a scale down, tasks above the replica count must stop first', () => {
+  const tasks = [t(1, TaskState.TASK_STATE_RUNNING), t(2, TaskState.TASK_STATE_RUNNING)];
+  assert.equal(computeProgress(replicated(1), tasks).converged, false);
+  const stopping = [t(1, TaskState.TASK_STATE_RUNNING), t(2, TaskState.TASK_STATE_RUNNING, { desired: TaskState.TASK_STATE_SHUTDOWN })];
+  assert.equal(computeProgress(replicated(1), stopping).converged, true);
+  assert.equal(computeProgress(replicated(0), []).converged, true);
+});
+
+test('after a task spec change, tasks of older specs do not count', () => {
+  const old = [t(1, TaskState.TASK_STATE_RUNNING, { specVersion: 4 })];
+  assert.equal(computeProgress(replicated(1), old, { minSpecVersion: 7 }).converged, false);
+  const replaced = [...old, t(1, TaskState.TASK_STATE_RUNNING, { specVersion: 7 })];
+  assert.equal(computeProgress(replicated(1), replaced, { minSpecVersion: 7 }).converged, true);
+});
+
+test('global progress: one line per node; converged when all run', () => {
+  const p = computeProgress(global, [
+    t(0, TaskState.TASK_STATE_RUNNING, { node: 'nodeaaaaaaaaaaaaaaa' }),
+    t(0, TaskState.TASK_STATE_STARTING, { node: 'nodebbbbbbbbbbbbbbb' }),
+  ]);
+  assert.equal(p.desired, 2);
+  assert.equal(p.converged, false);
+  assert.match(p.lines[1]?.text ?? '', /^nodeaaaaaaaa: running/);
+  assert.equal(computeProgress(global, []).converged, false, 'a global service with no task has not converged');
+});
+
+test('the wait prints only changed lines when not on a terminal, then "verify: Service converged"', async () => {
+  const answers = [
+    [t(1, TaskState.TASK_STATE_PENDING), t(2, TaskState.TASK_STATE_PENDING)],
+    [t(1, TaskState.TASK_STATE_RUNNING), t(2, TaskState.TASK_STATE_PENDING)],
+    [t(1, TaskState.TASK_STATE_RUNNING), t(2, TaskState.TASK_STATE_PENDING)],
+    [t(1, TaskState.TASK_STATE_RUNNING), t(2, TaskState.TASK_STATE_RUNNING)],
+  ];
+  let out = '';
+  let calls = 0;
+  await waitForConvergence({
+    serviceName: 'web',
+    fetch: () => Promise.resolve({ service: replicated(2), tasks: answers[Math.min(calls++, answers.length - 1)] ?? [] }),
+    write: (text) => (out += text),
+    isTTY: false,
+    intervalMs: 1,
+  });
+  assert.equal(calls, 4);
+  assert.deepEqual(out.trimEnd().split('\n'), [
+    'overall progress: 0 out of 2 tasks',
+    '1/2: pending   [============>                                     ]',
+    '2/2: pending   [============>                                     ]',
+    'overall progress: 1 out of 2 tasks',
+    '1/2: running   [=================================================>]',
+    'overall progress: 2 out of 2 tasks',
+    '2/2: running   [=================================================>]',
+    'verify: Service converged',
+  ]);
+});
+
+test('on a terminal the block is rewritten in place', async () => {
+  const answers = [[t(1, TaskState.TASK_STATE_PENDING)], [t(1, TaskState.TASK_STATE_RUNNING)]];
+  let out = '';
+  let calls = 0;
+  await waitForConvergence({
+    serviceName: 'web',
+    fetch: () => Promise.resolve({ service: replicated(1), tasks: answers[calls++] ?? [] }),
+    write: (text) => (out += text),
+    isTTY: true,
+    intervalMs: 1,
+  });
+  // The second block starts by moving the cursor up over the two lines of the first.
+  assert.ok(out.includes('\x1b[2A\x1b[2Koverall progress: 1 out of 1 tasks\n'), JSON.stringify(out));
+});
+
+test('at the timeout the wait fails with exit 1 naming the counts; transient unavailability is waited through', async () => {
+  let now = 0;
+  let calls = 0;
+  await assert.rejects(
+    waitForConvergence({
+      serviceName: 'web',
+      fetch: () => {
+        calls += 1;
+        now += 1000;
+        if (calls === 2) return Promise.reject(new ClusterError('UNAVAILABLE', 'election in progress'));
+        return Promise.resolve({ service: replicated(3), tasks: [t(1, TaskState.TASK_STATE_RUNNING)] });
+      },
+      write: () => undefined,
+      isTTY: false,
+      intervalMs: 1,
+      timeoutMs: 5000,
+      now: () => now,
+    }),
+    (e: unknown) => {
+      assert.ok(e instanceof ClusterError);
+      assert.equal(e.exitCode, 1);
+      assert.match(e.message, /^service 'web' not converged yet: 1\/3 running/);
+      return true;
+    },
+  );
+  assert.ok(calls >= 5);
+});
+
+test('a NOT_FOUND while waiting (service removed) ends the wait at once', async () => {
+  await assert.rejects(
+    waitForConvergence({
+      serviceName: 'web',
+      fetch: () => Promise.reject(new ClusterError('NOT_FOUND', "service 'web' not found")),
+      write: () => undefined,
+      isTTY: false,
+      intervalMs: 1,
+    }),
+    { code: 'NOT_FOUND' },
+  );
+});
