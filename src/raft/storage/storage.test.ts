@@ -2,6 +2,7 @@
 // reopen, conflicting suffixes and compacted entries are gone, and a damaged store is refused.
 
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { chmod, readFile, readdir, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -464,5 +465,29 @@ test('LevelDB data files without their CURRENT file are refused, not replaced by
       dir,
       /CURRENT: LevelDB's CURRENT file is missing but its data files are present \(.*\.log/,
     );
+  });
+});
+
+test('a flipped byte in a LevelDB table file (entries already compacted out of its log) is detected', async () => {
+  await withTempDir(async (dir) => {
+    // Random payloads: Snappy leaves them as they are, so the test can find one in the file.
+    const stored = Array.from({ length: 10 }, (_, i) => ({
+      index: i + 1,
+      term: 1,
+      type: EntryType.Normal,
+      data: new Uint8Array(randomBytes(64)),
+    }));
+    await withStorage(dir, (s) => s.save({ term: 1, vote: 1, commit: 8 }, stored));
+    // compactRange flushes the memtable, moving the entries from LevelDB's log into a table.
+    await withRawDb(dir, (db) => db.compactRange(Uint8Array.of(0x00), Uint8Array.of(0xff)));
+    const tables = (await readdir(dir)).filter((name) => name.endsWith('.ldb'));
+    assert.equal(tables.length, 1, `expected one table file, found ${tables.join(', ')}`);
+    const tableFile = join(dir, tables[0]);
+    const bytes = await readFile(tableFile);
+    const at = bytes.indexOf(stored[1].data);
+    assert.ok(at > 0, 'entry 2 is stored as it is in the table');
+    bytes[at + 3] ^= 0x01;
+    await writeFile(tableFile, bytes);
+    await assertCorrupt(dir, /entry 2: entry checksum mismatch/, 2);
   });
 });
