@@ -1,18 +1,27 @@
 // The replicated cluster store: tables of nodes, services, tasks, networks and the cluster
 // object; transactions proposed to Raft and applied in log order; watch events; snapshots.
 export {
+  DEFAULT_MAX_ACTIONS_PER_TRANSACTION,
   MAX_TRANSACTION_BYTES,
   MemoryStore,
   TableReader,
   TableWriter,
   type AppliedResult,
+  type BatchResult,
   type MemoryStoreOptions,
   type Proposer,
   type ReadTx,
   type UpdateResult,
   type WriteTx,
 } from './memory_store';
-export { DEFAULT_WATCH_QUEUE_LIMIT, Watcher, thaw, type StoreEvent, type WatchOptions } from './watch';
+export {
+  DEFAULT_WATCH_QUEUE_LIMIT,
+  Watcher,
+  copyObject,
+  thaw,
+  type StoreEvent,
+  type WatchOptions,
+} from './watch';
 export {
   TABLE_NAMES,
   type DeepReadonly,

@@ -31,6 +31,11 @@ export class LocalProposer implements Proposer {
     this.lastIndex++;
   }
 
+  /** Every proposal is applied before propose() resolves: local reads are already linearizable. */
+  readIndex(): Promise<void> {
+    return Promise.resolve();
+  }
+
   async propose(data: Uint8Array): Promise<AppliedResult | undefined> {
     // Asynchronous as Raft is: the caller's update() continues after other work may have run.
     await Promise.resolve();

@@ -24,7 +24,7 @@ import {
   type TableName,
   type TableTypes,
 } from './tables';
-import { Watcher, thaw, type StoreEvent, type WatchOptions } from './watch';
+import { Watcher, copyObject, thaw, type StoreEvent, type WatchOptions } from './watch';
 
 /**
  * Largest encoded transaction update() proposes (SwarmKit's limit too): a Raft entry must stay
@@ -49,6 +49,8 @@ export interface AppliedResult {
  */
 export interface Proposer {
   propose(data: Uint8Array): Promise<AppliedResult | undefined>;
+  /** Resolves once the local store reflects every write committed before the call (ReadIndex). */
+  readIndex?(): Promise<void>;
 }
 
 export interface UpdateResult<R> {
@@ -58,6 +60,18 @@ export interface UpdateResult<R> {
   /** What the update function returned. */
   value: R;
 }
+
+export interface BatchResult<I> {
+  /** The index of the last transaction written (the applied index if none was). */
+  index: number;
+  transactions: number;
+  events: StoreEvent[];
+  /** Items not written, with why: thrown by the item's function or refused at apply. */
+  failed: { item: I; error: Error }[];
+}
+
+/** Changes updateEach packs into one transaction (SwarmKit's batches hold 200). */
+export const DEFAULT_MAX_ACTIONS_PER_TRANSACTION = 500;
 
 export interface MemoryStoreOptions {
   /** Wall clock for createdAt/updatedAt, read when a transaction is proposed (never in apply). */
@@ -291,10 +305,31 @@ interface Pending {
 }
 
 /** A table as one transaction sees it: the committed objects under its own writes. */
-class PendingTable implements Source {
-  readonly changes = new Map<string, Pending>();
+/** Undo steps of a transaction's changes, newest last, so that part of it can be rolled back. */
+type Journal = (() => void)[];
 
-  constructor(readonly base: Table) {}
+class PendingTable implements Source {
+  private readonly pending = new Map<string, Pending>();
+
+  constructor(
+    readonly base: Table,
+    private readonly journal: Journal,
+  ) {}
+
+  get changes(): ReadonlyMap<string, Pending> {
+    return this.pending;
+  }
+
+  /** Records a change (undefined: forget the id's change), journaled for rollback. */
+  set(id: string, change: Pending | undefined): void {
+    const previous = this.pending.get(id);
+    this.journal.push(() => {
+      if (previous) this.pending.set(id, previous);
+      else this.pending.delete(id);
+    });
+    if (change) this.pending.set(id, change);
+    else this.pending.delete(id);
+  }
 
   get(id: string): AnyFrozen | undefined {
     const pending = this.changes.get(id);
@@ -360,8 +395,8 @@ export class TableWriter<N extends TableName> extends TableReader<N> {
         `${kind} ${obj.id} was deleted in this transaction and cannot be created again in it`,
       );
     }
-    const frozen = deepFreeze({ ...structuredClone(obj), meta: { version: 0 } }) as AnyFrozen;
-    this.pending.changes.set(obj.id, { kind: 'create', version: 0, object: frozen });
+    const frozen = deepFreeze({ ...copyObject(obj), meta: { version: 0 } }) as AnyFrozen;
+    this.pending.set(obj.id, { kind: 'create', version: 0, object: frozen });
   }
 
   /** Replaces an object; `obj.meta.version` must be the version read (else CONFLICT). */
@@ -372,9 +407,9 @@ export class TableWriter<N extends TableName> extends TableReader<N> {
     const currentVersion = current.meta?.version ?? 0;
     if (readVersion !== currentVersion) throw conflict(this.spec.kind, obj.id, readVersion, currentVersion);
     // The transaction keeps seeing the version it read, so that it may update the object again.
-    const frozen = deepFreeze({ ...structuredClone(obj), meta: current.meta }) as AnyFrozen;
+    const frozen = deepFreeze({ ...copyObject(obj), meta: current.meta }) as AnyFrozen;
     const earlier = this.pending.changes.get(obj.id);
-    this.pending.changes.set(obj.id, {
+    this.pending.set(obj.id, {
       kind: earlier?.kind ?? 'update',
       version: earlier?.version ?? currentVersion,
       object: frozen,
@@ -387,10 +422,10 @@ export class TableWriter<N extends TableName> extends TableReader<N> {
     const current = this.current(id);
     const earlier = this.pending.changes.get(id);
     if (earlier?.kind === 'create') {
-      this.pending.changes.delete(id);
+      this.pending.set(id, undefined);
       return;
     }
-    this.pending.changes.set(id, {
+    this.pending.set(id, {
       kind: 'delete',
       version: earlier?.version ?? current.meta?.version ?? 0,
       object: undefined,
@@ -421,6 +456,72 @@ function nameTaken(kind: string, name: string, holderId: string): ClusterError {
 }
 
 export type WriteTx = { readonly [N in TableName]: TableWriter<N> };
+
+/** One transaction being built: a pending view of every table and its writers. */
+class TransactionBuilder {
+  readonly tx: WriteTx;
+  private readonly pendings: PendingTable[];
+  private readonly journal: Journal = [];
+  private open = true;
+
+  constructor(tables: Tables) {
+    this.pendings = TABLE_NAMES.map((name) => new PendingTable(tables[name], this.journal));
+    const isOpen = () => this.open;
+    const writer = <N extends TableName>(i: number): TableWriter<N> => {
+      const pending = this.pendings[i];
+      if (!pending) throw new Error('store: table list changed');
+      return new TableWriter<N>(pending, pending.base.spec, isOpen);
+    };
+    this.tx = {
+      nodes: writer<'nodes'>(0),
+      services: writer<'services'>(1),
+      tasks: writer<'tasks'>(2),
+      networks: writer<'networks'>(3),
+      clusters: writer<'clusters'>(4),
+    };
+  }
+
+  close(): void {
+    this.open = false;
+  }
+
+  /** Changes pending over all tables. */
+  get size(): number {
+    let size = 0;
+    for (const pending of this.pendings) size += pending.changes.size;
+    return size;
+  }
+
+  savepoint(): number {
+    return this.journal.length;
+  }
+
+  /** Undoes every change made since the savepoint. */
+  rollbackTo(savepoint: number): void {
+    while (this.journal.length > savepoint) this.journal.pop()?.();
+  }
+
+  checkNames(): void {
+    for (const pending of this.pendings) pending.checkNames();
+  }
+
+  actions(): StoreAction[] {
+    const actions: StoreAction[] = [];
+    for (const pending of this.pendings) {
+      const table = pending.base.spec.name;
+      for (const [id, change] of pending.changes) {
+        if (change.kind === 'delete' || change.object === undefined) {
+          actions.push({ kind: 'delete', table, id, version: change.version });
+        } else {
+          // meta is the apply step's to set; only the read version travels.
+          const object = { ...change.object, meta: undefined } as unknown as TableTypes[typeof table];
+          actions.push({ kind: change.kind, table, version: change.version, object } as StoreAction);
+        }
+      }
+    }
+    return actions;
+  }
+}
 
 // --------------------------------------------------------------------------------- store
 
@@ -468,49 +569,99 @@ export class MemoryStore {
    * without writes is not proposed.
    */
   async update<R>(fn: (tx: WriteTx) => R): Promise<UpdateResult<R>> {
-    let open = true;
-    const isOpen = () => open;
-    const pendings = TABLE_NAMES.map((name) => new PendingTable(this.tables[name]));
-    const writer = <N extends TableName>(i: number): TableWriter<N> => {
-      const pending = pendings[i];
-      if (!pending) throw new Error('store: table list changed');
-      return new TableWriter<N>(pending, pending.base.spec, isOpen);
-    };
-    const tx: WriteTx = {
-      nodes: writer<'nodes'>(0),
-      services: writer<'services'>(1),
-      tasks: writer<'tasks'>(2),
-      networks: writer<'networks'>(3),
-      clusters: writer<'clusters'>(4),
-    };
+    const builder = new TransactionBuilder(this.tables);
     let value: R;
     try {
-      value = fn(tx);
+      value = fn(builder.tx);
     } finally {
-      open = false;
+      builder.close();
     }
     if (isPromiseLike(value)) {
       throw new Error(
         'store: the update function must be synchronous (it read state that may change while it awaits)',
       );
     }
-    for (const pending of pendings) pending.checkNames();
+    const result = await this.commit(builder);
+    return { index: result?.index ?? this.applied, events: result?.events ?? [], value };
+  }
 
-    const actions: StoreAction[] = [];
-    for (const pending of pendings) {
-      const table = pending.base.spec.name;
-      for (const [id, change] of pending.changes) {
-        if (change.kind === 'delete' || change.object === undefined) {
-          actions.push({ kind: 'delete', table, id, version: change.version });
-        } else {
-          // meta is the apply step's to set; only the read version travels.
-          const object = { ...change.object, meta: undefined } as unknown as TableTypes[typeof table];
-          actions.push({ kind: change.kind, table, version: change.version, object } as StoreAction);
+  /**
+   * Writes many items, each with `fn`, packing up to `maxActionsPerTransaction` changes into
+   * each transaction (the hot paths' batching: the scheduler's assignments, the dispatcher's
+   * status updates, the orchestrator's new tasks). An item whose `fn` throws is skipped and
+   * reported; when a whole transaction is refused at apply (one stale item), its items are
+   * retried one per transaction so that only the stale ones fail. Never rejects for an item.
+   */
+  async updateEach<I>(
+    items: Iterable<I>,
+    fn: (tx: WriteTx, item: I) => void,
+    options: { maxActionsPerTransaction?: number } = {},
+  ): Promise<BatchResult<I>> {
+    const maxActions = options.maxActionsPerTransaction ?? DEFAULT_MAX_ACTIONS_PER_TRANSACTION;
+    if (!(maxActions >= 1)) throw new RangeError(`maxActionsPerTransaction must be ≥ 1, got ${maxActions}`);
+    const outcome: BatchResult<I> = { index: this.applied, transactions: 0, events: [], failed: [] };
+    let builder = new TransactionBuilder(this.tables);
+    let chunk: I[] = [];
+
+    const retryAlone = async (item: I) => {
+      try {
+        const result = await this.update((tx) => fn(tx, item));
+        if (result.events.length > 0) {
+          outcome.transactions++;
+          outcome.index = result.index;
+          outcome.events.push(...result.events);
         }
+      } catch (error) {
+        outcome.failed.push({ item, error: asError(error) });
       }
-    }
-    if (actions.length === 0) return { index: this.applied, events: [], value };
+    };
+    const flush = async () => {
+      const items = chunk;
+      const full = builder;
+      chunk = [];
+      builder = new TransactionBuilder(this.tables);
+      full.close();
+      if (items.length === 0) return;
+      let result: AppliedResult | undefined;
+      try {
+        result = await this.commit(full);
+      } catch (error) {
+        if (items.length === 1 && items[0] !== undefined) {
+          outcome.failed.push({ item: items[0], error: asError(error) });
+        } else {
+          for (const item of items) await retryAlone(item);
+        }
+        return;
+      }
+      if (result) {
+        outcome.transactions++;
+        outcome.index = result.index;
+        outcome.events.push(...result.events);
+      }
+    };
 
+    for (const item of items) {
+      const savepoint = builder.savepoint();
+      try {
+        const value: unknown = fn(builder.tx, item);
+        if (isPromiseLike(value)) throw new Error('store: the updateEach function must be synchronous');
+      } catch (error) {
+        builder.rollbackTo(savepoint);
+        outcome.failed.push({ item, error: asError(error) });
+        continue;
+      }
+      chunk.push(item);
+      if (builder.size >= maxActions) await flush();
+    }
+    await flush();
+    return outcome;
+  }
+
+  /** Proposes a closed builder's changes; undefined when it wrote nothing. */
+  private async commit(builder: TransactionBuilder): Promise<AppliedResult | undefined> {
+    builder.checkNames();
+    const actions = builder.actions();
+    if (actions.length === 0) return undefined;
     const data = encodeTransaction({ timestampMs: this.nowMs(), actions });
     if (data.length > MAX_TRANSACTION_BYTES) {
       throw new ClusterError(
@@ -519,16 +670,28 @@ export class MemoryStore {
         { bytes: data.length, limit: MAX_TRANSACTION_BYTES },
       );
     }
-    if (!this.proposer)
+    if (!this.proposer) {
       throw new ClusterError('UNAVAILABLE', 'the store cannot be written: no Raft node yet');
+    }
     const result = await this.proposer.propose(data);
-    if (!result)
+    if (!result) {
       throw new ClusterError(
         'INTERNAL',
         'the transaction was committed but no result came back from applying it',
       );
+    }
     if (result.error) throw result.error;
-    return { index: result.index, events: result.events, value };
+    return result;
+  }
+
+  /**
+   * A linearizable read: waits until this store has applied every write committed before the
+   * call (Raft ReadIndex through the proposer), then reads locally. Without a proposer that
+   * can do it (LocalProposer applies synchronously), it is a local read.
+   */
+  async linearizableView<R>(fn: (tx: ReadTx) => R): Promise<R> {
+    if (this.proposer?.readIndex) await this.proposer.readIndex();
+    return this.view(fn);
   }
 
   /**
@@ -722,6 +885,10 @@ function diff(from: Tables, to: Tables, version: number): StoreEvent[] {
     }
   }
   return events;
+}
+
+function asError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error));
 }
 
 function isPromiseLike(value: unknown): boolean {
