@@ -42,7 +42,10 @@ function percentile(sorted: readonly number[], p: number): number {
 }
 
 function median(values: readonly number[]): number {
-  return percentile([...values].sort((a, b) => a - b), 50);
+  return percentile(
+    [...values].sort((a, b) => a - b),
+    50,
+  );
 }
 
 function fmt(value: number, digits = 1): string {
@@ -139,7 +142,9 @@ async function main(): Promise<void> {
 
     const lines: string[] = [];
     lines.push('');
-    lines.push(`Raft benchmark: 3 node processes on 127.0.0.1, mutual TLS, LevelDB fsync per Ready, ${VALUE_BYTES}-byte values, ${seconds} s per load`);
+    lines.push(
+      `Raft benchmark: 3 node processes on 127.0.0.1, mutual TLS, LevelDB fsync per Ready, ${VALUE_BYTES}-byte values, ${seconds} s per load`,
+    );
     lines.push('');
     lines.push('proposers  writes/s   p50 ms   p99 ms  failed  leader ELD p99 ms  max RSS MB');
     for (const r of throughput) {
@@ -152,18 +157,32 @@ async function main(): Promise<void> {
     lines.push('');
     lines.push('event-loop delay per node at 256 proposers (p50 / p99 / max ms), RSS MB:');
     for (const [id, m] of r256.metrics) {
-      lines.push(`  node ${id}: ${fmt(m.eventLoopDelayP50Ms, 2)} / ${fmt(m.eventLoopDelayP99Ms, 2)} / ${fmt(m.eventLoopDelayMaxMs, 1)}, ${fmt(m.rssBytes / 2 ** 20, 0)} MB`);
+      lines.push(
+        `  node ${id}: ${fmt(m.eventLoopDelayP50Ms, 2)} / ${fmt(m.eventLoopDelayP99Ms, 2)} / ${fmt(m.eventLoopDelayMaxMs, 1)}, ${fmt(m.rssBytes / 2 ** 20, 0)} MB`,
+      );
     }
     lines.push('');
-    lines.push(`failover (kill -9 leader under 16-proposer load → first write committed by the new leader), ${failovers.length} runs:`);
+    lines.push(
+      `failover (kill -9 leader under 16-proposer load → first write committed by the new leader), ${failovers.length} runs:`,
+    );
     lines.push(`  median ${failoverMedianMs} ms, max ${failoverMaxMs} ms, all: ${failovers.join(' ')}`);
     lines.push('');
     lines.push('target                                  measured       target     peer');
-    lines.push(`writes/s at 256 proposers               ${fmt(r256.writesPerSec, 0).padStart(8)}   ≥ ${TARGETS.writesPerSec256}   etcd 2.2: ${PEERS.etcd22WritesPerSec256}  ${mark(r256.writesPerSec >= TARGETS.writesPerSec256)}`);
-    lines.push(`p99 ms at 256 proposers                 ${fmt(r256.p99Ms, 2).padStart(8)}   ≤ ${TARGETS.p99Ms256}      etcd 2.2 p90: 70  ${mark(r256.p99Ms <= TARGETS.p99Ms256)}`);
-    lines.push(`p50 ms at 1 proposer                    ${fmt(r1.p50Ms, 2).padStart(8)}   ≤ ${TARGETS.p50Ms1}       ${mark(r1.p50Ms <= TARGETS.p50Ms1)}`);
-    lines.push(`failover median ms                      ${String(failoverMedianMs).padStart(8)}   ≤ ${TARGETS.failoverMedianMs}    Docker Swarm (3 managers): ${PEERS.swarmFailoverMs}  ${mark(failoverMedianMs <= TARGETS.failoverMedianMs)}`);
-    lines.push(`failover max ms                         ${String(failoverMaxMs).padStart(8)}   ≤ ${TARGETS.failoverMaxMs}    ${mark(failoverMaxMs <= TARGETS.failoverMaxMs)}`);
+    lines.push(
+      `writes/s at 256 proposers               ${fmt(r256.writesPerSec, 0).padStart(8)}   ≥ ${TARGETS.writesPerSec256}   etcd 2.2: ${PEERS.etcd22WritesPerSec256}  ${mark(r256.writesPerSec >= TARGETS.writesPerSec256)}`,
+    );
+    lines.push(
+      `p99 ms at 256 proposers                 ${fmt(r256.p99Ms, 2).padStart(8)}   ≤ ${TARGETS.p99Ms256}      etcd 2.2 p90: 70  ${mark(r256.p99Ms <= TARGETS.p99Ms256)}`,
+    );
+    lines.push(
+      `p50 ms at 1 proposer                    ${fmt(r1.p50Ms, 2).padStart(8)}   ≤ ${TARGETS.p50Ms1}       ${mark(r1.p50Ms <= TARGETS.p50Ms1)}`,
+    );
+    lines.push(
+      `failover median ms                      ${String(failoverMedianMs).padStart(8)}   ≤ ${TARGETS.failoverMedianMs}    Docker Swarm (3 managers): ${PEERS.swarmFailoverMs}  ${mark(failoverMedianMs <= TARGETS.failoverMedianMs)}`,
+    );
+    lines.push(
+      `failover max ms                         ${String(failoverMaxMs).padStart(8)}   ≤ ${TARGETS.failoverMaxMs}    ${mark(failoverMaxMs <= TARGETS.failoverMaxMs)}`,
+    );
     lines.push('');
     process.stdout.write(lines.join('\n') + '\n');
 
@@ -174,11 +193,17 @@ async function main(): Promise<void> {
       rssMB[String(id)] = Math.round(m.rssBytes / 2 ** 20);
     }
     const summary = {
-      writesPerSec: Object.fromEntries(throughput.map((r) => [String(r.proposers), Math.round(r.writesPerSec)])),
+      writesPerSec: Object.fromEntries(
+        throughput.map((r) => [String(r.proposers), Math.round(r.writesPerSec)]),
+      ),
       p50Ms: Number(r256.p50Ms.toFixed(2)),
       p99Ms: Number(r256.p99Ms.toFixed(2)),
-      p50MsByProposers: Object.fromEntries(throughput.map((r) => [String(r.proposers), Number(r.p50Ms.toFixed(2))])),
-      p99MsByProposers: Object.fromEntries(throughput.map((r) => [String(r.proposers), Number(r.p99Ms.toFixed(2))])),
+      p50MsByProposers: Object.fromEntries(
+        throughput.map((r) => [String(r.proposers), Number(r.p50Ms.toFixed(2))]),
+      ),
+      p99MsByProposers: Object.fromEntries(
+        throughput.map((r) => [String(r.proposers), Number(r.p99Ms.toFixed(2))]),
+      ),
       failoverMedianMs,
       failoverMaxMs,
       failoverRuns: failovers.length,

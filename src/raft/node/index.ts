@@ -28,10 +28,22 @@ import {
   type Ready,
   type Snapshot,
 } from '../types';
-import { NodeRemovedError, NodeStoppedError, NotLeaderError, ProposalLostError, ProposalTimeoutError } from './errors';
+import {
+  NodeRemovedError,
+  NodeStoppedError,
+  NotLeaderError,
+  ProposalLostError,
+  ProposalTimeoutError,
+} from './errors';
 import { decodeEnvelope, encodeEnvelope } from './snapshot_envelope';
 
-export { NodeRemovedError, NodeStoppedError, NotLeaderError, ProposalLostError, ProposalTimeoutError } from './errors';
+export {
+  NodeRemovedError,
+  NodeStoppedError,
+  NotLeaderError,
+  ProposalLostError,
+  ProposalTimeoutError,
+} from './errors';
 
 /** The application's replicated state machine. */
 export interface StateMachine<Result> {
@@ -152,7 +164,10 @@ export class RaftNode<Result = unknown> {
     private readonly raw: RawNode,
     private readonly transport: RaftTransport,
   ) {
-    this.logger = (options.logger ?? pino({ level: 'warn' })).child({ component: 'raft-node', nodeId: options.id });
+    this.logger = (options.logger ?? pino({ level: 'warn' })).child({
+      component: 'raft-node',
+      nodeId: options.id,
+    });
     this.tickMs = options.tickMs ?? DEFAULT_TICK_MS;
     this.snapshotEveryEntries = options.snapshotEveryEntries ?? DEFAULT_SNAPSHOT_EVERY_ENTRIES;
     this.snapshotRetainEntries = options.snapshotRetainEntries ?? DEFAULT_SNAPSHOT_RETAIN_ENTRIES;
@@ -178,7 +193,8 @@ export class RaftNode<Result = unknown> {
       const snapshot = storage.snapshot();
       const envelope = decodeEnvelope(snapshot.data);
       if (snapshot.metadata.index > 0) options.stateMachine.restore(envelope.app);
-      let node: RaftNode<Result> | undefined;
+      // The transport is made before the node it delivers to; messages before then are dropped.
+      const target: { node?: RaftNode<Result> } = {};
       const transport = new RaftTransport({
         nodeId: options.id,
         clusterId: options.clusterId,
@@ -188,9 +204,9 @@ export class RaftNode<Result = unknown> {
         channelOptions: options.channelOptions,
         logger: options.logger,
         handler: {
-          onMessage: (message) => node?.onMessage(message),
-          reportUnreachable: (peerId) => node?.onUnreachable(peerId),
-          reportSnapshot: (peerId, ok) => node?.onSnapshotStatus(peerId, ok),
+          onMessage: (message) => target.node?.onMessage(message),
+          reportUnreachable: (peerId) => target.node?.onUnreachable(peerId),
+          reportSnapshot: (peerId, ok) => target.node?.onSnapshotStatus(peerId, ok),
         },
       });
       const raw = new RawNode({
@@ -203,7 +219,8 @@ export class RaftNode<Result = unknown> {
         checkQuorum: true,
         random: options.random ?? Math.random,
       });
-      node = new RaftNode(options, storage, raw, transport);
+      const node = new RaftNode(options, storage, raw, transport);
+      target.node = node;
       node.applied = snapshot.metadata.index;
       node.lastSnapshotIndex = snapshot.metadata.index;
       for (const [id, address] of envelope.members) if (id !== options.id) node.members.set(id, address);
@@ -214,7 +231,7 @@ export class RaftNode<Result = unknown> {
         await transport.stop();
         throw err;
       }
-      node.ticker = setInterval(() => node?.onTick(), node.tickMs);
+      node.ticker = setInterval(() => node.onTick(), node.tickMs);
       node.kick();
       return node;
     } catch (err) {
@@ -261,15 +278,27 @@ export class RaftNode<Result = unknown> {
 
   /** Adds a voter; `address` is its raft host:port, replicated in the change so all members learn it. */
   addMember(id: NodeId, address: string): Promise<Result | undefined> {
-    return this.proposeConfChange({ type: ConfChangeType.AddVoter, nodeId: id, context: Buffer.from(address) });
+    return this.proposeConfChange({
+      type: ConfChangeType.AddVoter,
+      nodeId: id,
+      context: Buffer.from(address),
+    });
   }
 
   addLearner(id: NodeId, address: string): Promise<Result | undefined> {
-    return this.proposeConfChange({ type: ConfChangeType.AddLearner, nodeId: id, context: Buffer.from(address) });
+    return this.proposeConfChange({
+      type: ConfChangeType.AddLearner,
+      nodeId: id,
+      context: Buffer.from(address),
+    });
   }
 
   removeMember(id: NodeId): Promise<Result | undefined> {
-    return this.proposeConfChange({ type: ConfChangeType.RemoveVoter, nodeId: id, context: new Uint8Array(0) });
+    return this.proposeConfChange({
+      type: ConfChangeType.RemoveVoter,
+      nodeId: id,
+      context: new Uint8Array(0),
+    });
   }
 
   proposeConfChange(cc: ConfChange): Promise<Result | undefined> {
@@ -345,7 +374,8 @@ export class RaftNode<Result = unknown> {
     } catch (err) {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
-    if (result.forwarded) return Promise.reject(new NotLeaderError(this.options.id, lead, this.members.get(lead)));
+    if (result.forwarded)
+      return Promise.reject(new NotLeaderError(this.options.id, lead, this.members.get(lead)));
     const placed = { index: result.index, term: result.term };
     this.kick();
     return new Promise<Result | undefined>((resolve, reject) => {
@@ -448,7 +478,8 @@ export class RaftNode<Result = unknown> {
     if (this.role === StateRole.Leader && ready.messages.length > 0) {
       later = [];
       const early: Message[] = [];
-      for (const message of ready.messages) (LEADER_EARLY_TYPES.has(message.type) ? early : later).push(message);
+      for (const message of ready.messages)
+        (LEADER_EARLY_TYPES.has(message.type) ? early : later).push(message);
       this.transport.send(early);
     }
     // A Ready that only moves the commit index needs no fsync (mustSync false): commit can
@@ -510,7 +541,10 @@ export class RaftNode<Result = unknown> {
       this.members.set(cc.nodeId, address);
       this.transport.addPeer(cc.nodeId, address);
     }
-    this.logger.info({ change: ConfChangeType[cc.type], member: cc.nodeId, confState: this.confState }, 'membership changed');
+    this.logger.info(
+      { change: ConfChangeType[cc.type], member: cc.nodeId, confState: this.confState },
+      'membership changed',
+    );
   }
 
   private restoreSnapshot(snapshot: Snapshot): void {

@@ -12,7 +12,13 @@ import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 
 import { StateRole, type NodeId } from '../types';
-import { TEST_CHANNEL_OPTIONS, channelCredentials, createTestPki, serverCredentials, type TestPki } from '../transport/testing_tls';
+import {
+  TEST_CHANNEL_OPTIONS,
+  channelCredentials,
+  createTestPki,
+  serverCredentials,
+  type TestPki,
+} from '../transport/testing_tls';
 import { NotLeaderError, RaftNode, type RaftNodeOptions } from './index';
 import { KvStateMachine, encodeKvCommand, type KvResult } from './testing_kv';
 
@@ -121,7 +127,11 @@ describe('RaftNode over TLS with LevelDB', () => {
     rmSync(root, { recursive: true, force: true });
   });
 
-  async function cluster(name: string, ids: NodeId[], overrides: Partial<RaftNodeOptions<KvResult>> = {}): Promise<Cluster> {
+  async function cluster(
+    name: string,
+    ids: NodeId[],
+    overrides: Partial<RaftNodeOptions<KvResult>> = {},
+  ): Promise<Cluster> {
     const c = new Cluster(join(root, name), pki, overrides);
     clusters.push(c);
     await c.init(ids);
@@ -138,7 +148,9 @@ describe('RaftNode over TLS with LevelDB', () => {
 
     const follower = [...c.nodes.values()].find((n) => n.id !== leader.id);
     assert.ok(follower);
-    await eventually('the follower to learn the leader', () => (follower.status().leaderId === leader.id ? true : undefined));
+    await eventually('the follower to learn the leader', () =>
+      follower.status().leaderId === leader.id ? true : undefined,
+    );
     await assert.rejects(follower.propose(put('a', '2')), (err: unknown) => {
       assert.ok(err instanceof NotLeaderError);
       assert.equal(err.leaderId, leader.id);
@@ -147,9 +159,14 @@ describe('RaftNode over TLS with LevelDB', () => {
     });
 
     // Many proposals in flight at once are batched and all resolve, in log order.
-    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => leader.propose(put(`k${i % 7}`, `v${i}`))));
+    const results = await Promise.all(
+      Array.from({ length: 200 }, (_, i) => leader.propose(put(`k${i % 7}`, `v${i}`))),
+    );
     const indexes = results.map((r) => r?.index ?? 0);
-    assert.deepEqual([...indexes].sort((x, y) => x - y), indexes);
+    assert.deepEqual(
+      [...indexes].sort((x, y) => x - y),
+      indexes,
+    );
     await c.allHave('k6', 'v195');
 
     await leader.readIndex();
@@ -218,7 +235,10 @@ describe('RaftNode over TLS with LevelDB', () => {
     assert.notEqual(successor.id, leader.id);
     await eventually('the old leader to step down', () => (leader.isLeader() ? undefined : true));
     assert.equal(leader.status().removed, true);
-    assert.deepEqual([...successor.status().voters].sort(), [1, 2, 3].filter((id) => id !== leader.id).sort());
+    assert.deepEqual(
+      [...successor.status().voters].sort(),
+      [1, 2, 3].filter((id) => id !== leader.id).sort(),
+    );
     await successor.propose(put('after', 'yes'));
     const remaining = [1, 2, 3].filter((id) => id !== leader.id);
     await c.allHave('after', 'yes', remaining);
@@ -231,10 +251,15 @@ describe('RaftNode over TLS with LevelDB', () => {
     const leader = await c.leader();
     for (const id of [1, 2, 3]) if (id !== leader.id) await c.stop(id);
     const started = Date.now();
-    await assert.rejects(leader.propose(put('lonely', '1')), /did not complete within 400 ms; its outcome is unknown|not the leader/);
+    await assert.rejects(
+      leader.propose(put('lonely', '1')),
+      /did not complete within 400 ms; its outcome is unknown|not the leader/,
+    );
     assert.ok(Date.now() - started < 2000);
     // With check-quorum the isolated leader steps down.
-    await eventually('the isolated leader to step down', () => (leader.status().role !== StateRole.Leader ? true : undefined));
+    await eventually('the isolated leader to step down', () =>
+      leader.status().role !== StateRole.Leader ? true : undefined,
+    );
     await c.stopAll();
   });
 });

@@ -38,7 +38,9 @@ export function decodeEnvelope(data: Uint8Array): SnapshotEnvelope {
   const parsed: unknown = JSON.parse(buf.subarray(HEADER_BYTES, HEADER_BYTES + jsonLength).toString('utf8'));
   if (
     !Array.isArray(parsed) ||
-    !parsed.every((m): m is [NodeId, string] => Array.isArray(m) && typeof m[0] === 'number' && typeof m[1] === 'string')
+    !parsed.every(
+      (m): m is [NodeId, string] => Array.isArray(m) && typeof m[0] === 'number' && typeof m[1] === 'string',
+    )
   ) {
     throw new RaftError('BAD_SNAPSHOT', 'snapshot member list is malformed');
   }

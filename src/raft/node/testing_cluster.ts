@@ -120,7 +120,9 @@ export class KvProcessCluster {
       requestTimeoutMs: this.options.requestTimeoutMs,
       logLevel: this.options.logLevel ?? 'error',
     };
-    const child = fork(SERVER_SCRIPT, [JSON.stringify(config)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const child = fork(SERVER_SCRIPT, [JSON.stringify(config)], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
     member.child = child;
     member.exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     child.on('message', (message: Record<string, unknown>) => {
@@ -131,7 +133,10 @@ export class KvProcessCluster {
       waiter?.(message);
     });
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`node ${id} did not start within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
+      const timer = setTimeout(
+        () => reject(new Error(`node ${id} did not start within ${START_TIMEOUT_MS} ms`)),
+        START_TIMEOUT_MS,
+      );
       const onMessage = (message: Record<string, unknown>): void => {
         if (message.type !== 'ready') return;
         clearTimeout(timer);
@@ -207,7 +212,11 @@ export class KvProcessCluster {
   }
 
   async load(id: NodeId, proposers: number, durationMs: number, valueBytes: number): Promise<LoadReport> {
-    const reply = await this.ipc(id, { type: 'load', proposers, durationMs, valueBytes }, durationMs + 30_000);
+    const reply = await this.ipc(
+      id,
+      { type: 'load', proposers, durationMs, valueBytes },
+      durationMs + 30_000,
+    );
     return reply.load as LoadReport;
   }
 
@@ -240,7 +249,13 @@ export class KvProcessCluster {
   }
 
   /** An HTTP call to a node's KV API; rejects on a transport error or timeout (outcome unknown). */
-  async http(id: NodeId, method: 'GET' | 'POST', path: string, body: unknown, timeoutMs: number): Promise<HttpReply> {
+  async http(
+    id: NodeId,
+    method: 'GET' | 'POST',
+    path: string,
+    body: unknown,
+    timeoutMs: number,
+  ): Promise<HttpReply> {
     const port = this.member(id).httpPort;
     const payload = body === undefined ? undefined : JSON.stringify(body);
     return new Promise((resolve, reject) => {
@@ -251,7 +266,9 @@ export class KvProcessCluster {
           method,
           path,
           agent: this.agent,
-          headers: payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {},
+          headers: payload
+            ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }
+            : {},
         },
         (res) => {
           const chunks: Buffer[] = [];
@@ -259,7 +276,10 @@ export class KvProcessCluster {
           res.on('end', () => {
             clearTimeout(timer);
             try {
-              resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as HttpReply['body'] });
+              resolve({
+                status: res.statusCode ?? 0,
+                body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as HttpReply['body'],
+              });
             } catch (err) {
               reject(err instanceof Error ? err : new Error(String(err)));
             }
@@ -270,7 +290,10 @@ export class KvProcessCluster {
           });
         },
       );
-      const timer = setTimeout(() => req.destroy(new Error(`request to node ${id} timed out after ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(
+        () => req.destroy(new Error(`request to node ${id} timed out after ${timeoutMs} ms`)),
+        timeoutMs,
+      );
       req.on('error', (err) => {
         clearTimeout(timer);
         reject(err);

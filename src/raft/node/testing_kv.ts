@@ -16,7 +16,9 @@ export function encodeKvCommand(command: KvCommand): Uint8Array {
 }
 
 function decodeKvCommand(data: Uint8Array): KvCommand {
-  const parsed: unknown = JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8'));
+  const parsed: unknown = JSON.parse(
+    Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8'),
+  );
   if (
     typeof parsed === 'object' &&
     parsed !== null &&
@@ -49,7 +51,8 @@ export class KvStateMachine implements StateMachine<KvResult> {
 
   apply(entry: Entry): KvResult {
     const command = decodeKvCommand(entry.data);
-    const value = command.op === 'append' ? (this.data.get(command.key) ?? '') + command.value : command.value;
+    const value =
+      command.op === 'append' ? (this.data.get(command.key) ?? '') + command.value : command.value;
     this.data.set(command.key, value);
     return { index: entry.index };
   }
@@ -61,7 +64,9 @@ export class KvStateMachine implements StateMachine<KvResult> {
   restore(data: Uint8Array): void {
     this.data.clear();
     if (data.length === 0) return;
-    const parsed: unknown = JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8'));
+    const parsed: unknown = JSON.parse(
+      Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('utf8'),
+    );
     if (!Array.isArray(parsed)) throw new Error('KV snapshot is not a list of pairs');
     for (const pair of parsed) {
       if (!Array.isArray(pair) || typeof pair[0] !== 'string' || typeof pair[1] !== 'string') {

@@ -172,7 +172,10 @@ async function main(): Promise<void> {
           break;
         }
         case 'load':
-          send({ requestId: raw.requestId, load: await runLoad(node, raw.proposers, raw.durationMs, raw.valueBytes) });
+          send({
+            requestId: raw.requestId,
+            load: await runLoad(node, raw.proposers, raw.durationMs, raw.valueBytes),
+          });
           break;
         case 'probeStop':
           probeGeneration++;
@@ -222,7 +225,9 @@ async function runLoad(
   durationMs: number,
   valueBytes: number,
 ): Promise<LoadReport> {
-  const value = randomBytes(Math.ceil(valueBytes / 2)).toString('hex').slice(0, valueBytes);
+  const value = randomBytes(Math.ceil(valueBytes / 2))
+    .toString('hex')
+    .slice(0, valueBytes);
   const latenciesMs: number[] = [];
   let failed = 0;
   const start = performance.now();
@@ -246,6 +251,8 @@ async function runLoad(
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`kv node failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.stderr.write(
+    `kv node failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+  );
   process.exit(1);
 });

@@ -1,11 +1,7 @@
 // Conversion between the core's Message (src/raft/types.ts) and the wire RaftMessage. Snapshot
 // data never rides inside a RaftMessage: it travels as SnapshotChunk frames and is put back here.
 
-import type {
-  RaftEntry,
-  RaftMessage,
-  RaftSnapshotMetadata,
-} from '../../gen/cluster/v1/raft';
+import type { RaftEntry, RaftMessage, RaftSnapshotMetadata } from '../../gen/cluster/v1/raft';
 import { EntryType, MessageType, type Entry, type Message, type SnapshotMetadata } from '../types';
 
 /** Wraps bytes as a Buffer without copying (the generated code's bytes fields are Buffers). */
@@ -33,7 +29,7 @@ function entryToProto(entry: Entry): RaftEntry {
 
 function entryFromProto(entry: RaftEntry): Entry {
   if (!ENTRY_TYPES.has(entry.type)) throw new WireFormatError(`unknown entry type ${entry.type}`);
-  return { term: entry.term, index: entry.index, type: entry.type as EntryType, data: entry.data };
+  return { term: entry.term, index: entry.index, type: entry.type, data: entry.data };
 }
 
 function metadataToProto(metadata: SnapshotMetadata): RaftSnapshotMetadata {
@@ -69,7 +65,7 @@ export function messageToProto(message: Message): RaftMessage {
 export function messageFromProto(wire: RaftMessage, snapshotData?: Uint8Array): Message {
   if (!MESSAGE_TYPES.has(wire.type)) throw new WireFormatError(`unknown message type ${wire.type}`);
   const message: Message = {
-    type: wire.type as MessageType,
+    type: wire.type,
     to: wire.to,
     from: wire.from,
     term: wire.term,

@@ -413,7 +413,12 @@ export class RaftTransport {
         return;
       }
       const hello = frame.body?.$case === 'hello' ? frame.body.value : undefined;
-      if (!hello || hello.from !== peer.id || hello.to !== this.options.nodeId || hello.clusterId !== this.options.clusterId) {
+      if (
+        !hello ||
+        hello.from !== peer.id ||
+        hello.to !== this.options.nodeId ||
+        hello.clusterId !== this.options.clusterId
+      ) {
         this.logger.warn({ peerId: peer.id, address, hello }, 'peer answered with a wrong hello');
         stream.cancel();
         return;
@@ -491,7 +496,11 @@ export class RaftTransport {
       if (hello.from === 0 || hello.from === this.options.nodeId) {
         return refuse(GrpcStatus.INVALID_ARGUMENT, `invalid caller id ${hello.from}`);
       }
-      const reply: RaftHello = { from: this.options.nodeId, to: hello.from, clusterId: this.options.clusterId };
+      const reply: RaftHello = {
+        from: this.options.nodeId,
+        to: hello.from,
+        clusterId: this.options.clusterId,
+      };
       call.write({ body: { $case: 'hello', value: reply } });
       connection = new Connection(hello.from, call, false);
       this.established(this.peerFor(hello.from), connection);
@@ -587,7 +596,9 @@ export class RaftTransport {
       reassembly.received !== chunk.offset ||
       chunk.offset + chunk.data.length > reassembly.buffer.length
     ) {
-      throw new Error(`snapshot chunk out of sequence (index ${chunk.snapshotIndex}, offset ${chunk.offset})`);
+      throw new Error(
+        `snapshot chunk out of sequence (index ${chunk.snapshotIndex}, offset ${chunk.offset})`,
+      );
     }
     chunk.data.copy(reassembly.buffer, chunk.offset);
     reassembly.received += chunk.data.length;

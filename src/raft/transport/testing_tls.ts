@@ -41,7 +41,20 @@ function openssl(dir: string, args: string[]): void {
 export function createTestPki(parent: string = tmpdir()): TestPki {
   const dir = mkdtempSync(join(parent, 'raft-pki-'));
   openssl(dir, ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', 'ca.key']);
-  openssl(dir, ['req', '-x509', '-new', '-key', 'ca.key', '-sha256', '-days', '2', '-subj', '/CN=test-raft-ca', '-out', 'ca.crt']);
+  openssl(dir, [
+    'req',
+    '-x509',
+    '-new',
+    '-key',
+    'ca.key',
+    '-sha256',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=test-raft-ca',
+    '-out',
+    'ca.crt',
+  ]);
   const ca = readFileSync(join(dir, 'ca.crt'));
   const made = new Map<string, NodeTlsFiles>();
   return {
@@ -58,8 +71,22 @@ export function createTestPki(parent: string = tmpdir()): TestPki {
       openssl(dir, ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', `${safe}.key`]);
       openssl(dir, ['req', '-new', '-key', `${safe}.key`, '-subj', `/CN=${safe}`, '-out', `${safe}.csr`]);
       openssl(dir, [
-        'x509', '-req', '-in', `${safe}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial',
-        '-days', '2', '-sha256', '-extfile', `${safe}.ext`, '-out', `${safe}.crt`,
+        'x509',
+        '-req',
+        '-in',
+        `${safe}.csr`,
+        '-CA',
+        'ca.crt',
+        '-CAkey',
+        'ca.key',
+        '-CAcreateserial',
+        '-days',
+        '2',
+        '-sha256',
+        '-extfile',
+        `${safe}.ext`,
+        '-out',
+        `${safe}.crt`,
       ]);
       const files = {
         ca,

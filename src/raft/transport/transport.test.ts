@@ -10,8 +10,19 @@ import { status as GrpcStatus, type ServiceError } from '@grpc/grpc-js';
 import { RaftTransportClient, type RaftFrame } from '../../gen/cluster/v1/raft';
 import { EntryType, MessageType, emptyMessage, type Message, type NodeId } from '../types';
 import { messageFromProto, messageToProto } from './convert';
-import { MAX_DATA_BYTES_IN_FLIGHT, MAX_QUEUED_MESSAGES_PER_PEER, RaftTransport, type TransportHandler } from './index';
-import { TEST_CHANNEL_OPTIONS, channelCredentials, createTestPki, serverCredentials, type TestPki } from './testing_tls';
+import {
+  MAX_DATA_BYTES_IN_FLIGHT,
+  MAX_QUEUED_MESSAGES_PER_PEER,
+  RaftTransport,
+  type TransportHandler,
+} from './index';
+import {
+  TEST_CHANNEL_OPTIONS,
+  channelCredentials,
+  createTestPki,
+  serverCredentials,
+  type TestPki,
+} from './testing_tls';
 
 class Recorder implements TransportHandler {
   readonly received: Message[] = [];
@@ -120,12 +131,22 @@ describe('raft transport over mutual TLS', () => {
       context: new Uint8Array([9, 8, 7]),
     };
     const back = messageFromProto(messageToProto(message));
-    assert.deepEqual({ ...back, context: [...back.context], entries: back.entries.map((e) => ({ ...e, data: [...e.data] })) }, {
-      ...message,
-      context: [9, 8, 7],
-      entries: message.entries.map((e) => ({ ...e, data: [...e.data] })),
-    });
-    assert.throws(() => messageFromProto({ ...messageToProto(message), type: 99 }), /unknown message type 99/);
+    assert.deepEqual(
+      {
+        ...back,
+        context: [...back.context],
+        entries: back.entries.map((e) => ({ ...e, data: [...e.data] })),
+      },
+      {
+        ...message,
+        context: [9, 8, 7],
+        entries: message.entries.map((e) => ({ ...e, data: [...e.data] })),
+      },
+    );
+    assert.throws(
+      () => messageFromProto({ ...messageToProto(message), type: 99 }),
+      /unknown message type 99/,
+    );
   });
 
   test('messages flow both ways on the stream the lower id dials', async () => {
@@ -137,7 +158,10 @@ describe('raft transport over mutual TLS', () => {
     await t1.start();
     t1.send([heartbeat(1, 2, 5), append(1, 2, 1, 100)]);
     await h2.until(() => h2.received.length === 2, 'node 2 to receive two messages');
-    assert.deepEqual(h2.received.map((m) => m.type), [MessageType.Heartbeat, MessageType.App]);
+    assert.deepEqual(
+      h2.received.map((m) => m.type),
+      [MessageType.Heartbeat, MessageType.App],
+    );
     assert.equal(h2.received[1]?.entries[0]?.data.length, 100);
     // Node 2 does not know node 1's address: its reply can only travel on node 1's stream.
     t2.send([{ ...emptyMessage(MessageType.HeartbeatResp, 2, 1), term: 5 }]);
@@ -187,10 +211,18 @@ describe('raft transport over mutual TLS', () => {
     const heartbeatAt = h4.received.findIndex((m) => m.type === MessageType.Heartbeat);
     // At most MAX_DATA_BYTES_IN_FLIGHT of appends (4 of 512 KiB) may be ahead of it.
     const allowedAhead = Math.ceil(MAX_DATA_BYTES_IN_FLIGHT / (512 * 1024)) + 2;
-    assert.ok(heartbeatAt <= allowedAhead, `heartbeat arrived at position ${heartbeatAt} of 49, behind the appends`);
+    assert.ok(
+      heartbeatAt <= allowedAhead,
+      `heartbeat arrived at position ${heartbeatAt} of 49, behind the appends`,
+    );
     // Appends keep their order among themselves.
-    const appendIndexes = h4.received.filter((m) => m.type === MessageType.App).map((m) => m.entries[0]?.index);
-    assert.deepEqual(appendIndexes, appends.map((m) => m.entries[0]?.index));
+    const appendIndexes = h4.received
+      .filter((m) => m.type === MessageType.App)
+      .map((m) => m.entries[0]?.index);
+    assert.deepEqual(
+      appendIndexes,
+      appends.map((m) => m.entries[0]?.index),
+    );
   });
 
   test('toward a dead peer the queue stays bounded, unreachable is reported, and it reconnects', async () => {
@@ -198,10 +230,15 @@ describe('raft transport over mutual TLS', () => {
     const h1 = new Recorder();
     const t1 = transport(1, h1, [[5, `127.0.0.1:${port5}`]]);
     await t1.start();
-    const burst = Array.from({ length: MAX_QUEUED_MESSAGES_PER_PEER + 500 }, (_, i) => heartbeat(1, 5, i + 1));
+    const burst = Array.from({ length: MAX_QUEUED_MESSAGES_PER_PEER + 500 }, (_, i) =>
+      heartbeat(1, 5, i + 1),
+    );
     t1.send(burst);
     assert.equal(t1.queuedMessages(5), MAX_QUEUED_MESSAGES_PER_PEER);
-    assert.ok(h1.unreachable.filter((id) => id === 5).length >= 500, 'each dropped message reports node 5 unreachable');
+    assert.ok(
+      h1.unreachable.filter((id) => id === 5).length >= 500,
+      'each dropped message reports node 5 unreachable',
+    );
 
     const h5 = new Recorder();
     const t5 = transport(5, h5, [], { port: port5 });
@@ -217,13 +254,19 @@ describe('raft transport over mutual TLS', () => {
     const t6 = transport(6, h6);
     const port6 = await t6.start();
     const files = pki.node('node-1');
-    const client = new RaftTransportClient(`127.0.0.1:${port6}`, channelCredentials(files), TEST_CHANNEL_OPTIONS);
+    const client = new RaftTransportClient(
+      `127.0.0.1:${port6}`,
+      channelCredentials(files),
+      TEST_CHANNEL_OPTIONS,
+    );
     try {
       const call = client.stream();
       const err = await new Promise<ServiceError>((resolve) => {
         call.on('error', resolve);
         call.on('data', () => undefined);
-        const hello: RaftFrame = { body: { $case: 'hello', value: { from: 1, to: 6, clusterId: 'other-cluster' } } };
+        const hello: RaftFrame = {
+          body: { $case: 'hello', value: { from: 1, to: 6, clusterId: 'other-cluster' } },
+        };
         call.write(hello);
       });
       assert.equal(err.code, GrpcStatus.PERMISSION_DENIED);
