@@ -16,7 +16,7 @@ interface CliArgs {
 
 class UsageError extends Error {}
 
-const USAGE = 'usage: sim --seeds N [--from S] [--nodes 3|5] [--steps K] [--mutation none|lying-disk|forget-vote|forge-vote] [--trace]';
+const USAGE = 'usage: sim --seeds N [--from S] [--nodes 3|5] [--steps K] [--mutation none|lying-disk|forget-vote|forge-vote|local-read] [--trace]';
 
 function parseArgs(argv: readonly string[]): CliArgs {
   const args: CliArgs = { seeds: 100, from: 1, nodes: undefined, steps: undefined, mutation: 'none', trace: false };
@@ -47,8 +47,8 @@ function parseArgs(argv: readonly string[]): CliArgs {
       }
       case '--mutation': {
         const m = argv[++i];
-        if (m !== 'none' && m !== 'lying-disk' && m !== 'forget-vote' && m !== 'forge-vote') {
-          throw new UsageError(`--mutation must be none, lying-disk, forget-vote or forge-vote, got '${m ?? ''}'`);
+        if (m !== 'none' && m !== 'lying-disk' && m !== 'forget-vote' && m !== 'forge-vote' && m !== 'local-read') {
+          throw new UsageError(`--mutation must be none, lying-disk, forget-vote, forge-vote or local-read, got '${m ?? ''}'`);
         }
         args.mutation = m;
         break;

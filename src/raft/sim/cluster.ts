@@ -63,8 +63,10 @@ export type CoreFactory = (config: Config) => RaftCore;
  * - forget-vote: on restart the storage reports no vote for the current term.
  * - forge-vote: the driver hands a candidate a granted vote its peer never cast (a vote
  *   counted twice).
+ * - local-read: the driver answers reads from its own state machine at once, skipping
+ *   ReadIndex (a follower read, or a deposed leader's).
  */
-export type Mutation = 'none' | 'lying-disk' | 'forget-vote' | 'forge-vote';
+export type Mutation = 'none' | 'lying-disk' | 'forget-vote' | 'forge-vote' | 'local-read';
 
 /** Relative weights of the events of the fault phase. */
 export interface EventWeights {
@@ -329,7 +331,11 @@ export class Simulation {
   private readonly pending = new Map<string, PendingOp>();
   private readonly busyClients = new Set<number>();
   private readonly history: KvOperation[] = [];
+  /** Writes whose client never heard back; settled against firstApplied at the end. */
+  private readonly unknownWrites: KvOperation[] = [];
   private readonly answeredReads = new Set<string>();
+  /** The step at which each write was first applied by any node (it was committed by then). */
+  private readonly firstApplied = new Map<string, number>();
   private readonly forged: Message[] = [];
 
   private readonly traceLength: number;
@@ -844,6 +850,7 @@ export class Simulation {
       } else {
         const cmd = decodeCommand(e.data);
         if (cmd !== undefined) {
+          if (!this.firstApplied.has(cmd.id)) this.firstApplied.set(cmd.id, this.stepNo);
           node.kv.apply(cmd);
           this.answerWrite(node, cmd.id);
         }
@@ -927,6 +934,11 @@ export class Simulation {
     const key = `k${this.rng.int(0, KEYS - 1)}`;
     const op = this.openOp(reqId, clientId, 'get', key, '', node);
     this.note(`client ${clientId} get ${key} via ${node.id} (${reqId})`);
+    if (this.mutation === 'local-read') {
+      node.pendingReads.push({ index: 0, reqId });
+      this.answerReads(node);
+      return;
+    }
     try {
       this.coreOf(node).readIndex(encoder.encode(reqId));
     } catch (err) {
@@ -963,7 +975,7 @@ export class Simulation {
     this.closeOp(op);
     if (op.kind === 'put') {
       this.stats.unknownOutcomes++;
-      this.history.push({ clientId: op.clientId, input: { op: 'put', key: op.key, value: op.value }, call: op.call });
+      this.unknownWrites.push({ clientId: op.clientId, input: { op: 'put', key: op.key, value: op.value }, call: op.call });
     }
   }
 
@@ -1152,10 +1164,29 @@ export class Simulation {
 
   private checkHistory(): void {
     for (const op of [...this.pending.values()]) this.giveUp(op);
+    // The simulator knows more than the client: a write no node ever applied never took
+    // effect, and one applied took effect no later than its first application (it was
+    // committed by then, and every later read must see it).
+    for (const op of this.unknownWrites) {
+      if (op.input.op !== 'put') continue;
+      const applied = this.firstApplied.get(op.input.value);
+      if (applied === undefined) continue;
+      this.history.push({ ...op, return: Math.max(applied, op.call), output: {} });
+    }
     const result = checkKvHistory(this.history, { maxSteps: MAX_CHECK_STEPS });
     this.note(`history: ${this.history.length} operations, ${result.ok ? 'linearizable' : result.reason}`);
     if (!result.ok && result.reason === 'illegal') {
-      this.fail('linearizability', `the history of key ${result.partition} (${result.operations} operations) is not linearizable`);
+      const ops = this.history
+        .filter((op) => op.input.key === result.partition)
+        .sort((a, b) => a.call - b.call)
+        .map((op) => {
+          const span = `[${op.call},${op.return ?? '∞'})`;
+          return op.input.op === 'get' ? `c${op.clientId} get=${String(op.output?.value ?? null)} ${span}` : `c${op.clientId} put ${op.input.op === 'put' ? op.input.value : ''} ${span}`;
+        });
+      this.fail(
+        'linearizability',
+        `the history of key ${result.partition} (${result.operations} operations) is not linearizable:\n    ${ops.slice(0, 60).join('\n    ')}`,
+      );
     }
   }
 }

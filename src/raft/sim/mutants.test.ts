@@ -69,3 +69,11 @@ test('a node that forgets its vote on restart: caught voting twice in one term',
   assert.ok(found, 'no double vote in 10 seeds');
   assertCleanWithoutMutation(found.result, extra);
 });
+
+test('reads served from local state without ReadIndex: the history is not linearizable', () => {
+  const extra: Partial<SimOptions> = { checks: ['linearizability'] };
+  const found = firstViolation('local-read', ['linearizability'], 10, extra);
+  assert.ok(found, 'no linearizability violation in 10 seeds');
+  assert.match(found.result.violation?.detail ?? '', /get=/);
+  assertCleanWithoutMutation(found.result, extra);
+});
