@@ -1,7 +1,9 @@
 // Test helpers of the control API: an API over a MemoryStore fed by a LocalProposer, a service
 // spec with every field set, and objects written straight into the store.
+import { Server, ServerCredentials, type ServiceError } from '@grpc/grpc-js';
 import pino from 'pino';
 
+import { toClusterError } from '../../common/errors';
 import type { Logger } from '../../common/logger';
 import {
   Cluster,
@@ -236,5 +238,31 @@ export function testNetwork(name: string, opts: { subnet?: string; ingress?: boo
       ipam: { subnet: opts.subnet ?? '', gateway: '' },
       ingress: opts.ingress ?? false,
     },
+  });
+}
+
+/** A callback-style client call as a promise; errors become ClusterErrors as the CLI sees them. */
+export function unary<Res>(
+  start: (callback: (error: ServiceError | null, response: Res) => void) => unknown,
+): Promise<Res> {
+  return new Promise<Res>((resolve, reject) => {
+    start((error, response) => (error ? reject(toClusterError(error)) : resolve(response)));
+  });
+}
+
+/** Binds a grpc server on `address` (port 0 allowed) and resolves with the bound port. */
+export function bindServer(server: Server, address: string): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    server.bindAsync(address, ServerCredentials.createInsecure(), (error, port) =>
+      error ? reject(error) : resolve(port),
+    );
+  });
+}
+
+export function shutdownServer(server: Server): Promise<void> {
+  return new Promise<void>((resolve) => {
+    server.tryShutdown(() => resolve());
+    // Calls still open (none expected) must not keep the test alive.
+    setImmediate(() => server.forceShutdown());
   });
 }
