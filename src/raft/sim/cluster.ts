@@ -484,6 +484,72 @@ export class Simulation {
     node.state = 'running';
   }
 
+  // ---- Scripted control: for tests that need one exact interleaving -------------------------
+
+  /** Boots the cluster without running the random schedule; drive it with the calls below. */
+  begin(): void {
+    this.bootstrap();
+  }
+
+  /** Ticks node `id` until it has a Ready (or maxTicks pass); handles that Ready. */
+  tickUntilReady(id: NodeId, maxTicks: number): boolean {
+    const node = this.nodeOf(id);
+    for (let i = 0; i < maxTicks; i++) {
+      this.stepNo++;
+      this.tick(node);
+      if (this.coreOf(node).hasReady()) {
+        this.handleReady(node);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** Delivers, in order, every message in flight that `which` selects; handles the Readies. */
+  deliverWhere(which: (m: Message) => boolean): number {
+    const chosen = this.network.filter((f) => which(f.msg));
+    this.network = this.network.filter((f) => !which(f.msg));
+    for (const f of chosen) {
+      this.stepNo++;
+      this.deliver(f);
+      for (const n of this.running()) if (this.coreOf(n).hasReady()) this.handleReady(n);
+    }
+    return chosen.length;
+  }
+
+  /** Loses every message in flight that `which` selects. */
+  dropWhere(which: (m: Message) => boolean): void {
+    for (const f of this.network.filter((x) => which(x.msg))) this.drop(f, 'scripted');
+    this.network = this.network.filter((f) => !which(f.msg));
+  }
+
+  crashNode(id: NodeId): void {
+    this.stepNo++;
+    this.crash(this.nodeOf(id));
+  }
+
+  restartNode(id: NodeId): void {
+    this.stepNo++;
+    this.restart(this.nodeOf(id));
+  }
+
+  /** Two nodes can no longer talk to each other. */
+  cutLink(a: NodeId, b: NodeId): void {
+    this.blocked.add(`${a}>${b}`);
+    this.blocked.add(`${b}>${a}`);
+    this.note(`partition: cut link ${a}<>${b}`);
+  }
+
+  roleOf(id: NodeId): StateRole {
+    return this.nodeOf(id).role;
+  }
+
+  private nodeOf(id: NodeId): SimNode {
+    const node = this.nodes.get(id);
+    if (node === undefined) throw new Error(`no node ${id}`);
+    return node;
+  }
+
   // ---- The fault phase --------------------------------------------------------------------
 
   private running(): SimNode[] {

@@ -4,8 +4,9 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { type Mutation, runSeed, type SimOptions, type SimResult } from './cluster';
-import { ALL_INVARIANTS, type InvariantName, PAPER_INVARIANTS } from './invariants';
+import { MessageType, StateRole } from '../index';
+import { type Mutation, runSeed, Simulation, type SimOptions, type SimResult } from './cluster';
+import { ALL_INVARIANTS, type InvariantName, InvariantViolation, PAPER_INVARIANTS } from './invariants';
 
 /** Runs seeds from 1 until one violates one of `wanted`; returns that result or undefined. */
 function firstViolation(
@@ -76,4 +77,39 @@ test('reads served from local state without ReadIndex: the history is not linear
   assert.ok(found, 'no linearizability violation in 10 seeds');
   assert.match(found.result.violation?.detail ?? '', /get=/);
   assertCleanWithoutMutation(found.result, extra);
+});
+
+/**
+ * The interleaving that makes a forgotten vote elect two leaders, scripted: 1 and 2 cannot
+ * talk; 1 campaigns and wins with 3's vote; 3 crashes before hearing from leader 1 and
+ * restarts; 2 campaigns in the same term and asks 3.
+ */
+function forgottenVoteScenario(mutation: Mutation): Simulation {
+  const sim = new Simulation({ seed: 7, nodes: 3, mutation, preVote: false, checkQuorum: false, checks: ['election-safety'] });
+  sim.begin();
+  sim.cutLink(1, 2);
+  assert.ok(sim.tickUntilReady(1, 100), 'node 1 campaigns');
+  assert.equal(sim.roleOf(1), StateRole.Candidate);
+  sim.deliverWhere((m) => m.type === MessageType.Vote && m.to === 3);
+  sim.deliverWhere((m) => m.type === MessageType.VoteResp && m.to === 1);
+  assert.equal(sim.roleOf(1), StateRole.Leader);
+  sim.dropWhere((m) => m.to === 3);
+  sim.crashNode(3);
+  sim.restartNode(3);
+  assert.ok(sim.tickUntilReady(2, 100), 'node 2 campaigns');
+  assert.equal(sim.roleOf(2), StateRole.Candidate);
+  sim.deliverWhere((m) => m.type === MessageType.Vote && m.to === 3);
+  sim.deliverWhere((m) => m.type === MessageType.VoteResp && m.to === 2);
+  return sim;
+}
+
+test('a node that forgets its vote on restart: two leaders in one term (scripted interleaving)', () => {
+  assert.throws(
+    () => forgottenVoteScenario('forget-vote'),
+    (err: unknown) => err instanceof InvariantViolation && /nodes 1 and 2 both lead term 2/.test(err.detail),
+  );
+  // With the vote kept, node 3 refuses node 2 and there is one leader.
+  const sim = forgottenVoteScenario('none');
+  assert.equal(sim.roleOf(1), StateRole.Leader);
+  assert.equal(sim.roleOf(2), StateRole.Candidate);
 });
