@@ -63,7 +63,7 @@ export class Unstable {
   truncateAndAppend(entries: Entry[]): void {
     const after = entries[0].index;
     if (after === this.offset + this.entries.length) {
-      this.entries = this.entries.concat(entries);
+      for (const e of entries) this.entries.push(e);
     } else if (after <= this.offset) {
       // Replaces everything unstable; stable entries from `after` on are overwritten when
       // the driver persists these (storage truncates the conflicting suffix).
@@ -130,6 +130,8 @@ export class RaftLog {
 
   /** term(index), or 0 when the entry is compacted or not there (it matches no real term). */
   termOrZero(index: number): number {
+    // Bounds first: exceptions are slow, and a probe past the end is routine.
+    if (index < this.firstIndex() - 1 || index > this.lastIndex()) return 0;
     try {
       return this.term(index);
     } catch (err) {
@@ -143,6 +145,7 @@ export class RaftLog {
   }
 
   matchTerm(index: number, term: number): boolean {
+    if (index < this.firstIndex() - 1 || index > this.lastIndex()) return false;
     try {
       return this.term(index) === term;
     } catch (err) {

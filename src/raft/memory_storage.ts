@@ -11,7 +11,7 @@ import {
   UnavailableError,
   RaftError,
 } from './types';
-import { invariant, limitSize } from './util';
+import { entrySize, invariant } from './util';
 
 export function emptySnapshot(): Snapshot {
   return {
@@ -66,7 +66,17 @@ export class MemoryStorage implements Storage {
     if (hi > this.lastIndex() + 1) throw new UnavailableError(hi - 1);
     invariant(lo <= hi, () => `entries: lo ${lo} > hi ${hi}`);
     if (lo === hi) return [];
-    return limitSize(this.ents.slice(lo - offset, hi - offset), maxBytes);
+    // Stop at the byte limit rather than copying the whole range first: a lagging follower
+    // asks for everything from its next index.
+    const out: Entry[] = [this.ents[lo - offset]];
+    let size = entrySize(out[0]);
+    for (let i = lo + 1; i < hi; i++) {
+      const e = this.ents[i - offset];
+      size += entrySize(e);
+      if (size > maxBytes) break;
+      out.push(e);
+    }
+    return out;
   }
 
   term(index: number): number {
@@ -149,6 +159,8 @@ export class MemoryStorage implements Storage {
       offset <= this.ents.length,
       () => `append leaves a gap: first new index ${toAdd[0].index}, last stored ${this.lastIndex()}`,
     );
-    this.ents = this.ents.slice(0, offset).concat(toAdd);
+    // In place: the common case (appending at the end) must not copy the whole log.
+    this.ents.length = offset;
+    for (const e of toAdd) this.ents.push(e);
   }
 }
