@@ -185,7 +185,8 @@ function newTables(): Tables {
 function deepFreeze<T>(value: T): DeepReadonly<T> {
   if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
     Object.freeze(value);
-    for (const child of Object.values(value)) deepFreeze(child);
+    const source = value as Record<string, unknown>;
+    for (const key in source) deepFreeze(source[key]);
   }
   return value as DeepReadonly<T>;
 }
