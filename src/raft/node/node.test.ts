@@ -19,7 +19,7 @@ import {
   serverCredentials,
   type TestPki,
 } from '../transport/testing_tls';
-import { NotLeaderError, RaftNode, type RaftNodeOptions } from './index';
+import { NotLeaderError, ProposalTimeoutError, RaftNode, type RaftNodeOptions } from './index';
 import { KvStateMachine, encodeKvCommand, type KvResult } from './testing_kv';
 
 const TICK_MS = 20;
@@ -36,7 +36,7 @@ async function freePort(): Promise<number> {
   });
 }
 
-async function eventually<T>(what: string, probe: () => T | undefined, timeoutMs = 5000): Promise<T> {
+async function eventually<T>(what: string, probe: () => T | undefined, timeoutMs = 15_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = probe();
@@ -247,18 +247,23 @@ describe('RaftNode over TLS with LevelDB', () => {
   });
 
   test('a proposal that cannot commit fails with a clear timeout instead of hanging', async () => {
-    const c = await cluster('timeout', [1, 2, 3], { requestTimeoutMs: 400 });
+    // A long election timeout (1.5 s) keeps the isolated leader leading while the proposal waits.
+    const c = await cluster('timeout', [1, 2, 3], { requestTimeoutMs: 400, electionTicks: 75 });
     const leader = await c.leader();
     for (const id of [1, 2, 3]) if (id !== leader.id) await c.stop(id);
+    assert.equal(leader.isLeader(), true);
     const started = Date.now();
-    await assert.rejects(
-      leader.propose(put('lonely', '1')),
-      /did not complete within 400 ms; its outcome is unknown|not the leader/,
-    );
+    await assert.rejects(leader.propose(put('lonely', '1')), (err: unknown) => {
+      assert.ok(err instanceof ProposalTimeoutError);
+      assert.match(err.message, /did not complete within 400 ms; its outcome is unknown/);
+      return true;
+    });
     assert.ok(Date.now() - started < 2000);
     // With check-quorum the isolated leader steps down.
-    await eventually('the isolated leader to step down', () =>
-      leader.status().role !== StateRole.Leader ? true : undefined,
+    await eventually(
+      'the isolated leader to step down',
+      () => (leader.status().role !== StateRole.Leader ? true : undefined),
+      10_000,
     );
     await c.stopAll();
   });
