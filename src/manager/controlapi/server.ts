@@ -7,6 +7,7 @@ import { ClusterError, toClusterError } from '../../common/errors';
 import { componentLogger, type Logger } from '../../common/logger';
 import type { ControlServer } from '../../gen/cluster/v1/control';
 import { RaftError } from '../../raft/types';
+import { nodeIdentityFromPeer } from '../ca';
 import { ControlApi, type ControlApiDeps } from './api';
 
 /**
@@ -19,6 +20,21 @@ export type Authorize = (call: ServerUnaryCall<unknown, unknown>) => void | Prom
 export interface ControlServerDeps extends ControlApiDeps {
   authorize?: Authorize;
 }
+
+/**
+ * The TCP port's check: the caller's certificate (verified against the cluster CA by the mutual
+ * TLS handshake) must be a manager's. Workers hold certificates too, and must not reach this API.
+ */
+export const requireManagerCertificate: Authorize = (call) => {
+  const caller = nodeIdentityFromPeer(call.getAuthContext()?.sslPeerCertificate);
+  if (caller.role !== 'manager') {
+    throw new ClusterError(
+      'PERMISSION_DENIED',
+      `node ${caller.nodeId} holds a worker certificate: the control API accepts manager certificates only`,
+      { nodeId: caller.nodeId },
+    );
+  }
+};
 
 /** Raft's errors as the caller should see them: all are "retry", one is "outcome unknown". */
 export function toControlError(e: unknown): ClusterError {
