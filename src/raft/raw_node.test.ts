@@ -71,6 +71,56 @@ describe('RawNode cluster', () => {
     assert.deepEqual(rd.hardState, { term: 1, vote: 1, commit: 0 });
   });
 
+  it('puts a vote grant in the same Ready as the vote it promises, with mustSync', () => {
+    const net = new TestNetwork([1, 2, 3], { preVote: false });
+    net.node(2).step({ ...emptyMessage(MessageType.Vote, 1, 2), term: 1 });
+    const rd = net.node(2).ready();
+    assert.deepEqual(rd.hardState, { term: 1, vote: 1, commit: 0 });
+    assert.equal(rd.mustSync, true);
+    assert.deepEqual(
+      rd.messages.map((m) => [m.type, m.reject]),
+      [[MessageType.VoteResp, false]],
+    );
+  });
+
+  it('needs no sync for a commit index change alone, and syncs an installed snapshot', () => {
+    const net = new TestNetwork([1, 2, 3]);
+    net.elect(1);
+    net.cutOneWay(1, 2);
+    net.propose(1, 'a');
+    net.heal();
+    // The heartbeat carries only min(match, commit): first catch 2 up, then commit.
+    net.cutOneWay(2, 1);
+    net.node(2).step({
+      ...emptyMessage(MessageType.App, 1, 2),
+      term: 1,
+      index: 1,
+      logTerm: 1,
+      entries: [...net.member(1).storage.entries(2, 3, Infinity)],
+    });
+    net.processReady(2);
+    net.node(2).step({ ...emptyMessage(MessageType.Heartbeat, 1, 2), term: 1, commit: 2 });
+    const rd = net.node(2).ready();
+    assert.equal(rd.hardState?.commit, 2);
+    assert.equal(rd.entries.length, 0);
+    assert.equal(rd.mustSync, false);
+    net.node(2).advance();
+
+    const s = new MemoryStorage();
+    const node = new RawNode({ id: 3, storage: s, random: seededRandom(3) });
+    node.step({
+      ...emptyMessage(MessageType.Snap, 1, 3),
+      term: 2,
+      snapshot: {
+        metadata: { index: 5, term: 2, confState: { voters: [1, 2, 3], learners: [] } },
+        data: new Uint8Array(0),
+      },
+    });
+    const snapRd = node.ready();
+    assert.equal(snapRd.snapshot?.metadata.index, 5);
+    assert.equal(snapRd.mustSync, true);
+  });
+
   it('restarts a node from its storage and catches it up', () => {
     const net = new TestNetwork([1, 2, 3]);
     net.elect(1);

@@ -204,8 +204,13 @@ export class RawNode {
     }
     const snap = r.raftLog.unstable.snapshot;
     if (snap) rd.snapshot = snap;
+    // A new term or vote, new entries and an installed snapshot are all promised to peers by
+    // the messages of this Ready; the commit index alone can be recovered, so needs no sync.
     rd.mustSync =
-      rd.entries.length > 0 || hard.vote !== this.prevHardState.vote || hard.term !== this.prevHardState.term;
+      rd.entries.length > 0 ||
+      rd.snapshot !== undefined ||
+      hard.vote !== this.prevHardState.vote ||
+      hard.term !== this.prevHardState.term;
     this.pending = rd;
     return rd;
   }
