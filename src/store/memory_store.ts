@@ -620,7 +620,6 @@ export class MemoryStore {
       const items = chunk;
       const full = builder;
       chunk = [];
-      builder = new TransactionBuilder(this.tables);
       full.close();
       if (items.length === 0) return;
       let result: AppliedResult | undefined;
@@ -640,6 +639,14 @@ export class MemoryStore {
         outcome.events.push(...result.events);
       }
     };
+    const flushAndRenew = async () => {
+      try {
+        await flush();
+      } finally {
+        // Made after the await: a restore in between replaces the tables a builder reads.
+        builder = new TransactionBuilder(this.tables);
+      }
+    };
 
     for (const item of items) {
       const savepoint = builder.savepoint();
@@ -652,7 +659,7 @@ export class MemoryStore {
         continue;
       }
       chunk.push(item);
-      if (builder.size >= maxActions) await flush();
+      if (builder.size >= maxActions) await flushAndRenew();
     }
     await flush();
     return outcome;

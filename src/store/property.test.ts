@@ -61,7 +61,11 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
 );
 
 /** One step: transactions built from the same state and proposed together (racing when several). */
-const stepArb = fc.array(fc.array(opArb, { minLength: 1, maxLength: 4 }), { minLength: 1, maxLength: 3 });
+/** Batched: each transaction's ops go through updateEach instead, two changes per transaction. */
+const stepArb = fc.record({
+  txs: fc.array(fc.array(opArb, { minLength: 1, maxLength: 4 }), { minLength: 1, maxLength: 3 }),
+  batched: fc.boolean(),
+});
 
 function run(tx: WriteTx, op: Op): void {
   switch (op.op) {
@@ -170,17 +174,33 @@ test('random transactions: stores fed one log end equal, one restored from a sna
         }
         const logged = proposer.log.length;
         const outcomes = await Promise.allSettled(
-          step.map((ops) => b.update((tx) => ops.forEach((op) => run(tx, op)))),
+          step.txs.map(async (ops) => {
+            if (!step.batched) {
+              const result = await b.update((tx) => ops.forEach((op) => run(tx, op)));
+              return {
+                events: result.events.length,
+                transactions: result.events.length > 0 ? 1 : 0,
+                failed: [],
+              };
+            }
+            const result = await b.updateEach(ops, run, { maxActionsPerTransaction: 2 });
+            return {
+              events: result.events.length,
+              transactions: result.transactions,
+              failed: result.failed.map((f) => f.error),
+            };
+          }),
         );
         let applied = 0;
         for (const outcome of outcomes) {
+          const errors: unknown[] = outcome.status === 'fulfilled' ? outcome.value.failed : [outcome.reason];
           if (outcome.status === 'fulfilled') {
-            eventCount += outcome.value.events.length;
-            if (outcome.value.events.length > 0) applied++;
-            continue;
+            eventCount += outcome.value.events;
+            applied += outcome.value.transactions;
           }
-          const err: unknown = outcome.reason;
-          assert.ok(err instanceof ClusterError && EXPECTED_REFUSALS.has(err.code), String(err));
+          for (const err of errors) {
+            assert.ok(err instanceof ClusterError && EXPECTED_REFUSALS.has(err.code), String(err));
+          }
         }
         refusedAtApply += proposer.log.length - logged - applied;
       }
