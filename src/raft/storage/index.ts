@@ -481,6 +481,14 @@ export class LevelRaftStorage implements Storage {
         () => `stored commit ${stored.commit} would be beyond last index ${newLast}`,
       );
     }
+    // A member adopts a term (and persists it) before it stores any entry of that term;
+    // open() checks the same, so a save that broke it would leave a store that cannot open.
+    const lastTerm = toAdd.length > 0 ? toAdd[toAdd.length - 1].term : termAt(last);
+    const durableTerm = hardState?.term ?? stored.term;
+    invariant(
+      lastTerm <= durableTerm,
+      () => `entries of term ${lastTerm} saved with hard state term ${durableTerm}`,
+    );
     return ops;
   }
 }

@@ -247,6 +247,14 @@ export async function loadStore(dir: string, db: LevelDb): Promise<LoadedStore> 
   }
 
   const hs = hardState ?? { term: 0, vote: 0, commit: 0 };
+  // A member adopts a term (and persists it) before it stores any entry of that term.
+  if (hs.term < previousTerm) {
+    throw corrupt(
+      "'h'",
+      undefined,
+      `hard state term ${hs.term} is older than the last entry's term ${previousTerm}: the hard state was lost or rolled back`,
+    );
+  }
   if (hs.commit > lastIndex) {
     throw corrupt(
       "'h'",

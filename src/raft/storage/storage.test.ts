@@ -491,3 +491,30 @@ test('a flipped byte in a LevelDB table file (entries already compacted out of i
     await assertCorrupt(dir, /entry 2: entry checksum mismatch/, 2);
   });
 });
+
+test('a hard state older than the log’s last term (lost or rolled back) is detected', async () => {
+  await withTempDir(async (dir) => {
+    await withStorage(dir, (s) => s.save({ term: 3, vote: 2, commit: 1 }, [entry(1, 1), entry(2, 3)]));
+    await withRawDb(dir, (db) => db.put(HARD_STATE_KEY, encodeHardState({ term: 2, vote: 2, commit: 1 })));
+    await assertCorrupt(
+      dir,
+      /'h': hard state term 2 is older than the last entry's term 3: the hard state was lost/,
+    );
+    await withRawDb(dir, (db) => db.del(HARD_STATE_KEY));
+    await assertCorrupt(dir, /hard state term 0 is older than the last entry's term 3/);
+  });
+});
+
+test('entries of a term newer than the stored hard state are refused', async () => {
+  await withTempDir(async (dir) => {
+    await withStorage(dir, async (s) => {
+      await s.save({ term: 1, vote: 1, commit: 0 }, [entry(1, 1)]);
+      await assert.rejects(
+        s.save(undefined, [entry(2, 2)]),
+        /entries of term 2 saved with hard state term 1/,
+      );
+      await s.save({ term: 2, vote: 1, commit: 0 }, [entry(2, 2)]);
+      assert.equal(s.lastIndex(), 2);
+    });
+  });
+});
