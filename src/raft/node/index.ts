@@ -5,7 +5,7 @@
 // Batching comes from the loop itself: while one Ready is being written to disk, proposals and
 // messages keep stepping into the core, and all of them leave together in the next Ready.
 
-import type { ChannelCredentials, ChannelOptions, ServerCredentials } from '@grpc/grpc-js';
+import type { ChannelCredentials, ChannelOptions, Server, ServerCredentials } from '@grpc/grpc-js';
 import { pino, type Logger } from 'pino';
 
 import { decodeConfChange, encodeConfChange } from '../confchange';
@@ -73,6 +73,8 @@ export interface RaftNodeOptions<Result> {
   bootstrapVoters?: NodeId[];
   serverCredentials: ServerCredentials;
   channelCredentials: ChannelCredentials;
+  /** A gRPC server to share with other services on the same port (see RaftTransportOptions.server). */
+  server?: Server;
   channelOptions?: ChannelOptions;
   stateMachine: StateMachine<Result>;
   tickMs?: number;
@@ -202,6 +204,7 @@ export class RaftNode<Result = unknown> {
         serverCredentials: options.serverCredentials,
         channelCredentials: options.channelCredentials,
         channelOptions: options.channelOptions,
+        server: options.server,
         logger: options.logger,
         handler: {
           onMessage: (message) => target.node?.onMessage(message),

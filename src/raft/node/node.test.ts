@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test';
 
 import { pino } from 'pino';
 
-import { StateRole, type NodeId } from '../types';
+import { ProposalDroppedError, StateRole, type NodeId } from '../types';
 import {
   TEST_CHANNEL_OPTIONS,
   channelCredentials,
@@ -19,10 +19,18 @@ import {
   serverCredentials,
   type TestPki,
 } from '../transport/testing_tls';
-import { NotLeaderError, ProposalTimeoutError, RaftNode, type RaftNodeOptions } from './index';
+import {
+  NotLeaderError,
+  ProposalLostError,
+  ProposalTimeoutError,
+  RaftNode,
+  type RaftNodeOptions,
+} from './index';
 import { KvStateMachine, encodeKvCommand, type KvResult } from './testing_kv';
 
-const TICK_MS = 20;
+// Elections after 0.5-1 s of silence: far above the event-loop stalls of a loaded CI machine.
+const TICK_MS = 50;
+const ELECTION_TICKS = 10;
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -82,6 +90,7 @@ class Cluster {
       channelOptions: TEST_CHANNEL_OPTIONS,
       stateMachine: kv,
       tickMs: TICK_MS,
+      electionTicks: ELECTION_TICKS,
       logger: pino({ level: 'silent' }),
       ...this.overrides,
     });
@@ -104,6 +113,24 @@ class Cluster {
       const leaders = [...this.nodes.values()].filter((n) => n.id !== exclude && n.isLeader());
       return leaders.length === 1 ? leaders[0] : undefined;
     });
+  }
+
+  /** Writes through whoever leads, retrying while leadership moves (not what these tests test). */
+  async write(key: string, value: string): Promise<void> {
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      const leader = await this.leader();
+      try {
+        await leader.propose(put(key, value));
+        return;
+      } catch (err) {
+        const retriable =
+          err instanceof NotLeaderError ||
+          err instanceof ProposalLostError ||
+          err instanceof ProposalDroppedError;
+        if (!retriable || Date.now() > deadline) throw err;
+      }
+    }
   }
 
   async allHave(key: string, value: string, ids: NodeId[] = [...this.nodes.keys()]): Promise<void> {
@@ -177,7 +204,7 @@ describe('RaftNode over TLS with LevelDB', () => {
   test('a cluster restarted from its data directories has its state and keeps working', async () => {
     const c = await cluster('restart', [1, 2, 3]);
     const leader = await c.leader();
-    for (let i = 0; i < 20; i++) await leader.propose(put('x', String(i)));
+    for (let i = 0; i < 20; i++) await c.write('x', String(i));
     await c.allHave('x', '19');
     const termBefore = leader.status().term;
     await c.stopAll();
@@ -187,7 +214,7 @@ describe('RaftNode over TLS with LevelDB', () => {
     await c.allHave('x', '19');
     const again = await c.leader();
     assert.ok(again.status().term > termBefore, 'the term survives the restart and moves on');
-    await again.propose(put('x', 'after-restart'));
+    await c.write('x', 'after-restart');
     await c.allHave('x', 'after-restart');
     await c.stopAll();
   });
@@ -197,7 +224,7 @@ describe('RaftNode over TLS with LevelDB', () => {
     const leader = await c.leader();
     const lagging = [1, 2, 3].find((id) => id !== leader.id) ?? 0;
     await c.stop(lagging);
-    for (let i = 0; i < 80; i++) await leader.propose(put(`s${i % 5}`, `v${i}`));
+    for (let i = 0; i < 80; i++) await c.write(`s${i % 5}`, `v${i}`);
     await c.allHave('s4', 'v79');
     await c.start(lagging);
     await c.allHave('s4', 'v79', [lagging]);
@@ -208,7 +235,7 @@ describe('RaftNode over TLS with LevelDB', () => {
   test('a member added by addMember catches up and then counts toward the quorum', async () => {
     const c = await cluster('add', [1, 2, 3]);
     const leader = await c.leader();
-    await leader.propose(put('early', 'yes'));
+    await c.write('early', 'yes');
     // Node 4 starts empty, with no bootstrap membership: it waits to hear from the leader.
     c.ports.set(4, await freePort());
     const joiner = await c.start(4, false);
@@ -218,10 +245,10 @@ describe('RaftNode over TLS with LevelDB', () => {
     assert.deepEqual([...leader.status().voters].sort(), [1, 2, 3, 4]);
     // With 4 voters the quorum is 3: with one original follower down, node 4's vote is needed.
     const others = [1, 2, 3].filter((id) => id !== leader.id);
-    await leader.propose(put('four', 'voters'));
+    await c.write('four', 'voters');
     await c.allHave('four', 'voters', [4]);
     await c.stop(others[0] ?? 0);
-    await leader.propose(put('quorum', 'leader+4+one'));
+    await c.write('quorum', 'leader+4+one');
     await c.allHave('quorum', 'leader+4+one', [4]);
     await c.stopAll();
   });
@@ -229,7 +256,7 @@ describe('RaftNode over TLS with LevelDB', () => {
   test('a removed leader steps down and the others elect a new leader', async () => {
     const c = await cluster('remove', [1, 2, 3]);
     const leader = await c.leader();
-    await leader.propose(put('before', 'yes'));
+    await c.write('before', 'yes');
     await leader.removeMember(leader.id);
     const successor = await c.leader(leader.id);
     assert.notEqual(successor.id, leader.id);
@@ -239,7 +266,7 @@ describe('RaftNode over TLS with LevelDB', () => {
       [...successor.status().voters].sort(),
       [1, 2, 3].filter((id) => id !== leader.id).sort(),
     );
-    await successor.propose(put('after', 'yes'));
+    await c.write('after', 'yes');
     const remaining = [1, 2, 3].filter((id) => id !== leader.id);
     await c.allHave('after', 'yes', remaining);
     await assert.rejects(leader.propose(put('x', 'y')), /removed|not the leader/);
