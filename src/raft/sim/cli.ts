@@ -16,10 +16,18 @@ interface CliArgs {
 
 class UsageError extends Error {}
 
-const USAGE = 'usage: sim --seeds N [--from S] [--nodes 3|5] [--steps K] [--mutation none|lying-disk|forget-vote|forge-vote|local-read] [--trace]';
+const USAGE =
+  'usage: sim --seeds N [--from S] [--nodes 3|5] [--steps K] [--mutation none|lying-disk|forget-vote|forge-vote|local-read] [--trace]';
 
 function parseArgs(argv: readonly string[]): CliArgs {
-  const args: CliArgs = { seeds: 100, from: 1, nodes: undefined, steps: undefined, mutation: 'none', trace: false };
+  const args: CliArgs = {
+    seeds: 100,
+    from: 1,
+    nodes: undefined,
+    steps: undefined,
+    mutation: 'none',
+    trace: false,
+  };
   const wholeNumber = (flag: string, text: string | undefined, min: number): number => {
     const n = Number(text);
     if (text === undefined || !Number.isSafeInteger(n) || n < min) {
@@ -47,8 +55,16 @@ function parseArgs(argv: readonly string[]): CliArgs {
       }
       case '--mutation': {
         const m = argv[++i];
-        if (m !== 'none' && m !== 'lying-disk' && m !== 'forget-vote' && m !== 'forge-vote' && m !== 'local-read') {
-          throw new UsageError(`--mutation must be none, lying-disk, forget-vote, forge-vote or local-read, got '${m ?? ''}'`);
+        if (
+          m !== 'none' &&
+          m !== 'lying-disk' &&
+          m !== 'forget-vote' &&
+          m !== 'forge-vote' &&
+          m !== 'local-read'
+        ) {
+          throw new UsageError(
+            `--mutation must be none, lying-disk, forget-vote, forge-vote or local-read, got '${m ?? ''}'`,
+          );
         }
         args.mutation = m;
         break;
@@ -87,14 +103,25 @@ function main(argv: readonly string[]): number {
   const started = performance.now();
   let steps = 0;
   let violations = 0;
-  const totals = { crashes: 0, partitions: 0, confChanges: 0, transfers: 0, leaders: 0, writesAcked: 0, readsAcked: 0 };
+  const totals = {
+    crashes: 0,
+    partitions: 0,
+    confChangesApplied: 0,
+    transfers: 0,
+    leaders: 0,
+    snapshotsDelivered: 0,
+    writesAcked: 0,
+    readsAcked: 0,
+  };
   for (let seed = args.from; seed < args.from + args.seeds; seed++) {
     const options: SimOptions = { seed, nodes: args.nodes, steps: args.steps, mutation: args.mutation };
     const result = runSeed(options);
     steps += result.stats.steps;
     for (const k of Object.keys(totals) as (keyof typeof totals)[]) totals[k] += result.stats[k];
     if (args.trace || result.violation !== undefined) {
-      process.stdout.write(`seed ${seed}: ${result.nodes} nodes, trace ${result.traceHash}, ${JSON.stringify(result.stats)}\n`);
+      process.stdout.write(
+        `seed ${seed}: ${result.nodes} nodes, trace ${result.traceHash}, ${JSON.stringify(result.stats)}\n`,
+      );
     }
     const v = result.violation;
     if (v === undefined) continue;

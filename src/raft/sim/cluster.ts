@@ -139,10 +139,14 @@ export interface SimStats {
   crashes: number;
   partitions: number;
   confChanges: number;
+  /** Membership changes that committed and were applied. */
+  confChangesApplied: number;
   transfers: number;
   leaders: number;
   committed: number;
   snapshots: number;
+  /** Snapshots sent to a lagging follower and delivered. */
+  snapshotsDelivered: number;
   writesAcked: number;
   readsAcked: number;
   unknownOutcomes: number;
@@ -352,10 +356,12 @@ export class Simulation {
     crashes: 0,
     partitions: 0,
     confChanges: 0,
+    confChangesApplied: 0,
     transfers: 0,
     leaders: 0,
     committed: 0,
     snapshots: 0,
+    snapshotsDelivered: 0,
     writesAcked: 0,
     readsAcked: 0,
     unknownOutcomes: 0,
@@ -389,7 +395,9 @@ export class Simulation {
 
   /** Runs the whole simulation; throws InvariantViolation on the first violation. */
   run(): void {
-    this.note(`seed ${this.seed}: ${this.initialVoters} voters, election ticks ${this.electionTicks}, preVote ${this.preVote}, checkQuorum ${this.checkQuorum}, snapshot every ${this.snapshotEvery}, mutation ${this.mutation}`);
+    this.note(
+      `seed ${this.seed}: ${this.initialVoters} voters, election ticks ${this.electionTicks}, preVote ${this.preVote}, checkQuorum ${this.checkQuorum}, snapshot every ${this.snapshotEvery}, mutation ${this.mutation}`,
+    );
     try {
       this.bootstrap();
       for (let i = 0; i < this.faultSteps; i++) this.faultStep();
@@ -568,7 +576,8 @@ export class Simulation {
     const unsynced = running.filter((n) => n.disk.unsyncedWrites > 0);
     const idleClients = CLIENTS - this.busyClients.size;
     const deliverable: number[] = [];
-    for (let i = 0; i < this.network.length; i++) if (this.network[i].notBefore <= this.stepNo) deliverable.push(i);
+    for (let i = 0; i < this.network.length; i++)
+      if (this.network[i].notBefore <= this.stepNo) deliverable.push(i);
     const actions: [number, () => void][] = [
       [running.length > 0 ? w.tick : 0, () => this.tick(this.rng.pick(running))],
       [withReady.length > 0 ? w.ready : 0, () => this.handleReady(this.rng.pick(withReady))],
@@ -610,7 +619,9 @@ export class Simulation {
 
   private send(m: Message): void {
     // Now and then a message takes a slow path and arrives long after later ones.
-    const notBefore = this.rng.chance(this.slowMessageChance) ? this.stepNo + this.rng.int(10, MAX_SLOW_DELAY_STEPS) : 0;
+    const notBefore = this.rng.chance(this.slowMessageChance)
+      ? this.stepNo + this.rng.int(10, MAX_SLOW_DELAY_STEPS)
+      : 0;
     this.network.push({ msg: cloneMessage(m), notBefore });
     if (this.network.length > MAX_IN_FLIGHT) {
       const oldest = this.network.shift();
@@ -637,7 +648,10 @@ export class Simulation {
     this.stats.delivered++;
     this.note(`deliver ${describeMessage(m)}`);
     this.coreOf(to).step(m);
-    if (m.type === MessageType.Snap) this.reportSnapshot(m, true);
+    if (m.type === MessageType.Snap) {
+      this.stats.snapshotsDelivered++;
+      this.reportSnapshot(m, true);
+    }
   }
 
   private drop(f: InFlight, why: string): void {
@@ -718,9 +732,14 @@ export class Simulation {
     this.check(
       'durability',
       before.term === after.term && before.vote === after.vote && before.commit === after.commit,
-      () => `node ${node.id} restarts with hard state ${JSON.stringify(after)}, it had synced ${JSON.stringify(before)}`,
+      () =>
+        `node ${node.id} restarts with hard state ${JSON.stringify(after)}, it had synced ${JSON.stringify(before)}`,
     );
-    this.check('monotonic', after.term >= before.term, () => `node ${node.id} restarts in term ${after.term} after term ${before.term}`);
+    this.check(
+      'monotonic',
+      after.term >= before.term,
+      () => `node ${node.id} restarts in term ${after.term} after term ${before.term}`,
+    );
     this.checker.restarted(node.id, node.disk.live);
   }
 
@@ -746,9 +765,13 @@ export class Simulation {
     const options: (() => void)[] = [];
     // Keep two voters at least, so a remove always leaves a working cluster.
     if (cs.voters.length >= 3) {
-      options.push(() => this.proposeConfChange(leader, ConfChangeType.RemoveVoter, this.rng.pick(cs.voters)));
+      options.push(() =>
+        this.proposeConfChange(leader, ConfChangeType.RemoveVoter, this.rng.pick(cs.voters)),
+      );
     }
-    const outside = [...this.nodes.values()].filter((n) => !cs.voters.includes(n.id) && !cs.learners.includes(n.id));
+    const outside = [...this.nodes.values()].filter(
+      (n) => !cs.voters.includes(n.id) && !cs.learners.includes(n.id),
+    );
     if (outside.length > 0) {
       options.push(() => {
         // Re-add a former member from its own disk, as an operator restarting it would.
@@ -820,19 +843,31 @@ export class Simulation {
       (rd.softState === undefined || rd.softState.role === StateRole.Leader) &&
       (rd.hardState === undefined || rd.hardState.term === ledBefore);
     if (stillLeads) {
-      this.check('leader-append-only', rd.snapshot === undefined, () => `leader ${id} of term ${ledBefore} installs a snapshot`);
+      this.check(
+        'leader-append-only',
+        rd.snapshot === undefined,
+        () => `leader ${id} of term ${ledBefore} installs a snapshot`,
+      );
       const last = log.lastIndex();
       for (const e of rd.entries) {
         if (e.index > last) break;
-        const same = e.index < log.firstIndex() || fingerprint(log.entries(e.index, e.index + 1, Infinity)[0]) === fingerprint(e);
-        this.check('leader-append-only', same, () => `leader ${id} of term ${ledBefore} overwrites its entry at index ${e.index}`);
+        const same =
+          e.index < log.firstIndex() ||
+          fingerprint(log.entries(e.index, e.index + 1, Infinity)[0]) === fingerprint(e);
+        this.check(
+          'leader-append-only',
+          same,
+          () => `leader ${id} of term ${ledBefore} overwrites its entry at index ${e.index}`,
+        );
       }
     }
 
     // 1. Persist snapshot, entries and hard state as one synced write.
     if (rd.snapshot !== undefined) {
-      this.check('monotonic', rd.snapshot.metadata.index > node.applied, () =>
-        `node ${id} is handed a snapshot at ${rd.snapshot?.metadata.index} but applied ${node.applied}`,
+      this.check(
+        'monotonic',
+        rd.snapshot.metadata.index > node.applied,
+        () => `node ${id} is handed a snapshot at ${rd.snapshot?.metadata.index} but applied ${node.applied}`,
       );
       node.disk.write({ kind: 'snapshot', snapshot: rd.snapshot });
       this.checker.snapshot(id, rd.snapshot.metadata.index, rd.snapshot.data);
@@ -844,15 +879,20 @@ export class Simulation {
     const before = node.hardState;
     if (rd.hardState !== undefined) {
       const hs = rd.hardState;
-      this.check('monotonic', hs.term >= before.term, () => `node ${id} term goes from ${before.term} to ${hs.term}`);
-      this.check('monotonic', hs.commit >= before.commit, () => `node ${id} commit goes from ${before.commit} to ${hs.commit}`);
       this.check(
-        'vote-once',
-        hs.term !== before.term || before.vote === 0 || hs.vote === before.vote,
-        () =>
-          hs.vote === 0
-            ? `node ${id} forgets its vote for ${before.vote} in term ${hs.term}`
-            : `node ${id} votes for ${hs.vote} in term ${hs.term} after voting for ${before.vote}`,
+        'monotonic',
+        hs.term >= before.term,
+        () => `node ${id} term goes from ${before.term} to ${hs.term}`,
+      );
+      this.check(
+        'monotonic',
+        hs.commit >= before.commit,
+        () => `node ${id} commit goes from ${before.commit} to ${hs.commit}`,
+      );
+      this.check('vote-once', hs.term !== before.term || before.vote === 0 || hs.vote === before.vote, () =>
+        hs.vote === 0
+          ? `node ${id} forgets its vote for ${before.vote} in term ${hs.term}`
+          : `node ${id} votes for ${hs.vote} in term ${hs.term} after voting for ${before.vote}`,
       );
       node.disk.write({ kind: 'hardState', hardState: hs });
       node.hardState = { ...hs };
@@ -902,17 +942,29 @@ export class Simulation {
     }
     let removedSelf = false;
     for (const e of rd.committedEntries) {
-      this.check('monotonic', e.index === node.applied + 1, () => `node ${id} applies index ${e.index} after ${node.applied}`);
-      this.check('monotonic', e.index <= node.hardState.commit, () => `node ${id} applies ${e.index} beyond commit ${node.hardState.commit}`);
-      this.checker.appliedEntry(id, e);
+      this.check(
+        'monotonic',
+        e.index === node.applied + 1,
+        () => `node ${id} applies index ${e.index} after ${node.applied}`,
+      );
+      this.check(
+        'monotonic',
+        e.index <= node.hardState.commit,
+        () => `node ${id} applies ${e.index} beyond commit ${node.hardState.commit}`,
+      );
+      const firstTime = this.checker.appliedEntry(id, e);
       node.applied = e.index;
       if (e.type === EntryType.ConfChange) {
+        if (firstTime) this.stats.confChangesApplied++;
         const cc = decodeConfChange(e.data);
         node.confState = core.applyConfChange(cc);
         // Replaying its own old removal after a restart is not news: it may have been added
         // back since. Only a removal newer than what it knew at start stops the process.
-        if (cc.nodeId === id) removedSelf = cc.type === ConfChangeType.RemoveVoter && e.index > node.commitAtStart;
-        this.note(`  ${id} applies ${ConfChangeType[cc.type]} ${cc.nodeId} at ${e.index}: voters [${node.confState.voters.join(',')}] learners [${node.confState.learners.join(',')}]`);
+        if (cc.nodeId === id)
+          removedSelf = cc.type === ConfChangeType.RemoveVoter && e.index > node.commitAtStart;
+        this.note(
+          `  ${id} applies ${ConfChangeType[cc.type]} ${cc.nodeId} at ${e.index}: voters [${node.confState.voters.join(',')}] learners [${node.confState.learners.join(',')}]`,
+        );
       } else {
         const cmd = decodeCommand(e.data);
         if (cmd !== undefined) {
@@ -1014,7 +1066,14 @@ export class Simulation {
     }
   }
 
-  private openOp(reqId: string, clientId: number, kind: 'put' | 'get', key: string, value: string, node: SimNode): PendingOp {
+  private openOp(
+    reqId: string,
+    clientId: number,
+    kind: 'put' | 'get',
+    key: string,
+    value: string,
+    node: SimNode,
+  ): PendingOp {
     const op: PendingOp = {
       reqId,
       clientId,
@@ -1041,7 +1100,11 @@ export class Simulation {
     this.closeOp(op);
     if (op.kind === 'put') {
       this.stats.unknownOutcomes++;
-      this.unknownWrites.push({ clientId: op.clientId, input: { op: 'put', key: op.key, value: op.value }, call: op.call });
+      this.unknownWrites.push({
+        clientId: op.clientId,
+        input: { op: 'put', key: op.key, value: op.value },
+        call: op.call,
+      });
     }
   }
 
@@ -1121,7 +1184,8 @@ export class Simulation {
     // Nodes outside the membership the most advanced node applied are shut down by the
     // operator; a member that is down is started by the rounds below.
     let reference: SimNode | undefined;
-    for (const n of this.running()) if (reference === undefined || n.applied > reference.applied) reference = n;
+    for (const n of this.running())
+      if (reference === undefined || n.applied > reference.applied) reference = n;
     if (reference !== undefined) {
       const cs = reference.confState;
       for (const n of this.nodes.values()) {
@@ -1166,7 +1230,9 @@ export class Simulation {
           proposedAtRound = round;
           this.note(`heal: propose sentinel at leader ${leader.id}`);
           try {
-            this.coreOf(leader).propose(encodeCommand({ id: sentinel, op: 'put', key: 'sentinel', value: 'done' }));
+            this.coreOf(leader).propose(
+              encodeCommand({ id: sentinel, op: 'put', key: 'sentinel', value: 'done' }),
+            );
           } catch (err) {
             if (!(err instanceof RaftError)) throw err;
           }
@@ -1247,7 +1313,9 @@ export class Simulation {
         .sort((a, b) => a.call - b.call)
         .map((op) => {
           const span = `[${op.call},${op.return ?? '∞'})`;
-          return op.input.op === 'get' ? `c${op.clientId} get=${String(op.output?.value ?? null)} ${span}` : `c${op.clientId} put ${op.input.op === 'put' ? op.input.value : ''} ${span}`;
+          return op.input.op === 'get'
+            ? `c${op.clientId} get=${String(op.output?.value ?? null)} ${span}`
+            : `c${op.clientId} put ${op.input.op === 'put' ? op.input.value : ''} ${span}`;
         });
       this.fail(
         'linearizability',

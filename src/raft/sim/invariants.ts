@@ -114,7 +114,11 @@ export class SafetyChecker {
   /** `id` is leader of `term`, with `log` persisted: first sighting checks completeness. */
   leader(id: NodeId, term: number, log: Storage): void {
     const known = this.leaderOfTerm.get(term);
-    this.check('election-safety', known === undefined || known === id, () => `nodes ${known} and ${id} both lead term ${term}`);
+    this.check(
+      'election-safety',
+      known === undefined || known === id,
+      () => `nodes ${known} and ${id} both lead term ${term}`,
+    );
     if (known !== undefined) return;
     this.leaderOfTerm.set(term, id);
     this.leadersSeen++;
@@ -124,13 +128,25 @@ export class SafetyChecker {
     for (let i = Math.max(1, first); i <= this.maxCommitted; i++) {
       const c = this.committed[i];
       if (c === undefined || c.commitTerm >= term) continue;
-      this.check('leader-completeness', i <= last, () => `leader ${id} of term ${term} lacks committed entry ${i} (last index ${last})`);
+      this.check(
+        'leader-completeness',
+        i <= last,
+        () => `leader ${id} of term ${term} lacks committed entry ${i} (last index ${last})`,
+      );
       if (i > last) return;
       const t = log.term(i);
-      this.check('leader-completeness', t === c.term, () => `leader ${id} of term ${term} has term ${t} at committed index ${i}, committed term ${c.term}`);
+      this.check(
+        'leader-completeness',
+        t === c.term,
+        () => `leader ${id} of term ${term} has term ${t} at committed index ${i}, committed term ${c.term}`,
+      );
       if (t === c.term) {
         const fp = fingerprint(log.entries(i, i + 1, Number.POSITIVE_INFINITY)[0]);
-        this.check('leader-completeness', fp === c.fp, () => `leader ${id} of term ${term} holds a different entry at committed index ${i}`);
+        this.check(
+          'leader-completeness',
+          fp === c.fp,
+          () => `leader ${id} of term ${term} holds a different entry at committed index ${i}`,
+        );
       }
     }
   }
@@ -148,9 +164,16 @@ export class SafetyChecker {
         this.entryAt.set(key, { fp, prevTerm });
         continue;
       }
-      this.check('log-matching', seen.fp === fp, () => `node ${id} holds a different entry at index ${e.index} term ${e.term}`);
-      this.check('log-matching', seen.prevTerm === prevTerm, () =>
-        `node ${id} has entry ${e.index} term ${e.term} after term ${prevTerm}, another log after term ${seen.prevTerm}`,
+      this.check(
+        'log-matching',
+        seen.fp === fp,
+        () => `node ${id} holds a different entry at index ${e.index} term ${e.term}`,
+      );
+      this.check(
+        'log-matching',
+        seen.prevTerm === prevTerm,
+        () =>
+          `node ${id} has entry ${e.index} term ${e.term} after term ${prevTerm}, another log after term ${seen.prevTerm}`,
       );
     }
   }
@@ -167,7 +190,12 @@ export class SafetyChecker {
         if (i > this.maxCommitted) this.maxCommitted = i;
         continue;
       }
-      this.check('committed-durable', c.fp === fp, () => `node ${id} commits a different entry at index ${i} (term ${e.term}, first committed with term ${c.term})`);
+      this.check(
+        'committed-durable',
+        c.fp === fp,
+        () =>
+          `node ${id} commits a different entry at index ${i} (term ${e.term}, first committed with term ${c.term})`,
+      );
       if (term < c.commitTerm) c.commitTerm = term;
     }
   }
@@ -176,24 +204,37 @@ export class SafetyChecker {
   restarted(id: NodeId, log: Storage): void {
     const commit = log.initialState().hardState.commit;
     const last = log.lastIndex();
-    this.check('committed-durable', commit <= last, () => `node ${id} restarts with commit ${commit} beyond its last index ${last}`);
+    this.check(
+      'committed-durable',
+      commit <= last,
+      () => `node ${id} restarts with commit ${commit} beyond its last index ${last}`,
+    );
     for (let i = log.firstIndex(); i <= Math.min(commit, last); i++) {
       const c = this.committed[i];
       if (c === undefined) continue;
       const fp = fingerprint(log.entries(i, i + 1, Number.POSITIVE_INFINITY)[0]);
-      this.check('committed-durable', fp === c.fp, () => `node ${id} restarts with a different entry at committed index ${i}`);
+      this.check(
+        'committed-durable',
+        fp === c.fp,
+        () => `node ${id} restarts with a different entry at committed index ${i}`,
+      );
     }
   }
 
-  /** `id` applied `entry` to its state machine. */
-  appliedEntry(id: NodeId, entry: Entry): void {
+  /** `id` applied `entry` to its state machine; true when no node had applied that index. */
+  appliedEntry(id: NodeId, entry: Entry): boolean {
     const fp = fingerprint(entry);
     const known = this.applied[entry.index];
     if (known === undefined) {
       this.applied[entry.index] = fp;
-      return;
+      return true;
     }
-    this.check('state-machine-safety', known === fp, () => `node ${id} applies a different entry at index ${entry.index} (term ${entry.term})`);
+    this.check(
+      'state-machine-safety',
+      known === fp,
+      () => `node ${id} applies a different entry at index ${entry.index} (term ${entry.term})`,
+    );
+    return false;
   }
 
   /** `id` created or installed a snapshot of the state machine as of `index`. */
@@ -204,6 +245,10 @@ export class SafetyChecker {
       this.snapshots.set(index, text);
       return;
     }
-    this.check('state-machine-safety', known === text, () => `node ${id} holds a snapshot at index ${index} that differs from another node's`);
+    this.check(
+      'state-machine-safety',
+      known === text,
+      () => `node ${id} holds a snapshot at index ${index} that differs from another node's`,
+    );
   }
 }

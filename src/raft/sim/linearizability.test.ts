@@ -5,10 +5,22 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { checkKvHistory, checkOperations, kvKeyModel, type KvInput, type KvOperation } from './linearizability';
+import {
+  checkKvHistory,
+  checkOperations,
+  kvKeyModel,
+  type KvInput,
+  type KvOperation,
+} from './linearizability';
 
 function put(clientId: number, key: string, value: string, call: number, ret?: number): KvOperation {
-  return { clientId, input: { op: 'put', key, value }, call, return: ret, output: ret === undefined ? undefined : {} };
+  return {
+    clientId,
+    input: { op: 'put', key, value },
+    call,
+    return: ret,
+    output: ret === undefined ? undefined : {},
+  };
 }
 
 function get(clientId: number, key: string, value: string | null, call: number, ret: number): KvOperation {
@@ -127,7 +139,11 @@ test('keys are independent registers', () => {
 test('compare-and-set succeeds only against the current value', () => {
   const h = [put(1, 'k', 'a', 0, 1), cas(2, 'k', 'a', 'b', true, 2, 3), cas(3, 'k', 'a', 'c', false, 4, 5)];
   assert.equal(checkKvHistory(h).ok, true);
-  const twice = [put(1, 'k', 'a', 0, 1), cas(2, 'k', 'a', 'b', true, 2, 3), cas(3, 'k', 'a', 'c', true, 4, 5)];
+  const twice = [
+    put(1, 'k', 'a', 0, 1),
+    cas(2, 'k', 'a', 'b', true, 2, 3),
+    cas(3, 'k', 'a', 'c', true, 4, 5),
+  ];
   assert.equal(checkKvHistory(twice).ok, false);
   // Concurrent CASes from the same value: only one may win.
   const both = [put(1, 'k', 'a', 0, 1), cas(2, 'k', 'a', 'b', true, 2, 9), cas(3, 'k', 'a', 'c', true, 3, 8)];
@@ -249,21 +265,17 @@ test('property: every history produced by a sequential execution is linearizable
 
 test('property: a non-overlapping history with one wrong read is rejected', () => {
   fc.assert(
-    fc.property(
-      fc.array(genOp, { minLength: 1, maxLength: 30 }),
-      fc.nat(),
-      (generated, which) => {
-        // No overlap and no unknown outcomes: the history has exactly one valid order.
-        const sequential = generated.map((g) => ({ ...g, before: 0, after: 0, unknown: false }));
-        const history = historyFromExecution(sequential);
-        const reads = history.filter((op) => op.input.op === 'get');
-        fc.pre(reads.length > 0);
-        const victim = reads[which % reads.length];
-        const truth = victim.output?.value ?? null;
-        victim.output = { value: truth === 'wrong' ? null : 'wrong' };
-        assert.equal(checkKvHistory(history).ok, false);
-      },
-    ),
+    fc.property(fc.array(genOp, { minLength: 1, maxLength: 30 }), fc.nat(), (generated, which) => {
+      // No overlap and no unknown outcomes: the history has exactly one valid order.
+      const sequential = generated.map((g) => ({ ...g, before: 0, after: 0, unknown: false }));
+      const history = historyFromExecution(sequential);
+      const reads = history.filter((op) => op.input.op === 'get');
+      fc.pre(reads.length > 0);
+      const victim = reads[which % reads.length];
+      const truth = victim.output?.value ?? null;
+      victim.output = { value: truth === 'wrong' ? null : 'wrong' };
+      assert.equal(checkKvHistory(history).ok, false);
+    }),
     { numRuns: 200, seed: 7 },
   );
 });

@@ -31,7 +31,11 @@ function firstViolation(
 
 function assertCleanWithoutMutation(result: SimResult, extra: Partial<SimOptions>): void {
   const clean = runSeed({ seed: result.seed, mutation: 'none', ...extra });
-  assert.equal(clean.violation, undefined, `seed ${result.seed} without the mutation: ${clean.violation?.message}`);
+  assert.equal(
+    clean.violation,
+    undefined,
+    `seed ${result.seed} without the mutation: ${clean.violation?.message}`,
+  );
 }
 
 const SAFETY_ONLY = PAPER_INVARIANTS.filter((i) => i !== 'linearizability');
@@ -85,7 +89,14 @@ test('reads served from local state without ReadIndex: the history is not linear
  * restarts; 2 campaigns in the same term and asks 3.
  */
 function forgottenVoteScenario(mutation: Mutation): Simulation {
-  const sim = new Simulation({ seed: 7, nodes: 3, mutation, preVote: false, checkQuorum: false, checks: ['election-safety'] });
+  const sim = new Simulation({
+    seed: 7,
+    nodes: 3,
+    mutation,
+    preVote: false,
+    checkQuorum: false,
+    checks: ['election-safety'],
+  });
   sim.begin();
   sim.cutLink(1, 2);
   assert.ok(sim.tickUntilReady(1, 100), 'node 1 campaigns');

@@ -13,7 +13,17 @@ const CI_SEEDS = 500;
 test(`${CI_SEEDS} simulated seeds end with no violation`, () => {
   const started = process.hrtime.bigint();
   const failures: string[] = [];
-  const totals = { steps: 0, crashes: 0, partitions: 0, confChanges: 0, transfers: 0, leaders: 0, writesAcked: 0, readsAcked: 0 };
+  const totals = {
+    steps: 0,
+    crashes: 0,
+    partitions: 0,
+    confChangesApplied: 0,
+    transfers: 0,
+    leaders: 0,
+    snapshotsDelivered: 0,
+    writesAcked: 0,
+    readsAcked: 0,
+  };
   let fiveNodeRuns = 0;
   for (let seed = 1; seed <= CI_SEEDS; seed++) {
     const result = runSeed({ seed });
@@ -21,7 +31,9 @@ test(`${CI_SEEDS} simulated seeds end with no violation`, () => {
     for (const k of Object.keys(totals) as (keyof typeof totals)[]) totals[k] += result.stats[k];
     const v = result.violation;
     if (v !== undefined) {
-      failures.push(`${v.message}\n  replay: npm run sim -- --seeds 1 --from ${seed} --trace\n  ${v.trace.slice(-15).join('\n  ')}`);
+      failures.push(
+        `${v.message}\n  replay: npm run sim -- --seeds 1 --from ${seed} --trace\n  ${v.trace.slice(-15).join('\n  ')}`,
+      );
     }
   }
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
@@ -29,9 +41,14 @@ test(`${CI_SEEDS} simulated seeds end with no violation`, () => {
   assert.deepEqual(failures, []);
   // The runs must actually exercise what they claim to.
   assert.ok(fiveNodeRuns > 100 && fiveNodeRuns < CI_SEEDS - 100, `5-node runs: ${fiveNodeRuns}`);
-  for (const k of ['crashes', 'partitions', 'confChanges', 'transfers', 'writesAcked', 'readsAcked'] as const) {
+  for (const k of ['crashes', 'partitions', 'transfers', 'writesAcked', 'readsAcked'] as const) {
     assert.ok(totals[k] > CI_SEEDS, `${k}: ${totals[k]}`);
   }
+  assert.ok(
+    totals.confChangesApplied > CI_SEEDS / 2,
+    `membership changes applied: ${totals.confChangesApplied}`,
+  );
+  assert.ok(totals.snapshotsDelivered > CI_SEEDS / 5, `snapshots delivered: ${totals.snapshotsDelivered}`);
   assert.ok(totals.leaders > 2 * CI_SEEDS, `leaders elected: ${totals.leaders}`);
 });
 
@@ -62,7 +79,9 @@ test('the sim command reports seeds and violations and exits non-zero on one', (
   assert.equal(ok.status, 0, ok.stdout + ok.stderr);
   assert.match(ok.stdout, /seeds run: 3 \(10\.\.12\), steps: \d+, violations: 0/);
 
-  const bad = spawnSync(process.execPath, [cli, '--seeds', '1', '--from', '1', '--mutation', 'forge-vote'], { encoding: 'utf8' });
+  const bad = spawnSync(process.execPath, [cli, '--seeds', '1', '--from', '1', '--mutation', 'forge-vote'], {
+    encoding: 'utf8',
+  });
   assert.equal(bad.status, 1, bad.stdout + bad.stderr);
   assert.match(bad.stdout, /VIOLATION seed 1 step \d+/);
   assert.match(bad.stdout, /replay: npm run sim -- --seeds 1 --from 1 --mutation forge-vote --trace/);
