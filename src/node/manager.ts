@@ -31,6 +31,7 @@ import { componentLogger, type Logger } from '../common/logger';
 import { clientCredentials, nodeIdentityFromPeer, serverCredentials, type NodeTls } from '../manager/ca';
 import { createNodeCAServer } from '../manager/ca/service';
 import { RaftNode } from '../raft/node';
+import { TRANSPORT_SERVER_OPTIONS } from '../raft/transport';
 import { MemoryStore, type AppliedResult } from '../store';
 import { formatHostPort, joinAddress, parseHostPort } from './addr';
 import type { DataDirLayout, NodeState } from './datadir';
@@ -97,7 +98,7 @@ export class Manager {
   private constructor(readonly options: ManagerOptions) {
     this.logger = componentLogger('manager', { nodeId: options.state.nodeId });
     this.store = new MemoryStore();
-    this.mainServer = new Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
+    this.mainServer = new Server({ ...TRANSPORT_SERVER_OPTIONS, 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
     this.joinServer = new Server();
   }
 

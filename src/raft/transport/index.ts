@@ -48,6 +48,11 @@ export const MAX_DATA_BYTES_IN_FLIGHT = 2 * 1024 * 1024;
 export const MAX_SNAPSHOT_BYTES = 1024 * 1024 * 1024;
 /** A stream whose hello (or hello reply) does not arrive within this is abandoned. */
 export const HELLO_TIMEOUT_MS = 5000;
+/** Keepalive pings let a half-open stream (a host that vanished) be noticed. */
+export const TRANSPORT_SERVER_OPTIONS = {
+  'grpc.keepalive_time_ms': 10_000,
+  'grpc.keepalive_timeout_ms': 5_000,
+} as const;
 export const RECONNECT_INITIAL_MS = 50;
 export const RECONNECT_MAX_MS = 1000;
 
@@ -72,6 +77,12 @@ export interface RaftTransportOptions {
   /** Known peers: id → host:port. More can be added with addPeer(). */
   peers?: ReadonlyMap<NodeId, string>;
   handler: TransportHandler;
+  /**
+   * A server to share (a manager serves its other services on the same port): the transport
+   * adds its service, then binds and later shuts it down as its own. Build it with
+   * TRANSPORT_SERVER_OPTIONS so half-open streams are noticed.
+   */
+  server?: Server;
   logger?: Logger;
   reconnectInitialMs?: number;
   reconnectMaxMs?: number;
@@ -147,11 +158,7 @@ function isDataMessage(message: Message): boolean {
 
 export class RaftTransport {
   private readonly peers = new Map<NodeId, Peer>();
-  private readonly server = new Server({
-    // Keepalive pings let a half-open stream (a host that vanished) be noticed.
-    'grpc.keepalive_time_ms': 10_000,
-    'grpc.keepalive_timeout_ms': 5_000,
-  });
+  private readonly server: Server;
   private readonly logger: Logger;
   private readonly pendingHellos = new Set<NodeJS.Timeout>();
   private readonly acceptedStreams = new Set<GrpcStream>();
@@ -164,6 +171,7 @@ export class RaftTransport {
       component: 'raft-transport',
       nodeId: options.nodeId,
     });
+    this.server = options.server ?? new Server(TRANSPORT_SERVER_OPTIONS);
     for (const [id, address] of options.peers ?? []) this.peerFor(id).address = address;
     this.server.addService(RaftTransportService, {
       stream: (call: ServerDuplexStream<RaftFrame, RaftFrame>) => this.accept(call),
