@@ -112,12 +112,21 @@ function main(argv: readonly string[]): number {
     snapshotsDelivered: 0,
     writesAcked: 0,
     readsAcked: 0,
+    linearizabilityTimeouts: 0,
   };
   for (let seed = args.from; seed < args.from + args.seeds; seed++) {
-    const options: SimOptions = { seed, nodes: args.nodes, steps: args.steps, mutation: args.mutation };
+    const options: SimOptions = {
+      seed,
+      nodes: args.nodes,
+      steps: args.steps,
+      mutation: args.mutation,
+      traceLength: args.trace ? Number.POSITIVE_INFINITY : undefined,
+    };
     const result = runSeed(options);
     steps += result.stats.steps;
     for (const k of Object.keys(totals) as (keyof typeof totals)[]) totals[k] += result.stats[k];
+    // The whole run, event by event, for a replay being debugged.
+    if (args.trace) process.stdout.write(`${result.trace.join('\n')}\n`);
     if (args.trace || result.violation !== undefined) {
       process.stdout.write(
         `seed ${seed}: ${result.nodes} nodes, trace ${result.traceHash}, ${JSON.stringify(result.stats)}\n`,
@@ -127,7 +136,7 @@ function main(argv: readonly string[]): number {
     if (v === undefined) continue;
     violations++;
     process.stdout.write(`VIOLATION seed ${seed} step ${v.step}: ${v.invariant}: ${v.detail}\n`);
-    process.stdout.write(`  last events:\n${v.trace.map((line) => `    ${line}`).join('\n')}\n`);
+    if (!args.trace) process.stdout.write(`  last events:\n${v.trace.map((line) => `    ${line}`).join('\n')}\n`);
     process.stdout.write(`  replay: ${replayCommand(args, seed)}\n`);
   }
   const seconds = (performance.now() - started) / 1000;

@@ -151,6 +151,8 @@ export interface SimStats {
   readsAcked: number;
   unknownOutcomes: number;
   healRounds: number;
+  /** Histories the linearizability search could not settle within its budget. */
+  linearizabilityTimeouts: number;
 }
 
 export interface SimResult {
@@ -159,6 +161,8 @@ export interface SimResult {
   stats: SimStats;
   /** A hash of every event of the run: equal for equal runs. */
   traceHash: string;
+  /** The last events of the run (SimOptions.traceLength of them). */
+  trace: readonly string[];
   violation?: InvariantViolation;
 }
 
@@ -366,6 +370,7 @@ export class Simulation {
     readsAcked: 0,
     unknownOutcomes: 0,
     healRounds: 0,
+    linearizabilityTimeouts: 0,
   };
 
   constructor(options: SimOptions) {
@@ -412,6 +417,10 @@ export class Simulation {
 
   get hash(): string {
     return this.traceHash.hex();
+  }
+
+  get lastEvents(): readonly string[] {
+    return [...this.trace];
   }
 
   get leadersSeen(): number {
@@ -1307,6 +1316,8 @@ export class Simulation {
     }
     const result = checkKvHistory(this.history, { maxSteps: MAX_CHECK_STEPS });
     this.note(`history: ${this.history.length} operations, ${result.ok ? 'linearizable' : result.reason}`);
+    // Too large to settle within the budget: not a verdict, but counted so it is visible.
+    if (!result.ok && result.reason === 'timeout') this.stats.linearizabilityTimeouts++;
     if (!result.ok && result.reason === 'illegal') {
       const ops = this.history
         .filter((op) => op.input.key === result.partition)
@@ -1336,5 +1347,12 @@ export function runSeed(options: SimOptions): SimResult {
     violation = err;
   }
   sim.stats.leaders = sim.leadersSeen;
-  return { seed: sim.seed, nodes: sim.initialVoters, stats: sim.stats, traceHash: sim.hash, violation };
+  return {
+    seed: sim.seed,
+    nodes: sim.initialVoters,
+    stats: sim.stats,
+    traceHash: sim.hash,
+    trace: sim.lastEvents,
+    violation,
+  };
 }
