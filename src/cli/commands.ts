@@ -16,13 +16,7 @@ import {
 } from '../gen/cluster/v1/objects';
 import type { Connection } from './connect';
 import { formatDuration, parseDurationNanos, parseKeyValue, parseWholeNumber, badValue } from './flags';
-import {
-  formatInspect,
-  formatPretty,
-  formatQuiet,
-  formatRows,
-  type OutputFormat,
-} from './output';
+import { formatInspect, formatPretty, formatQuiet, formatRows, type OutputFormat } from './output';
 import { DEFAULT_CONVERGE_TIMEOUT_MS, waitForConvergence } from './progress';
 import {
   addCreateFlags,
@@ -93,7 +87,11 @@ async function selfNodeId(conn: Connection): Promise<string | undefined> {
 async function resolveNodeRef(conn: Connection, ref: string): Promise<string> {
   if (ref !== 'self') return ref;
   const self = await selfNodeId(conn);
-  if (!self) throw new ClusterError('FAILED_PRECONDITION', "cannot tell which node is 'self': this daemon has no node id");
+  if (!self)
+    throw new ClusterError(
+      'FAILED_PRECONDITION',
+      "cannot tell which node is 'self': this daemon has no node id",
+    );
   return self;
 }
 
@@ -104,7 +102,9 @@ async function getService(conn: Connection, ref: string): Promise<Service> {
 }
 
 async function getNode(conn: Connection, ref: string): Promise<Node> {
-  const r = await conn.call(conn.control.getNode.bind(conn.control), { nodeId: await resolveNodeRef(conn, ref) });
+  const r = await conn.call(conn.control.getNode.bind(conn.control), {
+    nodeId: await resolveNodeRef(conn, ref),
+  });
   if (!r.node) throw new ClusterError('NOT_FOUND', `node '${ref}' not found`);
   return r.node;
 }
@@ -208,7 +208,11 @@ export function addMembershipCommands(program: Command, rt: Runtime): void {
       }
       const conn = rt.connection();
       let cluster = (await conn.call(conn.control.getCluster.bind(conn.control), {})).cluster;
-      if (!cluster) throw new ClusterError('FAILED_PRECONDITION', 'this node is not part of a cluster: run cluster init or join');
+      if (!cluster)
+        throw new ClusterError(
+          'FAILED_PRECONDITION',
+          'this node is not part of a cluster: run cluster init or join',
+        );
       if (flags.rotate) {
         const rotated = await conn.call(conn.control.updateCluster.bind(conn.control), {
           version: cluster.meta?.version ?? 0,
@@ -231,7 +235,7 @@ export function addMembershipCommands(program: Command, rt: Runtime): void {
   program
     .command('leave')
     .description('Leave the cluster')
-    .option('-f, --force', 'leave even if this breaks the managers\' quorum')
+    .option('-f, --force', "leave even if this breaks the managers' quorum")
     .action(async (flags: { force?: boolean }) => {
       const conn = rt.connection();
       await conn.call(conn.local.leave.bind(conn.local), { force: flags.force ?? false });
@@ -261,34 +265,66 @@ function prettyNode(node: Node): string {
     ['ID', node.id],
     ['Hostname', d?.hostname ?? ''],
     ['Joined at', node.meta?.createdAt?.toISOString() ?? ''],
-    ['Status', [['State', nodeStateName(node.status?.state)], ['Availability', availabilityName(node.spec?.availability)], ['Address', node.status?.addr ?? '']]],
+    [
+      'Status',
+      [
+        ['State', nodeStateName(node.status?.state)],
+        ['Availability', availabilityName(node.spec?.availability)],
+        ['Address', node.status?.addr ?? ''],
+      ],
+    ],
   ];
   const labels = Object.entries(node.spec?.annotations?.labels ?? {});
   if (labels.length > 0) sections.push(['Labels', labels.map(([k, v]) => [k, v] as [string, string])]);
   if (node.role === NodeRole.NODE_ROLE_MANAGER && node.managerStatus) {
     sections.push([
       'Manager Status',
-      [['Address', node.managerStatus.addr], ['Raft Status', managerStatusName(node)], ['Leader', node.managerStatus.leader ? 'Yes' : 'No']],
+      [
+        ['Address', node.managerStatus.addr],
+        ['Raft Status', managerStatusName(node)],
+        ['Leader', node.managerStatus.leader ? 'Yes' : 'No'],
+      ],
     ]);
   }
-  sections.push(['Platform', [['Operating System', d?.os ?? ''], ['Architecture', d?.architecture ?? '']]]);
+  sections.push([
+    'Platform',
+    [
+      ['Operating System', d?.os ?? ''],
+      ['Architecture', d?.architecture ?? ''],
+    ],
+  ]);
   sections.push([
     'Resources',
-    [['CPUs', String((d?.resources?.nanoCpus ?? 0) / 1e9)], ['Memory', `${((d?.resources?.memoryBytes ?? 0) / 1024 ** 3).toFixed(1)}GiB`]],
+    [
+      ['CPUs', String((d?.resources?.nanoCpus ?? 0) / 1e9)],
+      ['Memory', `${((d?.resources?.memoryBytes ?? 0) / 1024 ** 3).toFixed(1)}GiB`],
+    ],
   ]);
   sections.push(['Engine Version', d?.runtimeVersion ?? '']);
   return formatPretty(sections);
 }
 
-async function updateNodeSpec(conn: Connection, ref: string, change: (spec: NodeSpec, node: Node) => void): Promise<Node> {
+async function updateNodeSpec(
+  conn: Connection,
+  ref: string,
+  change: (spec: NodeSpec, node: Node) => void,
+): Promise<Node> {
   const node = await getNode(conn, ref);
   const spec = NodeSpec.fromPartial(node.spec ?? {});
   change(spec, node);
-  const r = await conn.call(conn.control.updateNode.bind(conn.control), { nodeId: node.id, version: node.meta?.version ?? 0, spec });
+  const r = await conn.call(conn.control.updateNode.bind(conn.control), {
+    nodeId: node.id,
+    version: node.meta?.version ?? 0,
+    spec,
+  });
   return r.node ?? node;
 }
 
-async function printTasks(rt: Runtime, tasks: Task[], flags: { noTrunc?: boolean; quiet?: boolean }): Promise<void> {
+async function printTasks(
+  rt: Runtime,
+  tasks: Task[],
+  flags: { noTrunc?: boolean; quiet?: boolean },
+): Promise<void> {
   const conn = rt.connection();
   const [services, nodes] = await Promise.all([
     conn.call(conn.control.listServices.bind(conn.control), { filters: {} }),
@@ -371,40 +407,48 @@ export function addNodeCommands(program: Command, rt: Runtime): void {
     .command('update')
     .description('Update a node (availability, labels, role)')
     .addOption(new Option('--availability <availability>', 'active, pause or drain'))
-    .option('--label-add <key=value>', 'add or change a node label', (v: string, p: string[] = []) => [...p, v])
+    .option('--label-add <key=value>', 'add or change a node label', (v: string, p: string[] = []) => [
+      ...p,
+      v,
+    ])
     .option('--label-rm <key>', 'remove a node label', (v: string, p: string[] = []) => [...p, v])
     .option('--role <role>', 'worker or manager')
     .argument('<node>')
-    .action(async (ref: string, flags: { availability?: string; labelAdd?: string[]; labelRm?: string[]; role?: string }) => {
-      const availability =
-        flags.availability === undefined
-          ? undefined
-          : (
-              {
-                active: NodeAvailability.NODE_AVAILABILITY_ACTIVE,
-                pause: NodeAvailability.NODE_AVAILABILITY_PAUSE,
-                drain: NodeAvailability.NODE_AVAILABILITY_DRAIN,
-              } as Record<string, NodeAvailability>
-            )[flags.availability.toLowerCase()];
-      if (flags.availability !== undefined && availability === undefined) {
-        throw badValue('--availability', flags.availability, 'must be one of active, pause, drain');
-      }
-      let role: NodeRole | undefined;
-      if (flags.role !== undefined) {
-        if (flags.role === 'manager') role = NodeRole.NODE_ROLE_MANAGER;
-        else if (flags.role === 'worker') role = NodeRole.NODE_ROLE_WORKER;
-        else throw badValue('--role', flags.role, 'must be worker or manager');
-      }
-      const labelsToAdd = (flags.labelAdd ?? []).map((l) => parseKeyValue('--label-add', l));
-      await updateNodeSpec(rt.connection(), ref, (spec) => {
-        if (availability !== undefined) spec.availability = availability;
-        if (role !== undefined) spec.desiredRole = role;
-        const annotations = (spec.annotations ??= { name: '', labels: {} });
-        for (const key of flags.labelRm ?? []) delete annotations.labels[key];
-        for (const [k, v] of labelsToAdd) annotations.labels[k] = v;
-      });
-      rt.out(ref + '\n');
-    });
+    .action(
+      async (
+        ref: string,
+        flags: { availability?: string; labelAdd?: string[]; labelRm?: string[]; role?: string },
+      ) => {
+        const availability =
+          flags.availability === undefined
+            ? undefined
+            : (
+                {
+                  active: NodeAvailability.NODE_AVAILABILITY_ACTIVE,
+                  pause: NodeAvailability.NODE_AVAILABILITY_PAUSE,
+                  drain: NodeAvailability.NODE_AVAILABILITY_DRAIN,
+                } as Record<string, NodeAvailability>
+              )[flags.availability.toLowerCase()];
+        if (flags.availability !== undefined && availability === undefined) {
+          throw badValue('--availability', flags.availability, 'must be one of active, pause, drain');
+        }
+        let role: NodeRole | undefined;
+        if (flags.role !== undefined) {
+          if (flags.role === 'manager') role = NodeRole.NODE_ROLE_MANAGER;
+          else if (flags.role === 'worker') role = NodeRole.NODE_ROLE_WORKER;
+          else throw badValue('--role', flags.role, 'must be worker or manager');
+        }
+        const labelsToAdd = (flags.labelAdd ?? []).map((l) => parseKeyValue('--label-add', l));
+        await updateNodeSpec(rt.connection(), ref, (spec) => {
+          if (availability !== undefined) spec.availability = availability;
+          if (role !== undefined) spec.desiredRole = role;
+          const annotations = (spec.annotations ??= { name: '', labels: {} });
+          for (const key of flags.labelRm ?? []) delete annotations.labels[key];
+          for (const [k, v] of labelsToAdd) annotations.labels[k] = v;
+        });
+        rt.out(ref + '\n');
+      },
+    );
 
   for (const [verb, role, word] of [
     ['promote', NodeRole.NODE_ROLE_MANAGER, 'Promote workers to managers'],
@@ -419,7 +463,9 @@ export function addNodeCommands(program: Command, rt: Runtime): void {
         await forEachRef(refs, async (ref) => {
           const current = await getNode(conn, ref);
           if ((current.spec?.desiredRole ?? NodeRole.NODE_ROLE_WORKER) === role) {
-            rt.out(`Node ${ref} is already a ${role === NodeRole.NODE_ROLE_MANAGER ? 'manager' : 'worker'}.\n`);
+            rt.out(
+              `Node ${ref} is already a ${role === NodeRole.NODE_ROLE_MANAGER ? 'manager' : 'worker'}.\n`,
+            );
             return;
           }
           await updateNodeSpec(conn, current.id, (spec) => {
@@ -443,7 +489,10 @@ export function addNodeCommands(program: Command, rt: Runtime): void {
     .action(async (refs: string[], flags: { force?: boolean }) => {
       const conn = rt.connection();
       await forEachRef(refs, async (ref) => {
-        await conn.call(conn.control.removeNode.bind(conn.control), { nodeId: ref, force: flags.force ?? false });
+        await conn.call(conn.control.removeNode.bind(conn.control), {
+          nodeId: ref,
+          force: flags.force ?? false,
+        });
         rt.out(ref + '\n');
       });
     });
@@ -453,7 +502,11 @@ export function addNodeCommands(program: Command, rt: Runtime): void {
     .description('List tasks running on nodes (default: this node)')
     .option('--no-trunc', 'do not truncate ids and errors')
     .option('-q, --quiet', 'print the task ids only')
-    .option('-f, --filter <key=value>', 'desired-state=running|shutdown|accepted, id=...', (v: string, p: string[] = []) => [...p, v])
+    .option(
+      '-f, --filter <key=value>',
+      'desired-state=running|shutdown|accepted, id=...',
+      (v: string, p: string[] = []) => [...p, v],
+    )
     .argument('[node...]')
     .action(async (refs: string[], flags: { trunc?: boolean; quiet?: boolean; filter?: string[] }) => {
       const conn = rt.connection();
@@ -487,7 +540,8 @@ function prettyService(s: Service): string {
   sections.push(['Image', c?.image ?? '']);
   if ((c?.args ?? []).length > 0) sections.push(['Args', (c?.args ?? []).join(' ')]);
   if ((c?.env ?? []).length > 0) sections.push(['Env', (c?.env ?? []).join(' ')]);
-  if ((c?.mounts ?? []).length > 0) sections.push(['Mounts', (c?.mounts ?? []).map((m) => [m.target, m.source] as [string, string])]);
+  if ((c?.mounts ?? []).length > 0)
+    sections.push(['Mounts', (c?.mounts ?? []).map((m) => [m.target, m.source] as [string, string])]);
   const limits = spec.task?.resources?.limits;
   const reservations = spec.task?.resources?.reservations;
   if (limits || reservations) {
@@ -499,7 +553,14 @@ function prettyService(s: Service): string {
     sections.push(['Resources', res]);
   }
   if (spec.update) {
-    sections.push(['UpdateConfig', [['Parallelism', String(spec.update.parallelism)], ['Delay', formatDuration(spec.update.delay)], ['Monitoring Period', formatDuration(spec.update.monitor)]]]);
+    sections.push([
+      'UpdateConfig',
+      [
+        ['Parallelism', String(spec.update.parallelism)],
+        ['Delay', formatDuration(spec.update.delay)],
+        ['Monitoring Period', formatDuration(spec.update.monitor)],
+      ],
+    ]);
   }
   const ports = spec.endpoint?.ports ?? [];
   if (ports.length > 0) sections.push(['Ports', portsText(ports)]);
@@ -518,7 +579,8 @@ export function addServiceCommands(program: Command, rt: Runtime): void {
       const spec = buildServiceSpec(flags, image, args);
       const conn = rt.connection();
       const r = await conn.call(conn.control.createService.bind(conn.control), { spec });
-      if (!r.service) throw new ClusterError('INTERNAL', 'the manager accepted the service but returned none');
+      if (!r.service)
+        throw new ClusterError('INTERNAL', 'the manager accepted the service but returned none');
       rt.out(r.service.id + '\n');
       await waitUnlessDetached(rt, flags, r.service, undefined);
     });
@@ -530,7 +592,8 @@ export function addServiceCommands(program: Command, rt: Runtime): void {
     .option('-q, --quiet', 'print the ids only')
     .action(async (flags: { quiet?: boolean }) => {
       const conn = rt.connection();
-      const services = (await conn.call(conn.control.listServices.bind(conn.control), { filters: {} })).services;
+      const services = (await conn.call(conn.control.listServices.bind(conn.control), { filters: {} }))
+        .services;
       if (flags.quiet) {
         rt.out(services.map((s) => s.id + '\n').join(''));
         return;
@@ -544,7 +607,11 @@ export function addServiceCommands(program: Command, rt: Runtime): void {
     .description('List the tasks of services')
     .option('--no-trunc', 'do not truncate ids and errors')
     .option('-q, --quiet', 'print the task ids only')
-    .option('-f, --filter <key=value>', 'desired-state=running|shutdown|accepted, node=..., id=...', (v: string, p: string[] = []) => [...p, v])
+    .option(
+      '-f, --filter <key=value>',
+      'desired-state=running|shutdown|accepted, node=..., id=...',
+      (v: string, p: string[] = []) => [...p, v],
+    )
     .argument('<service...>')
     .action(async (refs: string[], flags: { trunc?: boolean; quiet?: boolean; filter?: string[] }) => {
       const conn = rt.connection();
@@ -561,7 +628,11 @@ export function addServiceCommands(program: Command, rt: Runtime): void {
         const wanted = new Set(
           nodeFilters
             .map((f) => f.slice('node='.length))
-            .flatMap((ref) => nodes.filter((n) => n.id === ref || n.id.startsWith(ref) || n.description?.hostname === ref).map((n) => n.id)),
+            .flatMap((ref) =>
+              nodes
+                .filter((n) => n.id === ref || n.id.startsWith(ref) || n.description?.hostname === ref)
+                .map((n) => n.id),
+            ),
         );
         filtered = filtered.filter((t) => wanted.has(t.nodeId));
       }
@@ -613,7 +684,10 @@ export function addServiceCommands(program: Command, rt: Runtime): void {
           const replicas = wanted.find((w) => w.ref === ref)?.replicas ?? 0;
           const current = await getService(conn, ref);
           if (current.spec?.mode?.$case === 'global') {
-            throw new ClusterError('FAILED_PRECONDITION', `${ref}: scale can only be used with replicated mode`);
+            throw new ClusterError(
+              'FAILED_PRECONDITION',
+              `${ref}: scale can only be used with replicated mode`,
+            );
           }
           const spec = ServiceSpec.fromPartial(current.spec ?? {});
           spec.mode = { $case: 'replicated', value: { replicas } };
@@ -697,30 +771,37 @@ export function addNetworkCommands(program: Command, rt: Runtime): void {
     .option('--attachable', 'standalone containers may attach')
     .option('-l, --label <key=value>', 'network label', (v: string, p: string[] = []) => [...p, v])
     .argument('<name>')
-    .action(async (name: string, flags: { driver: string; subnet?: string; gateway?: string; attachable?: boolean; label?: string[] }) => {
-      if (flags.driver !== 'overlay') throw badValue('--driver', flags.driver, 'only the overlay driver exists');
-      if (flags.subnet !== undefined && !/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/.test(flags.subnet)) {
-        throw badValue('--subnet', flags.subnet, 'must be an IPv4 CIDR such as 10.0.9.0/24');
-      }
-      if (flags.gateway !== undefined && !/^\d{1,3}(\.\d{1,3}){3}$/.test(flags.gateway)) {
-        throw badValue('--gateway', flags.gateway, 'must be an IPv4 address');
-      }
-      if (flags.gateway !== undefined && flags.subnet === undefined) {
-        throw new ClusterError('USAGE', '--gateway needs --subnet');
-      }
-      const labels = Object.fromEntries((flags.label ?? []).map((l) => parseKeyValue('--label', l)));
-      const conn = rt.connection();
-      const r = await conn.call(conn.control.createNetwork.bind(conn.control), {
-        spec: {
-          annotations: { name, labels },
-          driver: flags.driver,
-          ipam: flags.subnet === undefined ? undefined : { subnet: flags.subnet, gateway: flags.gateway ?? '' },
-          attachable: flags.attachable ?? false,
-          ingress: false,
-        },
-      });
-      rt.out((r.network?.id ?? '') + '\n');
-    });
+    .action(
+      async (
+        name: string,
+        flags: { driver: string; subnet?: string; gateway?: string; attachable?: boolean; label?: string[] },
+      ) => {
+        if (flags.driver !== 'overlay')
+          throw badValue('--driver', flags.driver, 'only the overlay driver exists');
+        if (flags.subnet !== undefined && !/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/.test(flags.subnet)) {
+          throw badValue('--subnet', flags.subnet, 'must be an IPv4 CIDR such as 10.0.9.0/24');
+        }
+        if (flags.gateway !== undefined && !/^\d{1,3}(\.\d{1,3}){3}$/.test(flags.gateway)) {
+          throw badValue('--gateway', flags.gateway, 'must be an IPv4 address');
+        }
+        if (flags.gateway !== undefined && flags.subnet === undefined) {
+          throw new ClusterError('USAGE', '--gateway needs --subnet');
+        }
+        const labels = Object.fromEntries((flags.label ?? []).map((l) => parseKeyValue('--label', l)));
+        const conn = rt.connection();
+        const r = await conn.call(conn.control.createNetwork.bind(conn.control), {
+          spec: {
+            annotations: { name, labels },
+            driver: flags.driver,
+            ipam:
+              flags.subnet === undefined ? undefined : { subnet: flags.subnet, gateway: flags.gateway ?? '' },
+            attachable: flags.attachable ?? false,
+            ingress: false,
+          },
+        });
+        rt.out((r.network?.id ?? '') + '\n');
+      },
+    );
 
   network
     .command('ls')
@@ -729,7 +810,9 @@ export function addNetworkCommands(program: Command, rt: Runtime): void {
     .option('-q, --quiet', 'print the ids only')
     .action(async (flags: { quiet?: boolean }) => {
       const conn = rt.connection();
-      const rows = networkRows((await conn.call(conn.control.listNetworks.bind(conn.control), { filters: {} })).networks);
+      const rows = networkRows(
+        (await conn.call(conn.control.listNetworks.bind(conn.control), { filters: {} })).networks,
+      );
       if (flags.quiet) rt.out(rows.map((n) => n.id + '\n').join(''));
       else rt.out(formatRows(rt.format(), NETWORK_COLUMNS, rows));
     });
@@ -762,4 +845,3 @@ export function addNetworkCommands(program: Command, rt: Runtime): void {
       });
     });
 }
-

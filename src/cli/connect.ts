@@ -22,8 +22,7 @@ export const DEFAULT_HOST = `unix://${DEFAULT_DATA_DIR}/cluster.sock`;
 export const CALL_TIMEOUT_MS = 15_000;
 
 export type Target =
-  | { kind: 'unix'; socketPath: string; address: string }
-  | { kind: 'tcp'; hostPort: string; address: string };
+  { kind: 'unix'; socketPath: string; address: string } | { kind: 'tcp'; hostPort: string; address: string };
 
 /** "unix:///path", "unix:/path", "host:port" or "host" (port 4242). */
 export function parseHost(host: string | undefined, defaultPort: number): Target {
@@ -31,16 +30,23 @@ export function parseHost(host: string | undefined, defaultPort: number): Target
   if (value.startsWith('unix:')) {
     const socketPath = value.replace(/^unix:(\/\/)?/, '');
     if (!socketPath.startsWith('/')) {
-      throw new ClusterError('USAGE', `invalid --host "${value}": a unix socket needs an absolute path, e.g. unix:///var/lib/cluster/cluster.sock`);
+      throw new ClusterError(
+        'USAGE',
+        `invalid --host "${value}": a unix socket needs an absolute path, e.g. unix:///var/lib/cluster/cluster.sock`,
+      );
     }
     return { kind: 'unix', socketPath, address: `unix://${socketPath}` };
   }
   const match = /^(?:tcp:\/\/)?(\[[0-9a-fA-F:.]+\]|[^:/\s]+)(?::(\d+))?$/.exec(value);
   if (!match?.[1]) {
-    throw new ClusterError('USAGE', `invalid --host "${value}": use unix:///path/to/cluster.sock or host:port`);
+    throw new ClusterError(
+      'USAGE',
+      `invalid --host "${value}": use unix:///path/to/cluster.sock or host:port`,
+    );
   }
   const port = match[2] === undefined ? defaultPort : Number(match[2]);
-  if (port < 1 || port > 65535) throw new ClusterError('USAGE', `invalid --host "${value}": port must be from 1 to 65535`);
+  if (port < 1 || port > 65535)
+    throw new ClusterError('USAGE', `invalid --host "${value}": port must be from 1 to 65535`);
   const hostPort = `${match[1]}:${port}`;
   return { kind: 'tcp', hostPort, address: hostPort };
 }
@@ -130,8 +136,13 @@ export class Connection {
     // A transport failure (nothing answered) rather than a manager saying UNAVAILABLE.
     if (!fromServer && (err.code === 'UNAVAILABLE' || err.code === 'DEADLINE_EXCEEDED')) {
       const hint =
-        this.target.kind === 'unix' ? 'is `cluster daemon` running?' : 'is a manager running there and is the address right?';
-      return new ClusterError('UNAVAILABLE', `cannot reach the manager at ${this.target.address}: ${hint} (${err.message})`);
+        this.target.kind === 'unix'
+          ? 'is `cluster daemon` running?'
+          : 'is a manager running there and is the address right?';
+      return new ClusterError(
+        'UNAVAILABLE',
+        `cannot reach the manager at ${this.target.address}: ${hint} (${err.message})`,
+      );
     }
     return err;
   }

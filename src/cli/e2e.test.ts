@@ -3,7 +3,7 @@
 // printed, and the exit codes (0, 1 for a server error, 2 for usage, 3 for no daemon).
 import { after, before, beforeEach, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Server, ServerCredentials, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
@@ -29,6 +29,13 @@ import {
   Task,
   TaskState,
 } from '../gen/cluster/v1/objects';
+import {
+  createRootCA,
+  generateNodeKey,
+  serverCredentials,
+  signNodeCertificate,
+  type NodeRoleName,
+} from '../manager/ca';
 import { main } from './main';
 
 const SELF = 'selfselfselfselfselfselfs';
@@ -109,12 +116,20 @@ function runningTasks(service: Service): Task[] {
       desiredState: TaskState.TASK_STATE_RUNNING,
       specVersion: service.meta?.version ?? 0,
       spec: service.spec?.task,
-      status: { state: state.tasksRunAtOnce ? TaskState.TASK_STATE_RUNNING : TaskState.TASK_STATE_PENDING, timestamp: new Date() },
+      status: {
+        state: state.tasksRunAtOnce ? TaskState.TASK_STATE_RUNNING : TaskState.TASK_STATE_PENDING,
+        timestamp: new Date(),
+      },
     }),
   );
 }
 
-function lookup<T extends { id: string }>(items: T[], ref: string, name: (t: T) => string | undefined, kind: string): T {
+function lookup<T extends { id: string }>(
+  items: T[],
+  ref: string,
+  name: (t: T) => string | undefined,
+  kind: string,
+): T {
   const found = items.find((i) => i.id === ref || name(i) === ref) ?? items.find((i) => i.id.startsWith(ref));
   if (!found) throw new ClusterError('NOT_FOUND', `${kind} '${ref}' not found`);
   return found;
@@ -145,7 +160,11 @@ const control: ControlServer = {
   }),
   createService: unary((r) => {
     recorded.create.push(r);
-    const service = Service.fromPartial({ id: 'newnewnewnewnewnewnewnewn', meta: { version: 20 }, spec: r.spec });
+    const service = Service.fromPartial({
+      id: 'newnewnewnewnewnewnewnewn',
+      meta: { version: 20 },
+      spec: r.spec,
+    });
     state.services.push(service);
     state.tasks.push(...runningTasks(service));
     return { service };
@@ -153,7 +172,9 @@ const control: ControlServer = {
   getService: unary((r) => {
     const service = lookup(state.services, r.serviceId, (s) => s.spec?.annotations?.name, 'service');
     if (!state.staleReads) return { service };
-    return { service: Service.fromPartial({ ...service, meta: { version: (service.meta?.version ?? 0) - 1 } }) };
+    return {
+      service: Service.fromPartial({ ...service, meta: { version: (service.meta?.version ?? 0) - 1 } }),
+    };
   }),
   listServices: unary(() => ({ services: state.services })),
   updateService: unary((r) => {
@@ -162,7 +183,11 @@ const control: ControlServer = {
     if (r.version !== current.meta?.version) {
       throw new ClusterError('CONFLICT', `service '${r.serviceId}' was changed by someone else`);
     }
-    const updated = Service.fromPartial({ ...current, meta: { version: (current.meta?.version ?? 0) + 1 }, spec: r.spec });
+    const updated = Service.fromPartial({
+      ...current,
+      meta: { version: (current.meta?.version ?? 0) + 1 },
+      spec: r.spec,
+    });
     state.services = state.services.map((s) => (s.id === updated.id ? updated : s));
     state.tasks = [...state.tasks.filter((t) => t.serviceId !== updated.id), ...runningTasks(updated)];
     return { service: updated };
@@ -173,13 +198,17 @@ const control: ControlServer = {
     return {};
   }),
   listTasks: unary((r) => ({
-    tasks: r.filters['service'] ? state.tasks.filter((t) => t.serviceId === r.filters['service']) : state.tasks,
+    tasks: r.filters['service']
+      ? state.tasks.filter((t) => t.serviceId === r.filters['service'])
+      : state.tasks,
   })),
   createNetwork: unary((r) => {
     recorded.createNetwork.push(r);
     return { network: Network.fromPartial({ id: 'netnetnetnetnetnetnetnetn', spec: r.spec }) };
   }),
-  getNetwork: unary((r) => ({ network: lookup(state.networks, r.networkId, (n) => n.spec?.annotations?.name, 'network') })),
+  getNetwork: unary((r) => ({
+    network: lookup(state.networks, r.networkId, (n) => n.spec?.annotations?.name, 'network'),
+  })),
   listNetworks: unary(() => ({ networks: state.networks })),
   removeNetwork: unary((r) => {
     lookup(state.networks, r.networkId, (n) => n.spec?.annotations?.name, 'network');
@@ -236,7 +265,9 @@ before(async () => {
   server.addService(ControlService, control);
   server.addService(LocalService, local);
   await new Promise<void>((resolve, reject) =>
-    server.bindAsync(`unix://${socket}`, ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
+    server.bindAsync(`unix://${socket}`, ServerCredentials.createInsecure(), (err) =>
+      err ? reject(err) : resolve(),
+    ),
   );
 });
 
@@ -279,7 +310,22 @@ test('node ls prints the table with "*" on this node', async () => {
 });
 
 test('service create sends the spec, prints the id, waits and reports convergence', async () => {
-  const r = await cluster('service', 'create', '--name', 'api', '--replicas', '2', '-p', '8080:80', '-e', 'X=1', 'nginx:2', 'nginx', '-g', 'daemon off;');
+  const r = await cluster(
+    'service',
+    'create',
+    '--name',
+    'api',
+    '--replicas',
+    '2',
+    '-p',
+    '8080:80',
+    '-e',
+    'X=1',
+    'nginx:2',
+    'nginx',
+    '-g',
+    'daemon off;',
+  );
   assert.equal(r.code, 0, r.stderr);
   assert.equal(recorded.create.length, 1);
   const spec = recorded.create[0]?.spec;
@@ -337,7 +383,10 @@ test('a missing socket exits 3 with a hint to start the daemon', async () => {
     isTTY: false,
   });
   assert.equal(code, 3);
-  assert.match(stderr, /^Error: cannot reach the manager at unix:\/\/.*absent\.sock: is `cluster daemon` running\?/);
+  assert.match(
+    stderr,
+    /^Error: cannot reach the manager at unix:\/\/.*absent\.sock: is `cluster daemon` running\?/,
+  );
 });
 
 test('a socket nobody listens on exits 3 too', async () => {
@@ -345,7 +394,9 @@ test('a socket nobody listens on exits 3 too', async () => {
   const stale = path.join(dir, 'stale.sock');
   const dead = new Server();
   await new Promise<void>((resolve, reject) =>
-    dead.bindAsync(`unix://${stale}`, ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
+    dead.bindAsync(`unix://${stale}`, ServerCredentials.createInsecure(), (err) =>
+      err ? reject(err) : resolve(),
+    ),
   );
   dead.forceShutdown();
   // grpc-js unlinks the socket on shutdown; put a plain file there, as a crash leaves one.
@@ -362,7 +413,18 @@ test('a socket nobody listens on exits 3 too', async () => {
 });
 
 test('service update reads the service and sends the edited spec with the version read', async () => {
-  const r = await cluster('service', 'update', '-d', '--image', 'nginx:2', '--env-add', 'B=2', '--env-rm', 'A', 'web');
+  const r = await cluster(
+    'service',
+    'update',
+    '-d',
+    '--image',
+    'nginx:2',
+    '--env-add',
+    'B=2',
+    '--env-rm',
+    'A',
+    'web',
+  );
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, 'web\n');
   const sent = recorded.update[0];
@@ -402,7 +464,14 @@ test('service ls and --format json', async () => {
     'ID             NAME   MODE         REPLICAS   IMAGE     PORTS\nwebwebwebweb   web    replicated   2/2        nginx:1\n',
   );
   const j = await cluster('--format', 'json', 'service', 'ls');
-  assert.deepEqual(JSON.parse(j.stdout), { ID: 'webwebwebweb', Name: 'web', Mode: 'replicated', Replicas: '2/2', Image: 'nginx:1', Ports: '' });
+  assert.deepEqual(JSON.parse(j.stdout), {
+    ID: 'webwebwebweb',
+    Name: 'web',
+    Mode: 'replicated',
+    Replicas: '2/2',
+    Image: 'nginx:1',
+    Ports: '',
+  });
 });
 
 test('service ps lists the tasks of a service with node hostnames', async () => {
@@ -411,7 +480,10 @@ test('service ps lists the tasks of a service with node hostnames', async () => 
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, 'webwetask1\nwebwetask2\n');
   const table = await cluster('service', 'ps', 'web');
-  assert.match(table.stdout.split('\n')[1] ?? '', /^webwetask1\s+web\.1\s+nginx:1\s+m1\s+Running\s+Running Less than a second ago/);
+  assert.match(
+    table.stdout.split('\n')[1] ?? '',
+    /^webwetask1\s+web\.1\s+nginx:1\s+m1\s+Running\s+Running .* ago/,
+  );
 });
 
 test('init prints the join commands; join and leave talk to the local daemon', async () => {
@@ -434,7 +506,10 @@ test('init prints the join commands; join and leave talk to the local daemon', a
 
 test('join-token shows and rotates tokens', async () => {
   const r = await cluster('join-token', 'worker');
-  assert.equal(r.stdout, 'To add a worker to this cluster, run the following command:\n\n    cluster join --token SWMTKN-1-worker 10.0.0.1:4242\n\n');
+  assert.equal(
+    r.stdout,
+    'To add a worker to this cluster, run the following command:\n\n    cluster join --token SWMTKN-1-worker 10.0.0.1:4242\n\n',
+  );
   const q = await cluster('join-token', '-q', '--rotate', 'manager');
   assert.equal(q.stdout, 'SWMTKN-1-manager2\n');
   assert.equal(recorded.updateCluster[0]?.version, 7);
@@ -458,7 +533,18 @@ test('node update, promote and demote send the changed node spec with the versio
 });
 
 test('network create sends the spec; bad subnets are usage errors', async () => {
-  const r = await cluster('network', 'create', '--subnet', '10.0.9.0/24', '--gateway', '10.0.9.1', '--attachable', '-l', 'a=b', 'backend');
+  const r = await cluster(
+    'network',
+    'create',
+    '--subnet',
+    '10.0.9.0/24',
+    '--gateway',
+    '10.0.9.1',
+    '--attachable',
+    '-l',
+    'a=b',
+    'backend',
+  );
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, 'netnetnetnetnetnetnetnetn\n');
   assert.deepEqual(recorded.createNetwork[0]?.spec?.ipam, { subnet: '10.0.9.0/24', gateway: '10.0.9.1' });
@@ -471,4 +557,71 @@ test('service logs is still refused with a clear message', async () => {
   const r = await cluster('service', 'logs', 'web');
   assert.equal(r.code, 1);
   assert.match(r.stderr, /not available in this version: it comes with the worker agent/);
+});
+
+async function nodeTls(ca: { certPem: string; keyPem: string }, nodeId: string, role: NodeRoleName) {
+  const key = await generateNodeKey();
+  const certPem = await signNodeCertificate(ca, key.csrPem, { nodeId, role, clusterId: 'cluster1' });
+  return { caCertPem: ca.certPem, certPem, keyPem: key.keyPem };
+}
+
+async function tlsServer(tls: {
+  caCertPem: string;
+  certPem: string;
+  keyPem: string;
+}): Promise<{ server: Server; port: number }> {
+  const s = new Server();
+  s.addService(ControlService, control);
+  const port = await new Promise<number>((resolve, reject) =>
+    s.bindAsync('127.0.0.1:0', serverCredentials(tls), (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  return { server: s, port };
+}
+
+test('host:port goes over mutual TLS with the node certificate from --tls-dir', async () => {
+  const ca = await createRootCA('cluster1');
+  const tlsDir = path.join(dir, 'tls');
+  mkdirSync(tlsDir, { recursive: true });
+  // The CLI runs on the worker w1, so its certificate marks w1 as "self".
+  const client = await nodeTls(ca, 'workerworkerworkerworkerw', 'worker');
+  writeFileSync(path.join(tlsDir, 'ca.crt'), client.caCertPem);
+  writeFileSync(path.join(tlsDir, 'node.crt'), client.certPem);
+  writeFileSync(path.join(tlsDir, 'node.key'), client.keyPem);
+  const manager = await tlsServer(await nodeTls(ca, SELF, 'manager'));
+  const impostor = await tlsServer(await nodeTls(ca, 'impostorimpostorimpostorx', 'worker'));
+  try {
+    const run = async (port: number) => {
+      let stdout = '';
+      let stderr = '';
+      const code = await main(
+        ['node', 'cluster', '--host', `127.0.0.1:${port}`, '--tls-dir', tlsDir, 'node', 'ls', '-q'],
+        {
+          stdout: (t) => (stdout += t),
+          stderr: (t) => (stderr += t),
+          isTTY: false,
+        },
+      );
+      return { code, stdout, stderr };
+    };
+    const ok = await run(manager.port);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.stdout, `${SELF}\nworkerworkerworkerworkerw\n`);
+    let table = '';
+    await main(
+      ['node', 'cluster', '--host', `127.0.0.1:${manager.port}`, '--tls-dir', tlsDir, 'node', 'ls'],
+      {
+        stdout: (t) => (table += t),
+        stderr: () => undefined,
+        isTTY: false,
+      },
+    );
+    assert.match(table, /^workerworkerworkerworkerw \*/m);
+    // A server whose certificate says worker is not a manager: the CLI refuses to talk to it.
+    const refused = await run(impostor.port);
+    assert.equal(refused.code, 3, refused.stderr);
+    assert.match(refused.stderr, /cannot reach the manager at 127\.0\.0\.1:/);
+  } finally {
+    manager.server.forceShutdown();
+    impostor.server.forceShutdown();
+  }
 });

@@ -86,7 +86,12 @@ test('CPUs are decimal and become nano CPUs', () => {
   for (const bad of ['', '-1', 'one', '1,5', '.']) {
     assertUsage(() => parseNanoCpus('--limit-cpu', bad), '--limit-cpu', bad);
   }
-  assertUsage(() => parseNanoCpus('--limit-cpu', '0.0000000001'), '--limit-cpu', '0.0000000001', /too precise/);
+  assertUsage(
+    () => parseNanoCpus('--limit-cpu', '0.0000000001'),
+    '--limit-cpu',
+    '0.0000000001',
+    /too precise/,
+  );
 });
 
 test('whole numbers, ratios and choices', () => {
@@ -101,9 +106,15 @@ test('whole numbers, ratios and choices', () => {
   }
   assert.equal(parseRatio('--r', '0.2'), 0.2);
   assert.equal(parseRatio('--r', '1'), 1);
-  for (const bad of ['1.5', '-0.1', 'x', '']) assertUsage(() => parseRatio('--r', bad), '--r', bad, /between 0 and 1/);
+  for (const bad of ['1.5', '-0.1', 'x', ''])
+    assertUsage(() => parseRatio('--r', bad), '--r', bad, /between 0 and 1/);
   assert.equal(parseChoice('--mode', 'Global', ['replicated', 'global'] as const), 'global');
-  assertUsage(() => parseChoice('--mode', 'both', ['replicated', 'global'] as const), '--mode', 'both', /replicated, global/);
+  assertUsage(
+    () => parseChoice('--mode', 'both', ['replicated', 'global'] as const),
+    '--mode',
+    'both',
+    /replicated, global/,
+  );
 });
 
 test('key=value pairs and env entries', () => {
@@ -151,9 +162,24 @@ test('published ports, long form', () => {
   assert.equal(p.publishedPort, 8080);
   assert.equal(p.protocol, PortConfig_Protocol.PROTOCOL_UDP);
   assert.equal(parsePublish('-p', 'target=80').publishedPort, 0);
-  assertUsage(() => parsePublish('--publish', 'published=8080'), '--publish', 'published=8080', /target= is required/);
-  assertUsage(() => parsePublish('--publish', 'target=80,mode=bridge'), '--publish', 'target=80,mode=bridge', /ingress or host/);
-  assertUsage(() => parsePublish('--publish', 'target=80,color=red'), '--publish', 'target=80,color=red', /unknown field/);
+  assertUsage(
+    () => parsePublish('--publish', 'published=8080'),
+    '--publish',
+    'published=8080',
+    /target= is required/,
+  );
+  assertUsage(
+    () => parsePublish('--publish', 'target=80,mode=bridge'),
+    '--publish',
+    'target=80,mode=bridge',
+    /ingress or host/,
+  );
+  assertUsage(
+    () => parsePublish('--publish', 'target=80,color=red'),
+    '--publish',
+    'target=80,color=red',
+    /unknown field/,
+  );
 });
 
 test("mounts in Docker's --mount syntax", () => {

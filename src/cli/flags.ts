@@ -3,7 +3,13 @@
 // (exit 2) naming the flag and the rule, so a typo never reaches the manager.
 import { ClusterError } from '../common/errors';
 import type { Duration } from '../gen/google/protobuf/duration';
-import { Mount, Mount_Type, PortConfig, PortConfig_Protocol, PortConfig_PublishMode } from '../gen/cluster/v1/objects';
+import {
+  Mount,
+  Mount_Type,
+  PortConfig,
+  PortConfig_Protocol,
+  PortConfig_PublishMode,
+} from '../gen/cluster/v1/objects';
 
 export function badValue(flag: string, value: string, rule: string): ClusterError {
   return new ClusterError('USAGE', `invalid argument "${value}" for "${flag}": ${rule}`);
@@ -28,7 +34,10 @@ export function parseDurationNanos(flag: string, text: string): bigint {
   const rule = 'must be a duration such as 500ms, 5s, 1m30s or 2h (units ns, us, ms, s, m, h), not negative';
   const value = text.trim();
   if (value === '0') return 0n;
-  if (value === '' || !/^(\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))*$/.test(value)) {
+  if (
+    value === '' ||
+    !/^(\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))*$/.test(value)
+  ) {
     throw badValue(flag, text, rule);
   }
   let total = 0n;
@@ -83,7 +92,14 @@ function trimFraction(value: bigint, unit: bigint): string {
 }
 
 // Docker's RAMInBytes: binary multiples, case-insensitive, optional "b" suffix.
-const BYTE_UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4, p: 1024 ** 5 };
+const BYTE_UNITS: Record<string, number> = {
+  '': 1,
+  k: 1024,
+  m: 1024 ** 2,
+  g: 1024 ** 3,
+  t: 1024 ** 4,
+  p: 1024 ** 5,
+};
 
 /** "64m" → 67108864, "1g", "512k", "1.5g", "1048576" (bytes). */
 export function parseBytes(flag: string, text: string): number {
@@ -109,8 +125,7 @@ export function parseNanoCpus(flag: string, text: string): number {
   if (fraction.replace(/0+$/, '').length > 9) {
     throw badValue(flag, text, 'is too precise: at most 9 decimals (1 nano CPU)');
   }
-  const nanos =
-    BigInt(match[1] ?? '0') * NANOS_PER_SECOND + BigInt((fraction + '000000000').slice(0, 9));
+  const nanos = BigInt(match[1] ?? '0') * NANOS_PER_SECOND + BigInt((fraction + '000000000').slice(0, 9));
   if (nanos > BigInt(Number.MAX_SAFE_INTEGER)) throw badValue(flag, text, 'is too large');
   return Number(nanos);
 }
@@ -212,7 +227,10 @@ export function parsePublish(flag: string, text: string): PortConfig {
     let hasTarget = false;
     for (const field of value.split(',')) {
       const eq = field.indexOf('=');
-      const key = field.slice(0, eq < 0 ? field.length : eq).trim().toLowerCase();
+      const key = field
+        .slice(0, eq < 0 ? field.length : eq)
+        .trim()
+        .toLowerCase();
       const v = eq < 0 ? '' : field.slice(eq + 1).trim();
       switch (key) {
         case 'target':
@@ -270,7 +288,10 @@ export function parseMount(flag: string, text: string): Mount {
   const mount = Mount.fromPartial({ type: Mount_Type.TYPE_VOLUME });
   for (const field of text.split(',')) {
     const eq = field.indexOf('=');
-    const key = field.slice(0, eq < 0 ? field.length : eq).trim().toLowerCase();
+    const key = field
+      .slice(0, eq < 0 ? field.length : eq)
+      .trim()
+      .toLowerCase();
     const v = eq < 0 ? '' : field.slice(eq + 1).trim();
     switch (key) {
       case 'type':

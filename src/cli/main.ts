@@ -3,7 +3,13 @@
 import { Command, CommanderError, Option } from 'commander';
 import { ClusterError, toClusterError } from '../common/errors';
 import { isLogLevel, LOG_LEVELS, setLogLevel } from '../common/logger';
-import { addMembershipCommands, addNetworkCommands, addNodeCommands, addServiceCommands, type Runtime } from './commands';
+import {
+  addMembershipCommands,
+  addNetworkCommands,
+  addNodeCommands,
+  addServiceCommands,
+  type Runtime,
+} from './commands';
 import { connect, DEFAULT_DATA_DIR, DEFAULT_HOST, type Connection } from './connect';
 import { OUTPUT_FORMATS, type OutputFormat } from './output';
 
@@ -57,13 +63,19 @@ function loadRunDaemon(): RunDaemon {
     loaded = require('../node');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND' && String(e).includes('../node')) {
-      throw new ClusterError('UNIMPLEMENTED', "'cluster daemon' is not built in this version: src/node is missing");
+      throw new ClusterError(
+        'UNIMPLEMENTED',
+        "'cluster daemon' is not built in this version: src/node is missing",
+      );
     }
     throw e;
   }
   const run = (loaded as { runDaemon?: unknown }).runDaemon;
   if (typeof run !== 'function') {
-    throw new ClusterError('UNIMPLEMENTED', "'cluster daemon' is not built in this version: src/node has no runDaemon");
+    throw new ClusterError(
+      'UNIMPLEMENTED',
+      "'cluster daemon' is not built in this version: src/node has no runDaemon",
+    );
   }
   return run as RunDaemon;
 }
@@ -75,7 +87,9 @@ function addDaemonCommand(program: Command): void {
     .option('--data-dir <dir>', 'state directory', DEFAULT_DATA_DIR)
     .option('--listen-addr <addr>', 'address to listen on for the cluster (default 0.0.0.0:4242)')
     .option('--advertise-addr <addr>', 'address other nodes reach this node at')
-    .addOption(new Option('--runtime <runtime>', 'container runtime').choices(['docker', 'oci']).default('docker'))
+    .addOption(
+      new Option('--runtime <runtime>', 'container runtime').choices(['docker', 'oci']).default('docker'),
+    )
     .action(async (flags: DaemonOptions) => {
       await loadRunDaemon()(flags);
     });
@@ -87,11 +101,15 @@ export function buildProgram(io: CliIO = PROCESS_IO): Command {
     .description('Run containers on many machines as one: a Swarm-like cluster scheduler')
     .version(version, '-v, --version', 'print the version')
     .addOption(
-      new Option('-H, --host <addr>', `daemon to talk to: unix:///path or host:port (default ${DEFAULT_HOST})`).env(
-        'CLUSTER_HOST',
-      ),
+      new Option(
+        '-H, --host <addr>',
+        `daemon to talk to: unix:///path or host:port (default ${DEFAULT_HOST})`,
+      ).env('CLUSTER_HOST'),
     )
-    .option('--tls-dir <dir>', 'ca.crt, node.crt and node.key for a host:port manager (default <data-dir>/tls)')
+    .option(
+      '--tls-dir <dir>',
+      'ca.crt, node.crt and node.key for a host:port manager (default <data-dir>/tls)',
+    )
     .addOption(
       new Option('--log-level <level>', 'log level')
         .choices(LOG_LEVELS)

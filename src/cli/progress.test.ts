@@ -5,11 +5,21 @@ import { Service, Task, TaskState } from '../gen/cluster/v1/objects';
 import { computeProgress, waitForConvergence } from './progress';
 
 const replicated = (replicas: number) =>
-  Service.fromPartial({ id: 'svc1', spec: { annotations: { name: 'web' }, mode: { $case: 'replicated', value: { replicas } } } });
-const global = Service.fromPartial({ id: 'svc1', spec: { annotations: { name: 'agent' }, mode: { $case: 'global', value: {} } } });
+  Service.fromPartial({
+    id: 'svc1',
+    spec: { annotations: { name: 'web' }, mode: { $case: 'replicated', value: { replicas } } },
+  });
+const global = Service.fromPartial({
+  id: 'svc1',
+  spec: { annotations: { name: 'agent' }, mode: { $case: 'global', value: {} } },
+});
 
 let clock = 0;
-function t(slot: number, state: TaskState, extra: { desired?: TaskState; node?: string; specVersion?: number; err?: string } = {}): Task {
+function t(
+  slot: number,
+  state: TaskState,
+  extra: { desired?: TaskState; node?: string; specVersion?: number; err?: string } = {},
+): Task {
   clock += 1;
   return Task.fromPartial({
     id: `task${clock}`,
@@ -39,20 +49,29 @@ test('replicated progress: one line per slot with a stage bar; converged when ev
       '3/3: pending   [============>                                     ]',
     ],
   );
-  const done = computeProgress(replicated(2), [t(1, TaskState.TASK_STATE_RUNNING), t(2, TaskState.TASK_STATE_RUNNING)]);
+  const done = computeProgress(replicated(2), [
+    t(1, TaskState.TASK_STATE_RUNNING),
+    t(2, TaskState.TASK_STATE_RUNNING),
+  ]);
   assert.equal(done.converged, true);
 });
 
 test('a failed task shows its error; a slot without a task shows nothing yet', () => {
   const p = computeProgress(replicated(2), [t(1, TaskState.TASK_STATE_REJECTED, { err: 'no such image' })]);
-  assert.deepEqual(p.lines.slice(1).map((l) => l.text), ['1/2: rejected no such image', '2/2:']);
+  assert.deepEqual(
+    p.lines.slice(1).map((l) => l.text),
+    ['1/2: rejected no such image', '2/2:'],
+  );
   assert.equal(p.converged, false);
 });
 
 test('after a scale down, tasks above the replica count must stop first', () => {
   const tasks = [t(1, TaskState.TASK_STATE_RUNNING), t(2, TaskState.TASK_STATE_RUNNING)];
   assert.equal(computeProgress(replicated(1), tasks).converged, false);
-  const stopping = [t(1, TaskState.TASK_STATE_RUNNING), t(2, TaskState.TASK_STATE_RUNNING, { desired: TaskState.TASK_STATE_SHUTDOWN })];
+  const stopping = [
+    t(1, TaskState.TASK_STATE_RUNNING),
+    t(2, TaskState.TASK_STATE_RUNNING, { desired: TaskState.TASK_STATE_SHUTDOWN }),
+  ];
   assert.equal(computeProgress(replicated(1), stopping).converged, true);
   assert.equal(computeProgress(replicated(0), []).converged, true);
 });
@@ -72,7 +91,11 @@ test('global progress: one line per node; converged when all run', () => {
   assert.equal(p.desired, 2);
   assert.equal(p.converged, false);
   assert.match(p.lines[1]?.text ?? '', /^nodeaaaaaaaa: running/);
-  assert.equal(computeProgress(global, []).converged, false, 'a global service with no task has not converged');
+  assert.equal(
+    computeProgress(global, []).converged,
+    false,
+    'a global service with no task has not converged',
+  );
 });
 
 test('the wait prints only changed lines when not on a terminal, then "verify: Service converged"', async () => {
@@ -86,7 +109,11 @@ test('the wait prints only changed lines when not on a terminal, then "verify: S
   let calls = 0;
   await waitForConvergence({
     serviceName: 'web',
-    fetch: () => Promise.resolve({ service: replicated(2), tasks: answers[Math.min(calls++, answers.length - 1)] ?? [] }),
+    fetch: () =>
+      Promise.resolve({
+        service: replicated(2),
+        tasks: answers[Math.min(calls++, answers.length - 1)] ?? [],
+      }),
     write: (text) => (out += text),
     isTTY: false,
     intervalMs: 1,

@@ -141,7 +141,8 @@ export async function waitForConvergence(options: WaitOptions): Promise<void> {
     } catch (e) {
       const err = toClusterError(e);
       // A manager election or a blip is worth waiting through; anything else ends the wait.
-      if (err.code !== 'UNAVAILABLE' && err.code !== 'NOT_LEADER' && err.code !== 'DEADLINE_EXCEEDED') throw err;
+      if (err.code !== 'UNAVAILABLE' && err.code !== 'NOT_LEADER' && err.code !== 'DEADLINE_EXCEEDED')
+        throw err;
     }
     if (now() >= deadline) {
       const counts = last ? `${last.running}/${last.desired} running` : 'no answer from the manager';

@@ -90,6 +90,7 @@ test('flags after the image belong to the command, as with docker service create
 });
 
 test('every create flag lands in its spec field', () => {
+  // prettier-ignore
   const spec = createSpec(
     '--name', 'web',
     '--replicas', '3',
@@ -162,7 +163,10 @@ test('every create flag lands in its spec field', () => {
           maxAttempts: 3,
           window: { seconds: 60, nanos: 0 },
         },
-        placement: { constraints: ['node.role==worker', 'node.labels.zone!=b'], spreadPreferences: ['node.labels.zone'] },
+        placement: {
+          constraints: ['node.role==worker', 'node.labels.zone!=b'],
+          spreadPreferences: ['node.labels.zone'],
+        },
         networks: [{ target: 'backend', aliases: [] }],
       },
       update: {
@@ -198,7 +202,16 @@ test('every create flag lands in its spec field', () => {
 });
 
 test('global mode, --no-healthcheck, and --read-only=false style values', () => {
-  const spec = createSpec('--mode', 'global', '--no-healthcheck', '--read-only', 'false', '--init', 'true', 'agent:1');
+  const spec = createSpec(
+    '--mode',
+    'global',
+    '--no-healthcheck',
+    '--read-only',
+    'false',
+    '--init',
+    'true',
+    'agent:1',
+  );
   assert.deepEqual(spec.mode, { $case: 'global', value: {} });
   assert.deepEqual(spec.task?.container?.healthcheck?.test, ['NONE']);
   assert.equal(spec.task?.container?.readOnly, false);
@@ -243,7 +256,10 @@ test('bad create values are usage errors naming the flag and the rule', () => {
     [['--update-order', 'random'], /"--update-order": must be one of stop-first, start-first/],
     [['--rollback-parallelism', '-1'], /"--rollback-parallelism"/],
     [['--rollback-delay', 'x'], /"--rollback-delay"/],
-    [['--rollback-failure-action', 'rollback'], /"--rollback-failure-action": must be one of pause, continue/],
+    [
+      ['--rollback-failure-action', 'rollback'],
+      /"--rollback-failure-action": must be one of pause, continue/,
+    ],
     [['--rollback-monitor', 'x'], /"--rollback-monitor"/],
     [['--rollback-max-failure-ratio', '-1'], /"--rollback-max-failure-ratio"/],
     [['--rollback-order', 'x'], /"--rollback-order"/],
@@ -265,6 +281,7 @@ test('an unknown flag is refused by the parser', () => {
   assert.throws(() => createSpec('--replica', '3', 'img'), { code: 'commander.unknownOption' });
 });
 
+// prettier-ignore
 const base = (): ServiceSpec =>
   createSpec(
     '--name', 'web',
@@ -281,6 +298,7 @@ const base = (): ServiceSpec =>
 test('update applies -add and -rm flags to a copy of the spec', () => {
   const current = base();
   const snapshot = ServiceSpec.fromPartial(current);
+  // prettier-ignore
   const next = updateSpec(
     current,
     '--image', 'nginx:2',
@@ -305,9 +323,18 @@ test('update applies -add and -rm flags to a copy of the spec', () => {
     next.endpoint?.ports.map((p) => `${p.publishedPort}:${p.targetPort}/${p.protocol}`),
     ['53:53/1', '9090:90/0'],
   );
-  assert.deepEqual(c?.mounts.map((m) => m.target), ['/t']);
-  assert.deepEqual(next.task?.networks.map((n) => n.target), ['back']);
-  assert.deepEqual(next.task?.placement, { constraints: ['node.labels.zone==a'], spreadPreferences: ['node.labels.rack'] });
+  assert.deepEqual(
+    c?.mounts.map((m) => m.target),
+    ['/t'],
+  );
+  assert.deepEqual(
+    next.task?.networks.map((n) => n.target),
+    ['back'],
+  );
+  assert.deepEqual(next.task?.placement, {
+    constraints: ['node.labels.zone==a'],
+    spreadPreferences: ['node.labels.rack'],
+  });
   assert.deepEqual(c?.dnsConfig?.nameservers, ['9.9.9.9']);
   assert.deepEqual(c?.labels, { x: 'y' });
   assert.deepEqual(next.mode, { $case: 'replicated', value: { replicas: 4 } });
@@ -318,7 +345,10 @@ test('update applies -add and -rm flags to a copy of the spec', () => {
 test('--env-rm then --env-add of the same name keeps the new value; --publish-rm of a udp port', () => {
   const next = updateSpec(base(), '--env-rm', 'A', '--env-add', 'A=9', '--publish-rm', '53/udp');
   assert.deepEqual(next.task?.container?.env, ['B=2', 'A=9']);
-  assert.deepEqual(next.endpoint?.ports.map((p) => p.targetPort), [80]);
+  assert.deepEqual(
+    next.endpoint?.ports.map((p) => p.targetPort),
+    [80],
+  );
 });
 
 test('--force bumps forceUpdate, and only task spec changes count as restarts', () => {

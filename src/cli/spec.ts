@@ -164,7 +164,11 @@ export function addCreateFlags(cmd: Command): Command {
   addCommonFlags(cmd)
     .option('--name <name>', 'service name')
     .addOption(new Option('--mode <mode>', 'replicated or global'))
-    .option('-p, --publish <port>', 'publish a port: published:target[/proto] or mode=...,target=...', collect)
+    .option(
+      '-p, --publish <port>',
+      'publish a port: published:target[/proto] or mode=...,target=...',
+      collect,
+    )
     .option('-e, --env <KEY=VALUE>', 'set an environment variable', collect)
     .option('--env-file <file>', 'read environment variables from a file', collect)
     .option('-l, --label <key=value>', 'service label', collect)
@@ -251,7 +255,20 @@ const FAILURE_ACTIONS = ['pause', 'continue', 'rollback'] as const;
 const ORDERS = ['stop-first', 'start-first'] as const;
 
 function container(task: TaskSpec): ContainerSpec {
-  task.container ??= { image: '', command: [], args: [], env: [], labels: {}, hostname: '', user: '', dir: '', mounts: [], stopSignal: '', readOnly: false, init: false };
+  task.container ??= {
+    image: '',
+    command: [],
+    args: [],
+    env: [],
+    labels: {},
+    hostname: '',
+    user: '',
+    dir: '',
+    mounts: [],
+    stopSignal: '',
+    readOnly: false,
+    init: false,
+  };
   return task.container;
 }
 
@@ -268,8 +285,11 @@ function applyUpdateConfig(
   const order = flags[`${prefix}Order`];
   if ([parallelism, delay, action, monitor, ratio, order].every((v) => v === undefined)) return current;
   // Docker's defaults: one task at a time, pause on failure, 5 s monitor.
-  const config = current ? UpdateConfig.fromPartial(current) : UpdateConfig.fromPartial({ parallelism: 1, monitor: { seconds: 5, nanos: 0 } });
-  if (parallelism !== undefined) config.parallelism = parseWholeNumber(`--${prefix}-parallelism`, parallelism);
+  const config = current
+    ? UpdateConfig.fromPartial(current)
+    : UpdateConfig.fromPartial({ parallelism: 1, monitor: { seconds: 5, nanos: 0 } });
+  if (parallelism !== undefined)
+    config.parallelism = parseWholeNumber(`--${prefix}-parallelism`, parallelism);
   if (delay !== undefined) config.delay = parseDuration(`--${prefix}-delay`, delay);
   if (action !== undefined) {
     const allowed = prefix === 'update' ? FAILURE_ACTIONS : (['pause', 'continue'] as const);
@@ -300,20 +320,33 @@ function applyCommon(spec: ServiceSpec, flags: CommonServiceFlags): void {
   if (flags.replicas !== undefined) {
     const replicas = parseWholeNumber('--replicas', flags.replicas);
     if (spec.mode?.$case === 'global') {
-      throw badValue('--replicas', flags.replicas, 'a global service has one task per node: replicas cannot be set');
+      throw badValue(
+        '--replicas',
+        flags.replicas,
+        'a global service has one task per node: replicas cannot be set',
+      );
     }
     spec.mode = { $case: 'replicated', value: { replicas } };
   }
 
   const resources = (task.resources ??= {});
   if (flags.limitCpu !== undefined) {
-    (resources.limits ??= { nanoCpus: 0, memoryBytes: 0 }).nanoCpus = parseNanoCpus('--limit-cpu', flags.limitCpu);
+    (resources.limits ??= { nanoCpus: 0, memoryBytes: 0 }).nanoCpus = parseNanoCpus(
+      '--limit-cpu',
+      flags.limitCpu,
+    );
   }
   if (flags.limitMemory !== undefined) {
-    (resources.limits ??= { nanoCpus: 0, memoryBytes: 0 }).memoryBytes = parseBytes('--limit-memory', flags.limitMemory);
+    (resources.limits ??= { nanoCpus: 0, memoryBytes: 0 }).memoryBytes = parseBytes(
+      '--limit-memory',
+      flags.limitMemory,
+    );
   }
   if (flags.reserveCpu !== undefined) {
-    (resources.reservations ??= { nanoCpus: 0, memoryBytes: 0 }).nanoCpus = parseNanoCpus('--reserve-cpu', flags.reserveCpu);
+    (resources.reservations ??= { nanoCpus: 0, memoryBytes: 0 }).nanoCpus = parseNanoCpus(
+      '--reserve-cpu',
+      flags.reserveCpu,
+    );
   }
   if (flags.reserveMemory !== undefined) {
     (resources.reservations ??= { nanoCpus: 0, memoryBytes: 0 }).memoryBytes = parseBytes(
@@ -323,7 +356,12 @@ function applyCommon(spec: ServiceSpec, flags: CommonServiceFlags): void {
   }
   if (!resources.limits && !resources.reservations) task.resources = undefined;
 
-  const restartFlags = [flags.restartCondition, flags.restartDelay, flags.restartMaxAttempts, flags.restartWindow];
+  const restartFlags = [
+    flags.restartCondition,
+    flags.restartDelay,
+    flags.restartMaxAttempts,
+    flags.restartWindow,
+  ];
   if (restartFlags.some((v) => v !== undefined)) {
     const restart = (task.restart ??= { condition: RestartPolicy_Condition.CONDITION_ANY, maxAttempts: 0 });
     if (flags.restartCondition !== undefined) {
@@ -335,11 +373,13 @@ function applyCommon(spec: ServiceSpec, flags: CommonServiceFlags): void {
             ? RestartPolicy_Condition.CONDITION_ON_FAILURE
             : RestartPolicy_Condition.CONDITION_ANY;
     }
-    if (flags.restartDelay !== undefined) restart.delay = parseDuration('--restart-delay', flags.restartDelay);
+    if (flags.restartDelay !== undefined)
+      restart.delay = parseDuration('--restart-delay', flags.restartDelay);
     if (flags.restartMaxAttempts !== undefined) {
       restart.maxAttempts = parseWholeNumber('--restart-max-attempts', flags.restartMaxAttempts);
     }
-    if (flags.restartWindow !== undefined) restart.window = parseDuration('--restart-window', flags.restartWindow);
+    if (flags.restartWindow !== undefined)
+      restart.window = parseDuration('--restart-window', flags.restartWindow);
   }
 
   if (flags.stopGracePeriod !== undefined) {
@@ -347,7 +387,13 @@ function applyCommon(spec: ServiceSpec, flags: CommonServiceFlags): void {
   }
   if (flags.stopSignal !== undefined) c.stopSignal = flags.stopSignal;
 
-  const healthFlags = [flags.healthCmd, flags.healthInterval, flags.healthTimeout, flags.healthRetries, flags.healthStartPeriod];
+  const healthFlags = [
+    flags.healthCmd,
+    flags.healthInterval,
+    flags.healthTimeout,
+    flags.healthRetries,
+    flags.healthStartPeriod,
+  ];
   if (flags.healthcheck === false) {
     if (healthFlags.some((v) => v !== undefined)) {
       throw new ClusterError('USAGE', '--no-healthcheck conflicts with the --health-* options');
@@ -356,10 +402,14 @@ function applyCommon(spec: ServiceSpec, flags: CommonServiceFlags): void {
   } else if (healthFlags.some((v) => v !== undefined)) {
     const health = (c.healthcheck ??= { test: [], retries: 0 });
     if (health.test[0] === 'NONE') health.test = [];
-    if (flags.healthCmd !== undefined) health.test = flags.healthCmd === '' ? [] : ['CMD-SHELL', flags.healthCmd];
-    if (flags.healthInterval !== undefined) health.interval = parseDuration('--health-interval', flags.healthInterval);
-    if (flags.healthTimeout !== undefined) health.timeout = parseDuration('--health-timeout', flags.healthTimeout);
-    if (flags.healthRetries !== undefined) health.retries = parseWholeNumber('--health-retries', flags.healthRetries);
+    if (flags.healthCmd !== undefined)
+      health.test = flags.healthCmd === '' ? [] : ['CMD-SHELL', flags.healthCmd];
+    if (flags.healthInterval !== undefined)
+      health.interval = parseDuration('--health-interval', flags.healthInterval);
+    if (flags.healthTimeout !== undefined)
+      health.timeout = parseDuration('--health-timeout', flags.healthTimeout);
+    if (flags.healthRetries !== undefined)
+      health.retries = parseWholeNumber('--health-retries', flags.healthRetries);
     if (flags.healthStartPeriod !== undefined) {
       health.startPeriod = parseDuration('--health-start-period', flags.healthStartPeriod);
     }
@@ -422,8 +472,12 @@ export function buildServiceSpec(
     annotations: { name: flags.name ?? '', labels: {} },
     task: { container: { image, args }, networks: [] },
   });
-  const mode = flags.mode === undefined ? 'replicated' : parseChoice('--mode', flags.mode, ['replicated', 'global'] as const);
-  spec.mode = mode === 'global' ? { $case: 'global', value: {} } : { $case: 'replicated', value: { replicas: 1 } };
+  const mode =
+    flags.mode === undefined
+      ? 'replicated'
+      : parseChoice('--mode', flags.mode, ['replicated', 'global'] as const);
+  spec.mode =
+    mode === 'global' ? { $case: 'global', value: {} } : { $case: 'replicated', value: { replicas: 1 } };
   applyCommon(spec, flags);
 
   const task = spec.task ?? { networks: [], forceUpdate: 0 };
@@ -451,7 +505,11 @@ export function buildServiceSpec(
     task.placement = { constraints, spreadPreferences: spread };
   }
   if (flags.dns || flags.dnsSearch || flags.dnsOption) {
-    c.dnsConfig = { nameservers: flags.dns ?? [], search: flags.dnsSearch ?? [], options: flags.dnsOption ?? [] };
+    c.dnsConfig = {
+      nameservers: flags.dns ?? [],
+      search: flags.dnsSearch ?? [],
+      options: flags.dnsOption ?? [],
+    };
   }
   const ports = (flags.publish ?? []).map((p) => parsePublish('--publish', p));
   if (ports.length > 0) {
@@ -475,7 +533,11 @@ function parsePublishRm(value: string): PortConfig {
  * changed). Removals are applied before additions, as Docker does, so "--env-rm A --env-add A=2"
  * ends with A=2.
  */
-export function applyServiceUpdate(current: ServiceSpec, flags: UpdateServiceFlags, inputs: SpecInputs = {}): ServiceSpec {
+export function applyServiceUpdate(
+  current: ServiceSpec,
+  flags: UpdateServiceFlags,
+  inputs: SpecInputs = {},
+): ServiceSpec {
   const spec = ServiceSpec.fromPartial(current);
   applyCommon(spec, flags);
   const task = (spec.task ??= { networks: [], forceUpdate: 0 });
@@ -505,20 +567,23 @@ export function applyServiceUpdate(current: ServiceSpec, flags: UpdateServiceFla
     c.labels[k] = v;
   }
 
-  for (const target of flags.mountRm ?? []) c.mounts = removeMatching(c.mounts, (m: Mount) => m.target === target);
+  for (const target of flags.mountRm ?? [])
+    c.mounts = removeMatching(c.mounts, (m: Mount) => m.target === target);
   for (const text of flags.mountAdd ?? []) {
     const mount = parseMount('--mount-add', text);
     c.mounts = [...c.mounts.filter((m) => m.target !== mount.target), mount];
   }
 
-  for (const name of flags.networkRm ?? []) task.networks = removeMatching(task.networks, (n) => n.target === name);
+  for (const name of flags.networkRm ?? [])
+    task.networks = removeMatching(task.networks, (n) => n.target === name);
   for (const name of flags.networkAdd ?? []) {
     if (!task.networks.some((n) => n.target === name)) task.networks.push({ target: name, aliases: [] });
   }
 
   if (flags.constraintRm || flags.constraintAdd || flags.placementPrefRm || flags.placementPrefAdd) {
     const placement = (task.placement ??= { constraints: [], spreadPreferences: [] });
-    for (const x of flags.constraintRm ?? []) placement.constraints = removeMatching(placement.constraints, (y) => y === x);
+    for (const x of flags.constraintRm ?? [])
+      placement.constraints = removeMatching(placement.constraints, (y) => y === x);
     for (const x of flags.constraintAdd ?? []) {
       const expression = validateConstraint('--constraint-add', x);
       if (!placement.constraints.includes(expression)) placement.constraints.push(expression);
@@ -533,7 +598,14 @@ export function applyServiceUpdate(current: ServiceSpec, flags: UpdateServiceFla
     }
   }
 
-  if (flags.dnsAdd || flags.dnsRm || flags.dnsSearchAdd || flags.dnsSearchRm || flags.dnsOptionAdd || flags.dnsOptionRm) {
+  if (
+    flags.dnsAdd ||
+    flags.dnsRm ||
+    flags.dnsSearchAdd ||
+    flags.dnsSearchRm ||
+    flags.dnsOptionAdd ||
+    flags.dnsOptionRm
+  ) {
     const dns = (c.dnsConfig ??= { nameservers: [], search: [], options: [] });
     const edit = (list: string[], rm: string[] | undefined, add: string[] | undefined) => {
       const kept = list.filter((x) => !(rm ?? []).includes(x));

@@ -95,15 +95,67 @@ const web = Service.fromPartial({
 });
 const agent = Service.fromPartial({
   id: 'svcagentagentagentagentag',
-  spec: { annotations: { name: 'agent' }, task: { container: { image: 'agent:2' } }, mode: { $case: 'global', value: {} } },
+  spec: {
+    annotations: { name: 'agent' },
+    task: { container: { image: 'agent:2' } },
+    mode: { $case: 'global', value: {} },
+  },
 });
 
 const tasks = [
-  Task.fromPartial({ id: 'taskweb1newnewnewnewnewnw', serviceId: web.id, slot: 1, nodeId: 'n2workerworkerworkerworkr', desiredState: TaskState.TASK_STATE_RUNNING, spec: { container: { image: 'nginx:1.27' } }, status: { state: TaskState.TASK_STATE_RUNNING, timestamp: ago(125_000) } }),
-  Task.fromPartial({ id: 'taskweb1oldoldoldoldoldol', serviceId: web.id, slot: 1, nodeId: 'n2workerworkerworkerworkr', desiredState: TaskState.TASK_STATE_SHUTDOWN, spec: { container: { image: 'nginx:1.26' } }, status: { state: TaskState.TASK_STATE_FAILED, timestamp: ago(3 * 3_600_000), err: 'task: non-zero exit (137): killed by the OOM killer' } }),
-  Task.fromPartial({ id: 'taskweb2runrunrunrunrunrn', serviceId: web.id, slot: 2, nodeId: 'n1leaderleaderleaderleadr', desiredState: TaskState.TASK_STATE_RUNNING, spec: { container: { image: 'nginx:1.27' } }, status: { state: TaskState.TASK_STATE_RUNNING, timestamp: ago(500) }, endpoint: { ports: [{ targetPort: 80, publishedPort: 30080, publishMode: PortConfig_PublishMode.PUBLISH_MODE_HOST }] } }),
-  Task.fromPartial({ id: 'taskweb3pendingpendingpen', serviceId: web.id, slot: 3, desiredState: TaskState.TASK_STATE_RUNNING, spec: { container: { image: 'nginx:1.27' } }, status: { state: TaskState.TASK_STATE_PENDING, timestamp: ago(61_000), message: 'no suitable node' } }),
-  Task.fromPartial({ id: 'taskagentagentagentagentg', serviceId: agent.id, slot: 0, nodeId: 'n1leaderleaderleaderleadr', desiredState: TaskState.TASK_STATE_RUNNING, spec: { container: { image: 'agent:2' } }, status: { state: TaskState.TASK_STATE_RUNNING, timestamp: ago(1_000) } }),
+  Task.fromPartial({
+    id: 'taskweb1newnewnewnewnewnw',
+    serviceId: web.id,
+    slot: 1,
+    nodeId: 'n2workerworkerworkerworkr',
+    desiredState: TaskState.TASK_STATE_RUNNING,
+    spec: { container: { image: 'nginx:1.27' } },
+    status: { state: TaskState.TASK_STATE_RUNNING, timestamp: ago(125_000) },
+  }),
+  Task.fromPartial({
+    id: 'taskweb1oldoldoldoldoldol',
+    serviceId: web.id,
+    slot: 1,
+    nodeId: 'n2workerworkerworkerworkr',
+    desiredState: TaskState.TASK_STATE_SHUTDOWN,
+    spec: { container: { image: 'nginx:1.26' } },
+    status: {
+      state: TaskState.TASK_STATE_FAILED,
+      timestamp: ago(3 * 3_600_000),
+      err: 'task: non-zero exit (137): killed by the OOM killer',
+    },
+  }),
+  Task.fromPartial({
+    id: 'taskweb2runrunrunrunrunrn',
+    serviceId: web.id,
+    slot: 2,
+    nodeId: 'n1leaderleaderleaderleadr',
+    desiredState: TaskState.TASK_STATE_RUNNING,
+    spec: { container: { image: 'nginx:1.27' } },
+    status: { state: TaskState.TASK_STATE_RUNNING, timestamp: ago(500) },
+    endpoint: {
+      ports: [
+        { targetPort: 80, publishedPort: 30080, publishMode: PortConfig_PublishMode.PUBLISH_MODE_HOST },
+      ],
+    },
+  }),
+  Task.fromPartial({
+    id: 'taskweb3pendingpendingpen',
+    serviceId: web.id,
+    slot: 3,
+    desiredState: TaskState.TASK_STATE_RUNNING,
+    spec: { container: { image: 'nginx:1.27' } },
+    status: { state: TaskState.TASK_STATE_PENDING, timestamp: ago(61_000), message: 'no suitable node' },
+  }),
+  Task.fromPartial({
+    id: 'taskagentagentagentagentg',
+    serviceId: agent.id,
+    slot: 0,
+    nodeId: 'n1leaderleaderleaderleadr',
+    desiredState: TaskState.TASK_STATE_RUNNING,
+    spec: { container: { image: 'agent:2' } },
+    status: { state: TaskState.TASK_STATE_RUNNING, timestamp: ago(1_000) },
+  }),
 ];
 
 test('service ls: replicas running/desired, global counts, ingress ports', () => {
@@ -162,8 +214,14 @@ test('service ps: names by slot, history under the current task, human times, er
 
 test('network ls', () => {
   const networks = [
-    Network.fromPartial({ id: 'netbbbbbbbbbbbbbbbbbbbbbb', spec: { annotations: { name: 'backend' }, driver: 'overlay' } }),
-    Network.fromPartial({ id: 'netaaaaaaaaaaaaaaaaaaaaaa', spec: { annotations: { name: 'appnet' }, driver: '' } }),
+    Network.fromPartial({
+      id: 'netbbbbbbbbbbbbbbbbbbbbbb',
+      spec: { annotations: { name: 'backend' }, driver: 'overlay' },
+    }),
+    Network.fromPartial({
+      id: 'netaaaaaaaaaaaaaaaaaaaaaa',
+      spec: { annotations: { name: 'appnet' }, driver: '' },
+    }),
   ];
   assert.equal(
     formatRows('table', NETWORK_COLUMNS, networkRows(networks)),
@@ -204,7 +262,13 @@ test('inspect output is a JSON array indented by four spaces; pretty output alig
     formatPretty([
       ['ID', 'abc'],
       ['Hostname', 'h'],
-      ['Status', [['State', 'Ready'], ['Availability', 'Active']]],
+      [
+        'Status',
+        [
+          ['State', 'Ready'],
+          ['Availability', 'Active'],
+        ],
+      ],
     ]),
     'ID:        abc\nHostname:  h\nStatus:\n State:         Ready\n Availability:  Active\n',
   );

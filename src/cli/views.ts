@@ -61,9 +61,17 @@ export const NODE_COLUMNS: Column<NodeRow>[] = [
   { header: 'ID', field: 'ID', value: (r) => r.node.id + (r.self ? ' *' : '') },
   { header: 'HOSTNAME', field: 'Hostname', value: (r) => r.node.description?.hostname ?? '' },
   { header: 'STATUS', field: 'Status', value: (r) => nodeStateName(r.node.status?.state) },
-  { header: 'AVAILABILITY', field: 'Availability', value: (r) => availabilityName(r.node.spec?.availability) },
+  {
+    header: 'AVAILABILITY',
+    field: 'Availability',
+    value: (r) => availabilityName(r.node.spec?.availability),
+  },
   { header: 'MANAGER STATUS', field: 'ManagerStatus', value: (r) => managerStatusName(r.node) },
-  { header: 'ENGINE VERSION', field: 'EngineVersion', value: (r) => r.node.description?.runtimeVersion ?? '' },
+  {
+    header: 'ENGINE VERSION',
+    field: 'EngineVersion',
+    value: (r) => r.node.description?.runtimeVersion ?? '',
+  },
 ];
 /** JSON lines carry the id without the "*" marker, and Self as Docker's (a string, as every field). */
 export const NODE_JSON_COLUMNS: Column<NodeRow>[] = [
@@ -74,7 +82,11 @@ export const NODE_JSON_COLUMNS: Column<NodeRow>[] = [
 
 export function nodeRows(nodes: Node[], selfId: string | undefined): NodeRow[] {
   return [...nodes]
-    .sort((a, b) => (a.description?.hostname ?? '').localeCompare(b.description?.hostname ?? '') || a.id.localeCompare(b.id))
+    .sort(
+      (a, b) =>
+        (a.description?.hostname ?? '').localeCompare(b.description?.hostname ?? '') ||
+        a.id.localeCompare(b.id),
+    )
     .map((node) => ({ node, self: node.id === selfId }));
 }
 
@@ -96,7 +108,8 @@ export interface ServiceRow {
   desired: number;
 }
 
-export const serviceMode = (s: Service): string => (s.spec?.mode?.$case === 'global' ? 'global' : 'replicated');
+export const serviceMode = (s: Service): string =>
+  s.spec?.mode?.$case === 'global' ? 'global' : 'replicated';
 
 export const SERVICE_COLUMNS: Column<ServiceRow>[] = [
   { header: 'ID', field: 'ID', value: (r) => shortId(r.service.id) },
@@ -124,13 +137,15 @@ export function serviceRows(services: Service[], tasks: Task[]): ServiceRow[] {
   for (const t of tasks) {
     if (t.desiredState !== TaskState.TASK_STATE_RUNNING) continue;
     desiredGlobal.set(t.serviceId, (desiredGlobal.get(t.serviceId) ?? 0) + 1);
-    if (t.status?.state === TaskState.TASK_STATE_RUNNING) running.set(t.serviceId, (running.get(t.serviceId) ?? 0) + 1);
+    if (t.status?.state === TaskState.TASK_STATE_RUNNING)
+      running.set(t.serviceId, (running.get(t.serviceId) ?? 0) + 1);
   }
   return [...services]
     .sort((a, b) => (a.spec?.annotations?.name ?? '').localeCompare(b.spec?.annotations?.name ?? ''))
     .map((service) => {
       const mode = service.spec?.mode;
-      const desired = mode?.$case === 'replicated' ? mode.value.replicas : (desiredGlobal.get(service.id) ?? 0);
+      const desired =
+        mode?.$case === 'replicated' ? mode.value.replicas : (desiredGlobal.get(service.id) ?? 0);
       return { service, running: running.get(service.id) ?? 0, desired };
     });
 }
@@ -188,7 +203,11 @@ export function taskColumns(now: Date, noTrunc: boolean): Column<TaskRow>[] {
     { header: 'NAME', field: 'Name', value: (r) => (r.history ? ` \\_ ${r.name}` : r.name) },
     { header: 'IMAGE', field: 'Image', value: (r) => r.task.spec?.container?.image ?? '' },
     { header: 'NODE', field: 'Node', value: (r) => r.nodeHostname },
-    { header: 'DESIRED STATE', field: 'DesiredState', value: (r) => capitalize(taskStateName(r.task.desiredState)) },
+    {
+      header: 'DESIRED STATE',
+      field: 'DesiredState',
+      value: (r) => capitalize(taskStateName(r.task.desiredState)),
+    },
     {
       header: 'CURRENT STATE',
       field: 'CurrentState',
@@ -210,7 +229,11 @@ export function taskColumns(now: Date, noTrunc: boolean): Column<TaskRow>[] {
       header: 'PORTS',
       field: 'Ports',
       value: (r) =>
-        portsText((r.task.endpoint?.ports ?? []).filter((p) => p.publishMode === PortConfig_PublishMode.PUBLISH_MODE_HOST)),
+        portsText(
+          (r.task.endpoint?.ports ?? []).filter(
+            (p) => p.publishMode === PortConfig_PublishMode.PUBLISH_MODE_HOST,
+          ),
+        ),
     },
   ];
 }
@@ -219,10 +242,17 @@ export function taskColumns(now: Date, noTrunc: boolean): Column<TaskRow>[] {
  * Tasks grouped by service and slot (node for global services), the newest first in each
  * group and older ones marked as history, as `docker service ps` prints them.
  */
-export function taskRows(tasks: Task[], serviceNames: Map<string, string>, nodeHostnames: Map<string, string>): TaskRow[] {
-  const groupKey = (t: Task) => `${serviceNames.get(t.serviceId) ?? t.serviceId}.${t.slot > 0 ? String(t.slot).padStart(12, '0') : t.nodeId}`;
+export function taskRows(
+  tasks: Task[],
+  serviceNames: Map<string, string>,
+  nodeHostnames: Map<string, string>,
+): TaskRow[] {
+  const groupKey = (t: Task) =>
+    `${serviceNames.get(t.serviceId) ?? t.serviceId}.${t.slot > 0 ? String(t.slot).padStart(12, '0') : t.nodeId}`;
   const when = (t: Task) => t.status?.timestamp?.getTime() ?? t.meta?.createdAt?.getTime() ?? 0;
-  const sorted = [...tasks].sort((a, b) => groupKey(a).localeCompare(groupKey(b)) || when(b) - when(a) || a.id.localeCompare(b.id));
+  const sorted = [...tasks].sort(
+    (a, b) => groupKey(a).localeCompare(groupKey(b)) || when(b) - when(a) || a.id.localeCompare(b.id),
+  );
   let previousGroup = '';
   return sorted.map((task) => {
     const key = groupKey(task);
@@ -248,5 +278,7 @@ export const NETWORK_COLUMNS: Column<Network>[] = [
 ];
 
 export function networkRows(networks: Network[]): Network[] {
-  return [...networks].sort((a, b) => (a.spec?.annotations?.name ?? '').localeCompare(b.spec?.annotations?.name ?? ''));
+  return [...networks].sort((a, b) =>
+    (a.spec?.annotations?.name ?? '').localeCompare(b.spec?.annotations?.name ?? ''),
+  );
 }
