@@ -5,6 +5,7 @@ import { ClusterError } from '../common/errors';
 import { componentLogger } from '../common/logger';
 import { clientCredentials, nodeIdentityFromPeer } from '../manager/ca';
 import { createControlServer, forwardingControl, type Authorize, type LeaderRoute } from '../manager/controlapi';
+import { controlLoops } from '../manager/orchestrator';
 import { Daemon, type DaemonOptions } from './daemon';
 import type { Manager } from './manager';
 
@@ -90,7 +91,7 @@ export function daemonOptions(base: DaemonOptions): DaemonOptions {
       services: (manager) => [
         { definition: ControlService, implementation: controlFor(manager, requireManagerCert) },
       ],
-      loops: () => [],
+      loops: (manager) => controlLoops(manager.store),
     },
     localServices: (current) => [{ definition: ControlService, implementation: socketControl(current) }],
   };
