@@ -179,12 +179,8 @@ const CRASH_AFTER_SEND_CHANCE = 0.002;
 /** Share of messages that take a slow path, and how many steps late they may arrive. */
 const SLOW_MESSAGE_CHANCE = 0.05;
 const MAX_SLOW_DELAY_STEPS = 200;
-/**
- * Entries kept below a new snapshot when compacting. 0 for now: the core's restart check
- * (Raft.checkAppliedSkipsNoConfChange) takes firstIndex - 1 for the snapshot index and
- * refuses a restart when entries are retained below the snapshot.
- */
-const COMPACTION_KEEP_MAX = 0;
+/** Most entries kept below a new snapshot when compacting, so slow followers catch up from the log. */
+const COMPACTION_KEEP_MAX = 4;
 /** Concurrent clients, each with at most one outstanding operation. */
 const CLIENTS = 5;
 const KEYS = 3;
@@ -1017,7 +1013,6 @@ export class Simulation {
     this.checker.snapshot(node.id, node.applied, data);
     node.snapshotIndex = node.applied;
     this.stats.snapshots++;
-    // Could keep a few entries below the snapshot for slow followers; see COMPACTION_KEEP_MAX.
     const compactTo = node.applied - this.rng.int(0, COMPACTION_KEEP_MAX);
     if (compactTo >= log.firstIndex()) node.disk.write({ kind: 'compact', index: compactTo });
   }
