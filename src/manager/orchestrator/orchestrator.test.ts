@@ -226,7 +226,9 @@ describe('rolling update (orchestrator part)', () => {
     let s = update(deployed(3), 'nginx:2');
     const seen: number[][] = [];
     for (let round = 0; round < 10; round++) {
-      const plan = orchestrate(s);
+      // Each round is past the previous replacement's monitor period (5 s by default).
+      const nowMs = round * 10_000;
+      const plan = orchestrate(s, nowMs);
       if (plan.empty) break;
       seen.push(plan.createdTasks.map((t) => t.slot));
       // Stop-first: the old task of the slot stops in the same pass as its replacement appears.
@@ -235,9 +237,9 @@ describe('rolling update (orchestrator part)', () => {
         assert.equal(stopped.length, 1);
         assert.equal(stopped[0]?.desiredState, TaskState.TASK_STATE_SHUTDOWN);
       }
-      s = applyPlan(s, plan);
+      s = applyPlan(s, plan, nowMs);
       // Before the replacement runs, nothing else moves.
-      if (plan.createdTasks.length > 0) assert.deepEqual(orchestrate(s).createdTasks, []);
+      if (plan.createdTasks.length > 0) assert.deepEqual(orchestrate(s, nowMs).createdTasks, []);
       s = agentsSettle(s);
     }
     assert.deepEqual(seen.filter((slots) => slots.length > 0), [[1], [2], [3]]);

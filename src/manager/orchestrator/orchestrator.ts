@@ -9,13 +9,13 @@ import {
   TaskState,
   TaskStatus,
   UpdateConfig_Order,
-  UpdateStatus_State,
   type Node,
   type Service,
   type Task,
 } from '../../gen/cluster/v1/objects';
 import { constraintMatches, parseConstraints, type Constraint } from '../scheduler';
 import type { ClusterState, Plan } from './plan';
+import { activeUpdateConfig, nextUpdateStep, type SlotView } from './updater';
 import {
   byAge,
   hasEnded,
@@ -49,43 +49,27 @@ export function tasksByService(tasks: readonly Task[]): Map<string, Task[]> {
   return groupBy(tasks, (t) => t.serviceId);
 }
 
-/** How one slot (or one global node) stands after its duplicates are settled. */
-type SlotOutcome =
-  /** Nothing occupies it: a task must be created. */
-  | 'empty'
-  /** Its task was made from the current spec and is settled. */
-  | 'current'
-  /** A replacement from the current spec exists but does not run yet: an update is under way. */
-  | 'updating'
-  /** Only tasks of an older spec occupy it: it waits for the rollout. */
-  | 'outdated';
-
 /**
- * Settles one slot: at most one task of the current spec stays (the running one, else the newest);
- * an outdated task is stopped once its replacement runs (start-first) or at once (stop-first).
+ * Settles one slot: at most one task of the current spec stays (the running one, else the
+ * newest); an outdated task is stopped once its replacement runs (start-first) or at once
+ * (stop-first). Returns how the slot stands for the updater.
  */
-function settleSlot(service: Service, group: readonly Task[], plan: Plan): SlotOutcome {
+function settleSlot(service: Service, key: string, group: readonly Task[], plan: Plan): SlotView | undefined {
   const occupying = group.filter(occupiesSlot);
-  if (occupying.length === 0) return 'empty';
+  if (occupying.length === 0) return undefined;
   const current = occupying.filter((t) => isUpToDate(t, service));
   const outdated = occupying.filter((t) => !isUpToDate(t, service));
-  if (current.length === 0) {
-    // Duplicates of an old spec (a leader died mid-rollout): keep the newest until its turn.
-    const [keep, ...extra] = [...outdated].sort(preferRunningThenNewest);
-    for (const task of extra) plan.updateTask(stopTask(task, TaskState.TASK_STATE_SHUTDOWN, 'duplicate task in slot'));
-    return keep === undefined ? 'empty' : 'outdated';
-  }
-  const [keep, ...extra] = [...current].sort(preferRunningThenNewest);
+  const [keep, ...extra] = [...(current.length > 0 ? current : outdated)].sort(preferRunningThenNewest);
+  // Duplicates (a leader died between two writes): one task per slot stays.
   for (const task of extra) plan.updateTask(stopTask(task, TaskState.TASK_STATE_SHUTDOWN, 'duplicate task in slot'));
-  if (keep === undefined) return 'empty';
-  const startFirst = service.spec?.update?.order === UpdateConfig_Order.ORDER_START_FIRST;
-  const replacementRuns = stateOf(keep) >= TaskState.TASK_STATE_RUNNING;
+  if (current.length === 0) return { key, tasks: group, current: undefined, outdated: true };
+  const startFirst = activeUpdateConfig(service)?.order === UpdateConfig_Order.ORDER_START_FIRST;
+  const replacementRuns = keep !== undefined && stateOf(keep) >= TaskState.TASK_STATE_RUNNING;
   for (const task of outdated) {
     if (startFirst && !replacementRuns) continue;
     plan.updateTask(stopTask(task, TaskState.TASK_STATE_SHUTDOWN, 'replaced by service update'));
   }
-  const replacedHere = group.some((t) => !isUpToDate(t, service));
-  return replacedHere && !replacementRuns && !hasEnded(keep) ? 'updating' : 'current';
+  return { key, tasks: group, current: keep, outdated: false };
 }
 
 function preferRunningThenNewest(a: Task, b: Task): number {
@@ -94,56 +78,26 @@ function preferRunningThenNewest(a: Task, b: Task): number {
   return bRuns - aRuns || byAge(b, a);
 }
 
-/**
- * Starts the rollout of outdated slots, `parallelism` at a time (0: all) counting those still
- * updating, and keeps the service's update_status in step.
- */
+/** Applies the updater's next step: replacements (stop-first or start-first) and the service status. */
 function rollOut(
   service: Service,
-  outdated: readonly { group: readonly Task[]; replace: () => Task }[],
-  updating: number,
+  slots: readonly SlotView[],
+  replaceFor: (key: string) => Task,
   plan: Plan,
   nowMs: number,
 ): void {
-  const parallelism = service.spec?.update?.parallelism ?? 1;
-  const budget = parallelism === 0 ? outdated.length : Math.max(0, parallelism - updating);
-  const startFirst = service.spec?.update?.order === UpdateConfig_Order.ORDER_START_FIRST;
-  for (const { group, replace } of outdated.slice(0, budget)) {
-    plan.createTask(replace());
+  const step = nextUpdateStep(service, slots, nowMs);
+  if (step.service !== undefined) plan.updateService(step.service);
+  if (step.wakeAtMs !== undefined) plan.wakeAt(step.wakeAtMs);
+  const startFirst = activeUpdateConfig(service)?.order === UpdateConfig_Order.ORDER_START_FIRST;
+  const byKey = new Map(slots.map((slot) => [slot.key, slot]));
+  for (const key of step.replace) {
+    plan.createTask(replaceFor(key));
     if (startFirst) continue;
-    for (const task of group.filter(occupiesSlot)) {
+    for (const task of byKey.get(key)?.tasks.filter(occupiesSlot) ?? []) {
       plan.updateTask(stopTask(task, TaskState.TASK_STATE_SHUTDOWN, 'replaced by service update'));
     }
   }
-  setUpdateStatus(service, outdated.length + updating > 0, plan, nowMs);
-}
-
-const ROLLBACK_STATES = new Set([UpdateStatus_State.STATE_ROLLBACK_STARTED, UpdateStatus_State.STATE_ROLLBACK_PAUSED]);
-
-function setUpdateStatus(service: Service, inProgress: boolean, plan: Plan, nowMs: number): void {
-  const state = service.updateStatus?.state ?? UpdateStatus_State.STATE_UNKNOWN;
-  const rollback = ROLLBACK_STATES.has(state) || state === UpdateStatus_State.STATE_ROLLBACK_COMPLETED;
-  let next: UpdateStatus_State | undefined;
-  if (inProgress && state !== UpdateStatus_State.STATE_UPDATING && !ROLLBACK_STATES.has(state)) {
-    // A first deployment (no previous spec) is not an update.
-    if (service.previousSpec === undefined) return;
-    next = rollback ? UpdateStatus_State.STATE_ROLLBACK_STARTED : UpdateStatus_State.STATE_UPDATING;
-  } else if (!inProgress && state === UpdateStatus_State.STATE_UPDATING) {
-    next = UpdateStatus_State.STATE_COMPLETED;
-  } else if (!inProgress && state === UpdateStatus_State.STATE_ROLLBACK_STARTED) {
-    next = UpdateStatus_State.STATE_ROLLBACK_COMPLETED;
-  }
-  if (next === undefined) return;
-  const updated = structuredClone(service);
-  const now = new Date(nowMs);
-  const started = next === UpdateStatus_State.STATE_UPDATING || next === UpdateStatus_State.STATE_ROLLBACK_STARTED;
-  updated.updateStatus = {
-    state: next,
-    startedAt: started ? now : service.updateStatus?.startedAt,
-    completedAt: started ? undefined : now,
-    message: started ? 'update in progress' : 'update completed',
-  };
-  plan.updateService(updated);
 }
 
 // ------------------------------------------------------------------------------ replicated
@@ -157,14 +111,11 @@ export function planReplicatedService(service: Service, tasks: readonly Task[], 
   if (mode?.$case !== 'replicated') return;
   const replicas = mode.value.replicas;
   const slots = groupBy(tasks, (t) => String(t.slot));
-  const outdated: { group: readonly Task[]; replace: () => Task }[] = [];
-  let updating = 0;
+  const views: SlotView[] = [];
   for (let slot = 1; slot <= replicas; slot++) {
-    const group = slots.get(String(slot)) ?? [];
-    const outcome = settleSlot(service, group, plan);
-    if (outcome === 'empty') plan.createTask(newTask(service, { slot }));
-    else if (outcome === 'updating') updating++;
-    else if (outcome === 'outdated') outdated.push({ group, replace: () => newTask(service, { slot }) });
+    const view = settleSlot(service, String(slot), slots.get(String(slot)) ?? [], plan);
+    if (view === undefined) plan.createTask(newTask(service, { slot }));
+    else views.push(view);
   }
   for (const [key, group] of slots) {
     const slot = Number(key);
@@ -174,7 +125,7 @@ export function planReplicatedService(service: Service, tasks: readonly Task[], 
       else if (isNotOnAgent(task)) plan.deleteTask(task);
     }
   }
-  rollOut(service, outdated, updating, plan, nowMs);
+  rollOut(service, views, (key) => newTask(service, { slot: Number(key) }), plan, nowMs);
 }
 
 // ---------------------------------------------------------------------------------- global
@@ -217,8 +168,7 @@ export function planGlobalService(
     constraints = undefined;
   }
   const byNode = groupBy(tasks, (t) => t.nodeId);
-  const outdated: { group: readonly Task[]; replace: () => Task }[] = [];
-  let updating = 0;
+  const views: SlotView[] = [];
   const seen = new Set<string>();
   for (const node of nodes) {
     seen.add(node.id);
@@ -232,18 +182,16 @@ export function planGlobalService(
     }
     const hasTask = group.some(occupiesSlot);
     if (!hasTask && !fit.start) continue;
-    const outcome = settleSlot(service, group, plan);
-    const replace = () => newTask(service, { slot: 0, nodeId: node.id });
-    if (outcome === 'empty') plan.createTask(replace());
-    else if (outcome === 'updating') updating++;
-    else if (outcome === 'outdated') outdated.push({ group, replace });
+    const view = settleSlot(service, node.id, group, plan);
+    if (view === undefined) plan.createTask(newTask(service, { slot: 0, nodeId: node.id }));
+    else views.push(view);
   }
   for (const [nodeId, group] of byNode) {
     if (seen.has(nodeId)) continue;
     // Tasks not yet bound to a node (nodeId '') are bugs for a global service: stop them too.
     stopGroup(group, plan, nodeId === '' ? 'global task without a node' : 'node was removed from the cluster', nodeId !== '');
   }
-  rollOut(service, outdated, updating, plan, nowMs);
+  rollOut(service, views, (nodeId) => newTask(service, { slot: 0, nodeId }), plan, nowMs);
 }
 
 function stopGroup(group: readonly Task[], plan: Plan, why: string, orphan: boolean): void {
