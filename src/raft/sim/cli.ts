@@ -136,7 +136,8 @@ function main(argv: readonly string[]): number {
     if (v === undefined) continue;
     violations++;
     process.stdout.write(`VIOLATION seed ${seed} step ${v.step}: ${v.invariant}: ${v.detail}\n`);
-    if (!args.trace) process.stdout.write(`  last events:\n${v.trace.map((line) => `    ${line}`).join('\n')}\n`);
+    if (!args.trace)
+      process.stdout.write(`  last events:\n${v.trace.map((line) => `    ${line}`).join('\n')}\n`);
     process.stdout.write(`  replay: ${replayCommand(args, seed)}\n`);
   }
   const seconds = (performance.now() - started) / 1000;
