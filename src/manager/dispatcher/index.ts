@@ -1,0 +1,520 @@
+// The dispatcher: the leader's end of every worker's session. It records a node READY when its
+// session opens, marks it DOWN when heartbeats stop, streams each node's task assignments (a
+// full set, then changes), and writes the agents' task status reports in batched transactions.
+import {
+  Metadata,
+  type ServiceError,
+  type sendUnaryData,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+} from '@grpc/grpc-js';
+import {
+  AssignmentsMessage,
+  SessionMessage,
+  type AssignmentsRequest,
+  type DispatcherServer,
+  type HeartbeatRequest,
+  type HeartbeatResponse,
+  type SessionRequest,
+  type UpdateTaskStatusRequest,
+  type UpdateTaskStatusResponse,
+} from '../../gen/cluster/v1/dispatcher';
+import {
+  NodeAvailability,
+  NodeRole,
+  NodeState,
+  Task,
+  TaskState,
+  type Node as ClusterNode,
+  type NodeDescription,
+  type TaskStatus,
+} from '../../gen/cluster/v1/objects';
+import { ClusterError, toClusterError } from '../../common/errors';
+import type { Logger } from '../../common/logger';
+import type { LeaderLoop } from '../../node/leader_loops';
+import { newId, thaw, type DeepReadonly, type MemoryStore, type StoreEvent } from '../../store';
+import { managerAddresses } from '../ca/service';
+import { nodeIdentityFromPeer, type NodeIdentity } from '../ca';
+
+export const DEFAULT_HEARTBEAT_PERIOD_MS = 1000;
+/** Missed heartbeat periods after which a node is marked DOWN. */
+export const NODE_DOWN_AFTER_HEARTBEATS = 3;
+/** How long status reports and assignment changes are gathered before one write / one message. */
+export const DEFAULT_BATCH_MS = 50;
+/** Status reports held at most before a flush is forced (bounds one transaction's size). */
+export const MAX_PENDING_STATUS_UPDATES = 2000;
+/** Retries of a node record write that lost a version race with another writer. */
+const NODE_WRITE_ATTEMPTS = 5;
+/** The metadata key naming the leader on an UNAVAILABLE answer from a follower. */
+export const LEADER_ADDR_METADATA = 'cluster-leader-addr';
+export const HEARTBEAT_FAILURE_MESSAGE = 'heartbeat failure';
+
+type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>;
+
+export interface DispatcherOptions {
+  store: MemoryStore;
+  isLeader(): boolean;
+  leaderAddress(): string | undefined;
+  heartbeatPeriodMs?: number;
+  batchMs?: number;
+  logger: Logger;
+  /** Who is calling; the node certificate by default (unit tests inject identities). */
+  identify?: (call: AnyCall) => NodeIdentity;
+  nowMs?: () => number;
+}
+
+export interface Dispatcher {
+  server: DispatcherServer;
+  loop: LeaderLoop;
+  /** Ends every open stream (for a manager shutting down). */
+  close(): void;
+}
+
+interface Session {
+  id: string;
+  nodeId: string;
+  lastHeartbeatMs: number;
+  /** Ends the session's streams; the agent then opens a new session. */
+  end(error: ClusterError): void;
+  /** How to end each open stream of the session. */
+  streams: Set<(error: ClusterError) => void>;
+}
+
+interface PendingStatus {
+  nodeId: string;
+  taskId: string;
+  status: TaskStatus;
+}
+
+/** Peer strings look like "ipv4:10.0.0.2:5000", "ipv6:[::1]:5000" or "10.0.0.2:5000". */
+export function peerHost(peer: string): string {
+  const text = peer.replace(/^(ipv4|ipv6|unix):/, '');
+  const bracketed = /^\[([^\]]+)\]/.exec(text);
+  if (bracketed?.[1]) return bracketed[1];
+  const colon = text.lastIndexOf(':');
+  return colon > 0 ? text.slice(0, colon) : text;
+}
+
+function isTaskForNode(task: DeepReadonly<Task> | undefined, nodeId: string): boolean {
+  return task !== undefined && task.nodeId === nodeId;
+}
+
+export function createDispatcher(options: DispatcherOptions): Dispatcher {
+  const { store, logger } = options;
+  const periodMs = options.heartbeatPeriodMs ?? DEFAULT_HEARTBEAT_PERIOD_MS;
+  const batchMs = options.batchMs ?? DEFAULT_BATCH_MS;
+  const now = options.nowMs ?? Date.now;
+  const identify =
+    options.identify ?? ((call: AnyCall) => nodeIdentityFromPeer(call.getAuthContext()?.sslPeerCertificate));
+  const sessions = new Map<string, Session>();
+  /** When a node was last heard of; nodes READY in the store but absent get a grace from leadership start. */
+  const lastSeen = new Map<string, number>();
+  let pending: PendingStatus[] = [];
+  let waiters: { resolve(): void; reject(e: Error): void }[] = [];
+  let flushTimer: NodeJS.Timeout | undefined;
+  let flushing: Promise<void> = Promise.resolve();
+
+  function notLeader(): ClusterError {
+    const addr = options.leaderAddress();
+    return new ClusterError(
+      'UNAVAILABLE',
+      addr ? `this manager is not the leader: reconnect to ${addr}` : 'no leader elected yet; retry in a moment',
+      addr ? { leaderAddr: addr } : {},
+    );
+  }
+
+  function serviceError(err: unknown): Partial<ServiceError> {
+    const e = toClusterError(err);
+    const out = e.toServiceError();
+    const leaderAddr = e.details.leaderAddr;
+    if (typeof leaderAddr === 'string') {
+      const md = out.metadata ?? new Metadata();
+      md.set(LEADER_ADDR_METADATA, leaderAddr);
+      out.metadata = md;
+    }
+    if (e.code === 'INTERNAL') logger.error({ err }, 'dispatcher request failed');
+    return out;
+  }
+
+  function checkLeader(): void {
+    if (!options.isLeader()) throw notLeader();
+  }
+
+  function sessionOf(nodeId: string, sessionId: string): Session {
+    const session = sessions.get(nodeId);
+    if (!session || session.id !== sessionId) {
+      throw new ClusterError('NOT_FOUND', `session '${sessionId}' of node ${nodeId} is not open: open a new session`);
+    }
+    return session;
+  }
+
+  function endStream(stream: ServerWritableStream<unknown, unknown>, error?: ClusterError): void {
+    if (stream.cancelled || stream.writableEnded) return;
+    if (error) stream.emit('error', serviceError(error));
+    else stream.end();
+  }
+
+  async function writeNode(
+    nodeId: string,
+    change: (node: ClusterNode | undefined) => ClusterNode | undefined,
+    createIfMissing: boolean,
+  ): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await store.update((tx) => {
+          const current = tx.nodes.get(nodeId);
+          const next = change(current);
+          if (!next) return;
+          if (current) tx.nodes.update(next);
+          else if (createIfMissing) tx.nodes.create(next);
+        });
+        return;
+      } catch (err) {
+        // Another writer (the control API, a node update) changed the record: read again.
+        if (toClusterError(err).code !== 'CONFLICT' || attempt >= NODE_WRITE_ATTEMPTS) throw err;
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ Session
+  async function openSession(
+    call: ServerWritableStream<SessionRequest, SessionMessage>,
+    who: NodeIdentity,
+  ): Promise<void> {
+    const description: NodeDescription | undefined = call.request.description;
+    const addr = peerHost(call.getPeer());
+    await writeNode(
+      who.nodeId,
+      (node) => {
+        const next =
+          node ??
+          ({
+            id: who.nodeId,
+            spec: {
+              annotations: { name: '', labels: {} },
+              desiredRole: who.role === 'manager' ? NodeRole.NODE_ROLE_MANAGER : NodeRole.NODE_ROLE_WORKER,
+              availability: NodeAvailability.NODE_AVAILABILITY_ACTIVE,
+            },
+            role: who.role === 'manager' ? NodeRole.NODE_ROLE_MANAGER : NodeRole.NODE_ROLE_WORKER,
+          } as ClusterNode);
+        if (description) next.description = description;
+        next.status = { state: NodeState.NODE_STATE_READY, message: '', addr };
+        return next;
+      },
+      true,
+    );
+    checkLeader();
+    const previous = sessions.get(who.nodeId);
+    previous?.end(new ClusterError('UNAVAILABLE', 'a newer session of this node replaced this one'));
+    const session: Session = {
+      id: newId(),
+      nodeId: who.nodeId,
+      lastHeartbeatMs: now(),
+      streams: new Set(),
+      end(error) {
+        if (sessions.get(who.nodeId) === session) sessions.delete(who.nodeId);
+        const enders = [...session.streams];
+        session.streams.clear();
+        for (const end of enders) end(error);
+      },
+    };
+    sessions.set(who.nodeId, session);
+    lastSeen.set(who.nodeId, now());
+    const stream = call as ServerWritableStream<unknown, unknown>;
+    const ender = (error: ClusterError) => endStream(stream, error);
+    session.streams.add(ender);
+    call.on('cancelled', () => session.streams.delete(ender));
+    logger.info({ nodeId: who.nodeId, addr, sessionId: session.id }, 'node session opened');
+    call.write(SessionMessage.fromPartial({ sessionId: session.id, managers: managerAddresses(store) }));
+  }
+
+  const session: DispatcherServer['session'] = (call) => {
+    Promise.resolve()
+      .then(() => {
+        checkLeader();
+        return openSession(call, identify(call as AnyCall));
+      })
+      .catch((err: unknown) => endStream(call as ServerWritableStream<unknown, unknown>, toClusterError(err)));
+  };
+
+  // ------------------------------------------------------------------ Heartbeat
+  const heartbeat: DispatcherServer['heartbeat'] = (
+    call: ServerUnaryCall<HeartbeatRequest, HeartbeatResponse>,
+    callback: sendUnaryData<HeartbeatResponse>,
+  ) => {
+    try {
+      checkLeader();
+      const who = identify(call as AnyCall);
+      const s = sessionOf(who.nodeId, call.request.sessionId);
+      s.lastHeartbeatMs = now();
+      lastSeen.set(who.nodeId, s.lastHeartbeatMs);
+      callback(null, {
+        period: { seconds: Math.floor(periodMs / 1000), nanos: (periodMs % 1000) * 1_000_000 },
+      });
+    } catch (err) {
+      callback(serviceError(err));
+    }
+  };
+
+  // ------------------------------------------------------------------ Assignments
+  const assignments: DispatcherServer['assignments'] = (
+    call: ServerWritableStream<AssignmentsRequest, AssignmentsMessage>,
+  ) => {
+    const stream = call as ServerWritableStream<unknown, unknown>;
+    let s: Session;
+    let nodeId: string;
+    try {
+      checkLeader();
+      nodeId = identify(call as AnyCall).nodeId;
+      s = sessionOf(nodeId, call.request.sessionId);
+    } catch (err) {
+      endStream(stream, toClusterError(err));
+      return;
+    }
+    const abort = new AbortController();
+    const stop = () => {
+      abort.abort();
+      s.streams.delete(ender);
+    };
+    const ender = (error: ClusterError) => {
+      stop();
+      endStream(stream, error);
+    };
+    s.streams.add(ender);
+    call.on('cancelled', stop);
+    const { value: initial, watcher } = store.viewAndWatch(
+      (tx) => tx.tasks.find('nodeId', nodeId),
+      { tables: ['tasks'], signal: abort.signal },
+    );
+    // What this stream last sent per task: a change of status alone (the agent's own report)
+    // is not worth a message, a new desired state or spec is.
+    const sent = new Map<string, { desiredState: TaskState; specVersion: number; forceUpdate: number }>();
+    const remember = (t: DeepReadonly<Task>) =>
+      sent.set(t.id, { desiredState: t.desiredState, specVersion: t.specVersion, forceUpdate: t.spec?.forceUpdate ?? 0 });
+    for (const t of initial) remember(t);
+    call.write(AssignmentsMessage.fromPartial({ full: true, updatedTasks: initial, removedTaskIds: [] }));
+
+    let updated = new Map<string, Task>();
+    let removed = new Set<string>();
+    let timer: NodeJS.Timeout | undefined;
+    const flush = () => {
+      timer = undefined;
+      if (abort.signal.aborted || (updated.size === 0 && removed.size === 0)) return;
+      const message = AssignmentsMessage.fromPartial({
+        full: false,
+        updatedTasks: [...updated.values()],
+        removedTaskIds: [...removed],
+      });
+      updated = new Map();
+      removed = new Set();
+      call.write(message);
+    };
+    abort.signal.addEventListener('abort', () => clearTimeout(timer), { once: true });
+    const onEvent = (event: StoreEvent) => {
+      if (event.table !== 'tasks') return;
+      const task = event.object;
+      const mine = isTaskForNode(task, nodeId);
+      const wasMine = isTaskForNode(event.oldObject, nodeId);
+      if (event.kind === 'delete' || (!mine && wasMine)) {
+        if (!mine && !wasMine) return;
+        if (!sent.delete(task.id)) return;
+        updated.delete(task.id);
+        removed.add(task.id);
+      } else if (mine) {
+        const last = sent.get(task.id);
+        if (
+          last &&
+          last.desiredState === task.desiredState &&
+          last.specVersion === task.specVersion &&
+          last.forceUpdate === (task.spec?.forceUpdate ?? 0)
+        ) {
+          return;
+        }
+        remember(task);
+        removed.delete(task.id);
+        updated.set(task.id, thaw<Task>(task));
+      } else {
+        return;
+      }
+      timer ??= setTimeout(flush, batchMs);
+    };
+    (async () => {
+      for await (const event of watcher) onEvent(event);
+    })().then(
+      () => {
+        stop();
+        endStream(stream);
+      },
+      (err: unknown) => {
+        stop();
+        endStream(stream, toClusterError(err));
+      },
+    );
+  };
+
+  // ------------------------------------------------------------------ UpdateTaskStatus
+  async function flushStatus(): Promise<void> {
+    const items = pending;
+    const done = waiters;
+    pending = [];
+    waiters = [];
+    if (items.length === 0) return;
+    // Several reports of one task in a batch: the furthest state wins.
+    const latest = new Map<string, PendingStatus>();
+    for (const item of items) {
+      const seen = latest.get(item.taskId);
+      if (!seen || item.status.state >= seen.status.state) latest.set(item.taskId, item);
+    }
+    try {
+      const result = await store.updateEach(latest.values(), (tx, item) => {
+        const task = tx.tasks.get(item.taskId);
+        if (!task || task.nodeId !== item.nodeId) return;
+        const current = task.status?.state ?? TaskState.TASK_STATE_NEW;
+        // Status moves forward only: a late or repeated report is dropped.
+        if (item.status.state < current) return;
+        if (item.status.state === current && (task.status?.message ?? '') === item.status.message) return;
+        task.status = item.status;
+        tx.tasks.update(task);
+      });
+      for (const f of result.failed) {
+        logger.warn({ taskId: f.item.taskId, err: f.error }, 'task status update not written');
+      }
+      for (const w of done) w.resolve();
+    } catch (err) {
+      for (const w of done) w.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  function scheduleFlush(): void {
+    if (pending.length >= MAX_PENDING_STATUS_UPDATES) {
+      clearTimeout(flushTimer);
+      flushTimer = undefined;
+      flushing = flushing.then(flushStatus);
+      return;
+    }
+    flushTimer ??= setTimeout(() => {
+      flushTimer = undefined;
+      flushing = flushing.then(flushStatus);
+    }, batchMs);
+  }
+
+  const updateTaskStatus: DispatcherServer['updateTaskStatus'] = (
+    call: ServerUnaryCall<UpdateTaskStatusRequest, UpdateTaskStatusResponse>,
+    callback: sendUnaryData<UpdateTaskStatusResponse>,
+  ) => {
+    let written: Promise<void>;
+    try {
+      checkLeader();
+      const who = identify(call as AnyCall);
+      sessionOf(who.nodeId, call.request.sessionId);
+      const foreign = store.view((tx) =>
+        call.request.updates.filter((u) => {
+          const task = tx.tasks.get(u.taskId);
+          return task !== undefined && task.nodeId !== who.nodeId;
+        }),
+      );
+      if (foreign.length > 0) {
+        throw new ClusterError(
+          'PERMISSION_DENIED',
+          `task ${foreign[0]?.taskId ?? ''} is not assigned to node ${who.nodeId}: a node reports only its own tasks`,
+        );
+      }
+      for (const u of call.request.updates) {
+        if (!u.status) throw new ClusterError('INVALID_ARGUMENT', `update of task ${u.taskId} has no status`);
+        pending.push({ nodeId: who.nodeId, taskId: u.taskId, status: u.status });
+      }
+      written = new Promise<void>((resolve, reject) => waiters.push({ resolve, reject }));
+      scheduleFlush();
+    } catch (err) {
+      callback(serviceError(err));
+      return;
+    }
+    written.then(
+      () => callback(null, {}),
+      (err: unknown) => callback(serviceError(err)),
+    );
+  };
+
+  // ------------------------------------------------------------------ leader loop
+  async function markDown(nodeId: string): Promise<void> {
+    await writeNode(
+      nodeId,
+      (node) => {
+        if (!node || node.status?.state !== NodeState.NODE_STATE_READY) return undefined;
+        node.status = { state: NodeState.NODE_STATE_DOWN, message: HEARTBEAT_FAILURE_MESSAGE, addr: node.status.addr };
+        return node;
+      },
+      false,
+    );
+  }
+
+  /** One check: nodes READY in the store but silent for the grace are marked DOWN. */
+  async function checkHeartbeats(leaderSinceMs: number): Promise<void> {
+    const graceMs = NODE_DOWN_AFTER_HEARTBEATS * periodMs;
+    const t = now();
+    const ready = store.view((tx) =>
+      tx.nodes.list((n) => n.status?.state === NodeState.NODE_STATE_READY).map((n) => n.id),
+    );
+    for (const nodeId of ready) {
+      // A new leader has not heard from anyone: everyone gets one grace from its start.
+      const heard = Math.max(lastSeen.get(nodeId) ?? 0, sessions.get(nodeId)?.lastHeartbeatMs ?? 0, leaderSinceMs);
+      if (t - heard < graceMs) continue;
+      logger.warn({ nodeId, silentMs: t - heard }, 'node missed its heartbeats: marking it down');
+      sessions.get(nodeId)?.end(new ClusterError('UNAVAILABLE', 'session expired: heartbeats were missed'));
+      lastSeen.delete(nodeId);
+      try {
+        await markDown(nodeId);
+      } catch (err) {
+        logger.warn({ nodeId, err }, 'could not mark node down; will retry');
+      }
+    }
+  }
+
+  const loop: LeaderLoop = {
+    name: 'dispatcher',
+    async run(signal: AbortSignal): Promise<void> {
+      const leaderSinceMs = now();
+      const checkEveryMs = Math.max(10, Math.floor(periodMs / 4));
+      await new Promise<void>((resolve) => {
+        let checking = false;
+        const timer = setInterval(() => {
+          if (checking) return;
+          checking = true;
+          checkHeartbeats(leaderSinceMs)
+            .catch((err: unknown) => logger.error({ err }, 'heartbeat check failed'))
+            .finally(() => {
+              checking = false;
+            });
+        }, checkEveryMs);
+        signal.addEventListener(
+          'abort',
+          () => {
+            clearInterval(timer);
+            resolve();
+          },
+          { once: true },
+        );
+      });
+      // Leadership is gone: every session must move to the new leader.
+      closeAll(notLeader());
+    },
+  };
+
+  function closeAll(error: ClusterError): void {
+    for (const s of [...sessions.values()]) s.end(error);
+    sessions.clear();
+    lastSeen.clear();
+    clearTimeout(flushTimer);
+    flushTimer = undefined;
+    const stranded = waiters;
+    pending = [];
+    waiters = [];
+    for (const w of stranded) w.reject(error);
+  }
+
+  return {
+    server: { session, heartbeat, assignments, updateTaskStatus },
+    loop,
+    close: () => closeAll(new ClusterError('UNAVAILABLE', 'the manager is shutting down')),
+  };
+}
