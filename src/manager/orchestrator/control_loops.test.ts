@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { NodeAvailability, TaskState, type Task } from '../../gen/cluster/v1/objects';
+import { NodeAvailability, NodeState, TaskState, UpdateConfig, UpdateStatus_State, type Task } from '../../gen/cluster/v1/objects';
 import type { MemoryStore } from '../../store';
 import { localStores, makeService } from '../../store/testing';
 import { node } from './testing';
@@ -121,4 +121,93 @@ describe('control loops on a store', () => {
       'no timer left behind',
     );
   });
+
+  it('a node down past the grace period loses its tasks; a shorter blip moves nothing', async () => {
+    const graceMs = 200;
+    const { stores } = localStores(1);
+    const [store] = stores;
+    assert.ok(store);
+    const web = makeService('web', { replicas: 2 });
+    await store.update((tx) => {
+      for (const id of ['n1', 'n2', 'n3']) tx.nodes.create(node(id));
+      tx.services.create(web);
+    });
+    const controller = new AbortController();
+    const runs = [...controlLoops(store, { nodeDownGraceMs: graceMs }), fakeAgents(store)].map((loop) => loop.run(controller.signal));
+    const setNodeState = (id: string, state: NodeState) =>
+      store.update((tx) => {
+        const n = tx.nodes.get(id);
+        assert.ok(n?.status);
+        n.status.state = state;
+        tx.nodes.update(n);
+      });
+    try {
+      await until(store, '2 running', (tasks) => running(tasks).length === 2);
+      const [victim] = running(store.view((tx) => tx.tasks.list()));
+      assert.ok(victim);
+
+      await setNodeState(victim.nodeId, NodeState.NODE_STATE_DOWN);
+      await sleepMs(graceMs / 2);
+      await setNodeState(victim.nodeId, NodeState.NODE_STATE_READY);
+      await sleepMs(graceMs);
+      assert.equal(store.view((tx) => tx.tasks.get(victim.id))?.desiredState, TaskState.TASK_STATE_RUNNING, 'a blip moved a task');
+
+      const downAt = performance.now();
+      await setNodeState(victim.nodeId, NodeState.NODE_STATE_DOWN);
+      await until(store, 'task replaced on another node', (tasks) => {
+        const up = running(tasks);
+        return up.length === 2 && up.every((t) => t.nodeId !== victim.nodeId);
+      });
+      const movedMs = performance.now() - downAt;
+      assert.ok(movedMs >= graceMs, `moved after ${movedMs.toFixed(0)} ms, before the ${graceMs} ms grace`);
+      assert.ok(movedMs < graceMs + 500, `moved after ${movedMs.toFixed(0)} ms`);
+      const lost = store.view((tx) => tx.tasks.get(victim.id));
+      assert.equal(lost?.status?.state, TaskState.TASK_STATE_ORPHANED);
+    } finally {
+      controller.abort();
+      await Promise.all(runs);
+    }
+  });
+
+  it('a spec change rolls through the slots and the update completes', async () => {
+    const { stores } = localStores(1);
+    const [store] = stores;
+    assert.ok(store);
+    const web = makeService('web', { replicas: 3, image: 'nginx:1' });
+    await store.update((tx) => {
+      for (const id of ['n1', 'n2']) tx.nodes.create(node(id));
+      tx.services.create(web);
+    });
+    const controller = new AbortController();
+    const runs = [...controlLoops(store), fakeAgents(store)].map((loop) => loop.run(controller.signal));
+    try {
+      await until(store, '3 running', (tasks) => running(tasks).length === 3);
+      await store.update((tx) => {
+        const svc = tx.services.get(web.id);
+        assert.ok(svc?.spec?.task?.container);
+        svc.previousSpec = structuredClone(svc.spec);
+        svc.spec.task.container.image = 'nginx:2';
+        svc.spec.update = UpdateConfig.fromPartial({ parallelism: 1, monitor: { seconds: 0, nanos: 0 } });
+        tx.services.update(svc);
+      });
+      await until(
+        store,
+        '3 running nginx:2, update completed',
+        (tasks) =>
+          running(tasks).length === 3 &&
+          running(tasks).every((t) => t.spec?.container?.image === 'nginx:2') &&
+          store.view((tx) => tx.services.get(web.id))?.updateStatus?.state === UpdateStatus_State.STATE_COMPLETED,
+      );
+      // One at a time, stop-first: never more than 3 tasks meant to run.
+      const all = store.view((tx) => tx.tasks.list());
+      assert.equal(all.filter((t) => t.spec?.container?.image === 'nginx:2').length, 3);
+    } finally {
+      controller.abort();
+      await Promise.all(runs);
+    }
+  });
 });
+
+function sleepMs(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
