@@ -149,4 +149,9 @@ function main(argv: readonly string[]): number {
   return violations === 0 ? 0 : 1;
 }
 
+// Output piped into `head` closes early: stop quietly rather than with a stack trace.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code !== 'EPIPE') throw err;
+  process.exit(process.exitCode ?? 0);
+});
 process.exitCode = main(process.argv.slice(2));
