@@ -16,7 +16,12 @@ import { localStores } from '../../store/testing';
 import { Plan } from '../orchestrator/plan';
 import { readClusterState, writePlan } from '../orchestrator/reconciler';
 import { applyPlan, planOnce, service, state, task } from '../orchestrator/testing';
-import { INGRESS_PORT_RANGE_END, INGRESS_PORT_RANGE_START, planAllocation, type TaskAllocator } from './allocator';
+import {
+  INGRESS_PORT_RANGE_END,
+  INGRESS_PORT_RANGE_START,
+  planAllocation,
+  type TaskAllocator,
+} from './allocator';
 
 function port(target: number, published = 0, options: Partial<PortConfig> = {}): PortConfig {
   return {
@@ -35,7 +40,8 @@ function withPorts(id: string, ports: PortConfig[]): Service {
   return svc;
 }
 
-const published = (obj: { endpoint?: { ports: PortConfig[] } | undefined } | undefined) => (obj?.endpoint?.ports ?? []).map((p) => p.publishedPort);
+const published = (obj: { endpoint?: { ports: PortConfig[] } | undefined } | undefined) =>
+  (obj?.endpoint?.ports ?? []).map((p) => p.publishedPort);
 
 describe('allocator: ingress ports', () => {
   it('gives ports asked as 0 distinct numbers from the range, explicit ones as asked', () => {
@@ -58,7 +64,10 @@ describe('allocator: ingress ports', () => {
   it('the same port number may be used once per protocol', () => {
     const a = withPorts('a', [port(53), port(53, 0, { protocol: PortConfig_Protocol.PROTOCOL_UDP })]);
     const plan = planOnce((p) => planAllocation(state({ services: [a] }), p));
-    assert.deepEqual(published(plan.updatedServices.get('a')), [INGRESS_PORT_RANGE_START, INGRESS_PORT_RANGE_START]);
+    assert.deepEqual(published(plan.updatedServices.get('a')), [
+      INGRESS_PORT_RANGE_START,
+      INGRESS_PORT_RANGE_START,
+    ]);
   });
 
   it('leaves host-mode ports to the scheduler', () => {
@@ -69,15 +78,21 @@ describe('allocator: ingress ports', () => {
 
   it('is idempotent and keeps ports when the spec changes elsewhere', () => {
     let s = state({ services: [withPorts('a', [port(80)]), withPorts('b', [port(80)])] });
-    s = applyPlan(s, planOnce((p) => planAllocation(s, p)));
+    s = applyPlan(
+      s,
+      planOnce((p) => planAllocation(s, p)),
+    );
     assert.ok(planOnce((p) => planAllocation(s, p)).empty);
     // b adds a port: its first port keeps its number, the new one gets a fresh number.
     const b = structuredClone(s.services[1]);
     assert.ok(b?.spec?.endpoint);
     b.spec.endpoint.ports.push(port(9000));
-    s = { ...s, services: [s.services[0] as Service, b] };
+    s = { ...s, services: [s.services[0], b] };
     const plan = planOnce((p) => planAllocation(s, p));
-    assert.deepEqual(published(plan.updatedServices.get('b')), [INGRESS_PORT_RANGE_START + 1, INGRESS_PORT_RANGE_START + 2]);
+    assert.deepEqual(published(plan.updatedServices.get('b')), [
+      INGRESS_PORT_RANGE_START + 1,
+      INGRESS_PORT_RANGE_START + 2,
+    ]);
   });
 
   it('keeps every port after a leader change: a new store restored from a snapshot', async () => {
@@ -103,7 +118,10 @@ describe('allocator: ingress ports', () => {
 
   it('reports an exhausted range on the tasks and allocates nothing', () => {
     const size = INGRESS_PORT_RANGE_END - INGRESS_PORT_RANGE_START + 1;
-    const hog = withPorts('hog', Array.from({ length: size }, (_, i) => port(i + 1)));
+    const hog = withPorts(
+      'hog',
+      Array.from({ length: size }, (_, i) => port(i + 1)),
+    );
     const late = withPorts('late', [port(80)]);
     const waiting = task(late, { slot: 1, state: TaskState.TASK_STATE_NEW });
     const plan = planOnce((p) => planAllocation(state({ services: [hog, late], tasks: [waiting] }), p));
@@ -125,7 +143,11 @@ describe('allocator: tasks', () => {
 
   it('leaves tasks not meant to run, and tasks past NEW, alone', () => {
     const a = service('a');
-    const stopped = task(a, { slot: 1, state: TaskState.TASK_STATE_NEW, desired: TaskState.TASK_STATE_SHUTDOWN });
+    const stopped = task(a, {
+      slot: 1,
+      state: TaskState.TASK_STATE_NEW,
+      desired: TaskState.TASK_STATE_SHUTDOWN,
+    });
     const assigned = task(a, { slot: 2, state: TaskState.TASK_STATE_ASSIGNED });
     const s = state({ services: [a], tasks: [stopped, assigned] });
     const plan = planOnce((p) => planAllocation(s, p));

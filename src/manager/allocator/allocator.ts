@@ -64,7 +64,11 @@ export function allocateEndpoint(service: Service, owners: Map<string, string>):
           !ports.some((q) => q.publishedPort === p.publishedPort && q.protocol === p.protocol),
       );
       let chosen = before?.publishedPort;
-      for (let candidate = INGRESS_PORT_RANGE_START; chosen === undefined && candidate <= INGRESS_PORT_RANGE_END; candidate++) {
+      for (
+        let candidate = INGRESS_PORT_RANGE_START;
+        chosen === undefined && candidate <= INGRESS_PORT_RANGE_END;
+        candidate++
+      ) {
         if (!owners.has(portKey(candidate, port.protocol))) chosen = candidate;
       }
       if (chosen === undefined) {
@@ -77,11 +81,17 @@ export function allocateEndpoint(service: Service, owners: Map<string, string>):
     }
     ports.push(allocated);
   }
-  return Endpoint.fromPartial({ spec: spec === undefined ? undefined : structuredClone(spec), ports, virtualIps: service.endpoint?.virtualIps ?? [] });
+  return Endpoint.fromPartial({
+    spec: spec === undefined ? undefined : structuredClone(spec),
+    ports,
+    virtualIps: service.endpoint?.virtualIps ?? [],
+  });
 }
 
 function isAllocated(service: Service): boolean {
-  return service.endpoint !== undefined && sameData(service.endpoint.spec ?? null, service.spec?.endpoint ?? null);
+  return (
+    service.endpoint !== undefined && sameData(service.endpoint.spec ?? null, service.spec?.endpoint ?? null)
+  );
 }
 
 export function planAllocation(state: ClusterState, plan: Plan, options: AllocatorOptions = {}): void {
@@ -90,7 +100,8 @@ export function planAllocation(state: ClusterState, plan: Plan, options: Allocat
   for (const service of state.services) {
     const held = isAllocated(service) ? (service.endpoint?.ports ?? []) : [];
     for (const port of [...(service.spec?.endpoint?.ports ?? []), ...held]) {
-      if (isIngress(port) && port.publishedPort > 0) owners.set(portKey(port.publishedPort, port.protocol), service.id);
+      if (isIngress(port) && port.publishedPort > 0)
+        owners.set(portKey(port.publishedPort, port.protocol), service.id);
     }
   }
   const ready = new Map<string, Service>();
@@ -134,7 +145,11 @@ export function planAllocation(state: ClusterState, plan: Plan, options: Allocat
       }
       continue;
     }
-    next.status = TaskStatus.fromPartial({ ...task.status, state: TaskState.TASK_STATE_PENDING, message: 'pending task scheduling' });
+    next.status = TaskStatus.fromPartial({
+      ...task.status,
+      state: TaskState.TASK_STATE_PENDING,
+      message: 'pending task scheduling',
+    });
     plan.updateTask(next);
   }
 }

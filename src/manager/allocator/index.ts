@@ -13,6 +13,15 @@ export {
   type TaskAllocator,
 } from './allocator';
 
-export function allocatorLoop(store: MemoryStore, options: ReconcilerOptions & AllocatorOptions = {}): LeaderLoop {
-  return reconcilerLoop('allocator', store, ['services', 'tasks'], (state, plan) => planAllocation(state, plan, options), options);
+export function allocatorLoop(
+  store: MemoryStore,
+  options: ReconcilerOptions & AllocatorOptions = {},
+): LeaderLoop {
+  return reconcilerLoop(
+    'allocator',
+    store,
+    ['services', 'tasks'],
+    (state, plan) => planAllocation(state, plan, options),
+    options,
+  );
 }

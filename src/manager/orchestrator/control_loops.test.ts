@@ -4,7 +4,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { NodeAvailability, NodeState, TaskState, UpdateConfig, UpdateStatus_State, type Task } from '../../gen/cluster/v1/objects';
+import {
+  NodeAvailability,
+  NodeState,
+  TaskState,
+  UpdateConfig,
+  UpdateStatus_State,
+  type Task,
+} from '../../gen/cluster/v1/objects';
 import type { MemoryStore } from '../../store';
 import { localStores, makeService } from '../../store/testing';
 import { node } from './testing';
@@ -17,11 +24,17 @@ function fakeAgents(store: MemoryStore) {
   return reconcilerLoop('fake-agents', store, ['tasks'], (state, plan: Plan) => {
     for (const task of state.tasks) {
       const current = task.status?.state ?? TaskState.TASK_STATE_NEW;
-      if (task.nodeId === '' || current < TaskState.TASK_STATE_ASSIGNED || current >= TaskState.TASK_STATE_COMPLETE) continue;
+      if (
+        task.nodeId === '' ||
+        current < TaskState.TASK_STATE_ASSIGNED ||
+        current >= TaskState.TASK_STATE_COMPLETE
+      )
+        continue;
       const next = structuredClone(task);
       if (!next.status) continue;
       if (task.desiredState > TaskState.TASK_STATE_RUNNING) next.status.state = TaskState.TASK_STATE_SHUTDOWN;
-      else if (task.desiredState === TaskState.TASK_STATE_RUNNING && current < TaskState.TASK_STATE_RUNNING) next.status.state = TaskState.TASK_STATE_RUNNING;
+      else if (task.desiredState === TaskState.TASK_STATE_RUNNING && current < TaskState.TASK_STATE_RUNNING)
+        next.status.state = TaskState.TASK_STATE_RUNNING;
       else continue;
       plan.updateTask(next);
     }
@@ -35,7 +48,7 @@ async function until(store: MemoryStore, what: string, check: (tasks: Task[]) =>
   try {
     const watcher = store.watch({ tables: ['tasks', 'services', 'nodes'], signal: controller.signal });
     if (check(store.view((tx) => tx.tasks.list()))) return;
-    for await (const _event of watcher) {
+    while (!(await watcher.next()).done) {
       if (check(store.view((tx) => tx.tasks.list()))) return;
     }
     assert.fail(`not reached within ${WAIT_LIMIT_MS} ms: ${what}`);
@@ -46,7 +59,10 @@ async function until(store: MemoryStore, what: string, check: (tasks: Task[]) =>
 }
 
 const running = (tasks: Task[]) =>
-  tasks.filter((t) => t.desiredState === TaskState.TASK_STATE_RUNNING && t.status?.state === TaskState.TASK_STATE_RUNNING);
+  tasks.filter(
+    (t) =>
+      t.desiredState === TaskState.TASK_STATE_RUNNING && t.status?.state === TaskState.TASK_STATE_RUNNING,
+  );
 
 describe('control loops on a store', () => {
   it('converge, scale, drain, and stop on abort', async () => {
@@ -82,12 +98,26 @@ describe('control loops on a store', () => {
       };
       await scale(5);
       await until(store, '5 running', (tasks) => running(tasks).length === 5);
-      assert.deepEqual(running(store.view((tx) => tx.tasks.list())).map((t) => t.slot).sort(), [1, 2, 3, 4, 5]);
+      assert.deepEqual(
+        running(store.view((tx) => tx.tasks.list()))
+          .map((t) => t.slot)
+          .sort(),
+        [1, 2, 3, 4, 5],
+      );
 
       await scale(2);
       // Slots 3..5 stop, and their finished tasks are deleted.
-      await until(store, '2 running, scaled-down tasks gone', (tasks) => running(tasks).length === 2 && tasks.length === 2);
-      assert.deepEqual(running(store.view((tx) => tx.tasks.list())).map((t) => t.slot).sort(), [1, 2]);
+      await until(
+        store,
+        '2 running, scaled-down tasks gone',
+        (tasks) => running(tasks).length === 2 && tasks.length === 2,
+      );
+      assert.deepEqual(
+        running(store.view((tx) => tx.tasks.list()))
+          .map((t) => t.slot)
+          .sort(),
+        [1, 2],
+      );
 
       const victim = running(store.view((tx) => tx.tasks.list()))[0];
       assert.ok(victim);
@@ -133,7 +163,9 @@ describe('control loops on a store', () => {
       tx.services.create(web);
     });
     const controller = new AbortController();
-    const runs = [...controlLoops(store, { nodeDownGraceMs: graceMs }), fakeAgents(store)].map((loop) => loop.run(controller.signal));
+    const runs = [...controlLoops(store, { nodeDownGraceMs: graceMs }), fakeAgents(store)].map((loop) =>
+      loop.run(controller.signal),
+    );
     const setNodeState = (id: string, state: NodeState) =>
       store.update((tx) => {
         const n = tx.nodes.get(id);
@@ -150,7 +182,11 @@ describe('control loops on a store', () => {
       await sleepMs(graceMs / 2);
       await setNodeState(victim.nodeId, NodeState.NODE_STATE_READY);
       await sleepMs(graceMs);
-      assert.equal(store.view((tx) => tx.tasks.get(victim.id))?.desiredState, TaskState.TASK_STATE_RUNNING, 'a blip moved a task');
+      assert.equal(
+        store.view((tx) => tx.tasks.get(victim.id))?.desiredState,
+        TaskState.TASK_STATE_RUNNING,
+        'a blip moved a task',
+      );
 
       const downAt = performance.now();
       await setNodeState(victim.nodeId, NodeState.NODE_STATE_DOWN);
@@ -196,7 +232,8 @@ describe('control loops on a store', () => {
         (tasks) =>
           running(tasks).length === 3 &&
           running(tasks).every((t) => t.spec?.container?.image === 'nginx:2') &&
-          store.view((tx) => tx.services.get(web.id))?.updateStatus?.state === UpdateStatus_State.STATE_COMPLETED,
+          store.view((tx) => tx.services.get(web.id))?.updateStatus?.state ===
+            UpdateStatus_State.STATE_COMPLETED,
       );
       // One at a time, stop-first: never more than 3 tasks meant to run.
       const all = store.view((tx) => tx.tasks.list());

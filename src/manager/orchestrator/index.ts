@@ -39,7 +39,13 @@ export {
   type Planner,
   type ReconcilerOptions,
 } from './reconciler';
-export { NODE_DOWN_GRACE_MS, TASK_HISTORY_RETENTION_LIMIT, isUpToDate, newTask, nodeCondition } from './tasks';
+export {
+  NODE_DOWN_GRACE_MS,
+  TASK_HISTORY_RETENTION_LIMIT,
+  isUpToDate,
+  newTask,
+  nodeCondition,
+} from './tasks';
 export { planScheduling, schedulerLoop } from '../scheduler/loop';
 export { allocatorLoop, planAllocation, type TaskAllocator } from '../allocator';
 

@@ -2,18 +2,37 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { NodeState, TaskState, UpdateConfig_Order, UpdateStatus_State, type Service } from '../../gen/cluster/v1/objects';
+import {
+  NodeState,
+  TaskState,
+  UpdateConfig_Order,
+  UpdateStatus_State,
+  type Service,
+} from '../../gen/cluster/v1/objects';
 import { planGlobalService, planOrchestration } from './orchestrator';
 import type { ClusterState } from './plan';
 import { NODE_DOWN_GRACE_MS } from './tasks';
-import { DOWN, DRAIN, PAUSE, applyPlan, live, node, planOnce, service, slotsOf, state, task } from './testing';
+import {
+  DOWN,
+  DRAIN,
+  PAUSE,
+  applyPlan,
+  live,
+  node,
+  planOnce,
+  service,
+  slotsOf,
+  state,
+  task,
+} from './testing';
 
 const options = { nodeDownGraceMs: NODE_DOWN_GRACE_MS };
-const orchestrate = (s: ClusterState, nowMs = 0) => planOnce((plan) => planOrchestration(s, plan, nowMs, options));
+const orchestrate = (s: ClusterState, nowMs = 0) =>
+  planOnce((plan) => planOrchestration(s, plan, nowMs, options));
 
 function withReplicas(svc: Service, replicas: number): Service {
   const next = structuredClone(svc);
-  next.spec = { ...next.spec, mode: { $case: 'replicated', value: { replicas } } } as Service['spec'];
+  next.spec = { ...next.spec, mode: { $case: 'replicated', value: { replicas } } };
   return next;
 }
 
@@ -33,7 +52,8 @@ function agentsSettle(s: ClusterState): ClusterState {
       const next = structuredClone(t);
       if (!next.status) return next;
       if (t.desiredState <= TaskState.TASK_STATE_RUNNING) next.status.state = TaskState.TASK_STATE_RUNNING;
-      else if (next.status.state < TaskState.TASK_STATE_COMPLETE) next.status.state = TaskState.TASK_STATE_SHUTDOWN;
+      else if (next.status.state < TaskState.TASK_STATE_COMPLETE)
+        next.status.state = TaskState.TASK_STATE_SHUTDOWN;
       return next;
     }),
   };
@@ -81,8 +101,18 @@ describe('replicated orchestrator', () => {
 
   it('deletes the finished tasks of slots above replicas, not those still running', () => {
     const web = service('web', { replicas: 1 });
-    const done = task(web, { slot: 2, nodeId: 'n1', desired: TaskState.TASK_STATE_SHUTDOWN, state: TaskState.TASK_STATE_SHUTDOWN });
-    const stopping = task(web, { slot: 3, nodeId: 'n1', desired: TaskState.TASK_STATE_SHUTDOWN, state: TaskState.TASK_STATE_RUNNING });
+    const done = task(web, {
+      slot: 2,
+      nodeId: 'n1',
+      desired: TaskState.TASK_STATE_SHUTDOWN,
+      state: TaskState.TASK_STATE_SHUTDOWN,
+    });
+    const stopping = task(web, {
+      slot: 3,
+      nodeId: 'n1',
+      desired: TaskState.TASK_STATE_SHUTDOWN,
+      state: TaskState.TASK_STATE_RUNNING,
+    });
     const plan = orchestrate(state({ services: [web], tasks: [task(web, { slot: 1 }), done, stopping] }));
     assert.deepEqual([...plan.deletedTasks.keys()], [done.id]);
     assert.equal(plan.updatedTasks.size, 0);
@@ -96,15 +126,28 @@ describe('replicated orchestrator', () => {
 
   it('does not refill a slot whose task finished by policy (desired COMPLETE)', () => {
     const web = service('web', { replicas: 1 });
-    const finished = task(web, { slot: 1, nodeId: 'n1', state: TaskState.TASK_STATE_COMPLETE, desired: TaskState.TASK_STATE_COMPLETE });
+    const finished = task(web, {
+      slot: 1,
+      nodeId: 'n1',
+      state: TaskState.TASK_STATE_COMPLETE,
+      desired: TaskState.TASK_STATE_COMPLETE,
+    });
     assert.ok(orchestrate(state({ services: [web], tasks: [finished] })).empty);
   });
 
   it('refills a slot whose only task was stopped', () => {
     const web = service('web', { replicas: 1 });
-    const stopped = task(web, { slot: 1, nodeId: 'n1', state: TaskState.TASK_STATE_SHUTDOWN, desired: TaskState.TASK_STATE_SHUTDOWN });
+    const stopped = task(web, {
+      slot: 1,
+      nodeId: 'n1',
+      state: TaskState.TASK_STATE_SHUTDOWN,
+      desired: TaskState.TASK_STATE_SHUTDOWN,
+    });
     const plan = orchestrate(state({ services: [web], tasks: [stopped] }));
-    assert.deepEqual(plan.createdTasks.map((t) => t.slot), [1]);
+    assert.deepEqual(
+      plan.createdTasks.map((t) => t.slot),
+      [1],
+    );
   });
 
   it('keeps one task per slot: a duplicate is stopped, the running one stays', () => {
@@ -132,7 +175,10 @@ describe('removed services', () => {
   it('deletes tasks on a lost node at once (nothing will report them)', () => {
     const gone = service('gone');
     const t = task(gone, { slot: 1, nodeId: 'n1', desired: TaskState.TASK_STATE_REMOVE });
-    const plan = orchestrate(state({ tasks: [t], nodes: [node('n1', { state: NodeState.NODE_STATE_DOWN })] }), NODE_DOWN_GRACE_MS);
+    const plan = orchestrate(
+      state({ tasks: [t], nodes: [node('n1', { state: NodeState.NODE_STATE_DOWN })] }),
+      NODE_DOWN_GRACE_MS,
+    );
     assert.deepEqual([...plan.deletedTasks.keys()], [t.id]);
   });
 
@@ -145,7 +191,16 @@ describe('removed services', () => {
 
 describe('global orchestrator', () => {
   const run = (svc: Service, s: ClusterState, nowMs = 0) =>
-    planOnce((plan) => planGlobalService(svc, s.tasks.filter((t) => t.serviceId === svc.id), s.nodes, plan, nowMs, options));
+    planOnce((plan) =>
+      planGlobalService(
+        svc,
+        s.tasks.filter((t) => t.serviceId === svc.id),
+        s.nodes,
+        plan,
+        nowMs,
+        options,
+      ),
+    );
 
   it('creates one task per ready, active node matching the constraints', () => {
     const agent = service('agent', { global: true, constraints: ['node.labels.zone==a'] });
@@ -170,13 +225,19 @@ describe('global orchestrator', () => {
     const s = state({ services: [agent], nodes: [node('n1')], tasks: [task(agent, { nodeId: 'n1' })] });
     assert.ok(run(agent, s).empty);
     const plan = run(agent, { ...s, nodes: [...s.nodes, node('n2')] });
-    assert.deepEqual(plan.createdTasks.map((t) => t.nodeId), ['n2']);
+    assert.deepEqual(
+      plan.createdTasks.map((t) => t.nodeId),
+      ['n2'],
+    );
   });
 
   it('stops the task of a drained node and does not replace it', () => {
     const agent = service('agent', { global: true });
     const t = task(agent, { nodeId: 'n1' });
-    const plan = run(agent, state({ services: [agent], nodes: [node('n1', { availability: DRAIN })], tasks: [t] }));
+    const plan = run(
+      agent,
+      state({ services: [agent], nodes: [node('n1', { availability: DRAIN })], tasks: [t] }),
+    );
     assert.equal(plan.updatedTasks.get(t.id)?.desiredState, TaskState.TASK_STATE_SHUTDOWN);
     assert.equal(plan.createdTasks.length, 0);
   });
@@ -184,7 +245,10 @@ describe('global orchestrator', () => {
   it('keeps the task of a paused node', () => {
     const agent = service('agent', { global: true });
     const t = task(agent, { nodeId: 'n1' });
-    assert.ok(run(agent, state({ services: [agent], nodes: [node('n1', { availability: PAUSE })], tasks: [t] })).empty);
+    assert.ok(
+      run(agent, state({ services: [agent], nodes: [node('n1', { availability: PAUSE })], tasks: [t] }))
+        .empty,
+    );
   });
 
   it('stops and orphans the task of a removed node', () => {
@@ -242,7 +306,10 @@ describe('rolling update (orchestrator part)', () => {
       if (plan.createdTasks.length > 0) assert.deepEqual(orchestrate(s, nowMs).createdTasks, []);
       s = agentsSettle(s);
     }
-    assert.deepEqual(seen.filter((slots) => slots.length > 0), [[1], [2], [3]]);
+    assert.deepEqual(
+      seen.filter((slots) => slots.length > 0),
+      [[1], [2], [3]],
+    );
     assert.ok(live(s.tasks).every((t) => t.spec?.container?.image === 'nginx:2'));
     assert.equal(s.services[0]?.updateStatus?.state, UpdateStatus_State.STATE_COMPLETED);
   });
@@ -250,19 +317,38 @@ describe('rolling update (orchestrator part)', () => {
   it('replaces every slot at once with parallelism 0', () => {
     const s = update(
       deployed(4, (svc) => {
-        if (svc.spec) svc.spec.update = { parallelism: 0, delay: undefined, failureAction: 0, monitor: undefined, maxFailureRatio: 0, order: 0 };
+        if (svc.spec)
+          svc.spec.update = {
+            parallelism: 0,
+            delay: undefined,
+            failureAction: 0,
+            monitor: undefined,
+            maxFailureRatio: 0,
+            order: 0,
+          };
       }),
       'nginx:2',
     );
     const plan = orchestrate(s);
     assert.deepEqual(plan.createdTasks.map((t) => t.slot).sort(), [1, 2, 3, 4]);
-    assert.equal([...plan.updatedServices.values()][0]?.updateStatus?.state, UpdateStatus_State.STATE_UPDATING);
+    assert.equal(
+      [...plan.updatedServices.values()][0]?.updateStatus?.state,
+      UpdateStatus_State.STATE_UPDATING,
+    );
   });
 
   it('start-first keeps the old task until the new one runs', () => {
     let s = update(
       deployed(1, (svc) => {
-        if (svc.spec) svc.spec.update = { parallelism: 1, delay: undefined, failureAction: 0, monitor: undefined, maxFailureRatio: 0, order: UpdateConfig_Order.ORDER_START_FIRST };
+        if (svc.spec)
+          svc.spec.update = {
+            parallelism: 1,
+            delay: undefined,
+            failureAction: 0,
+            monitor: undefined,
+            maxFailureRatio: 0,
+            order: UpdateConfig_Order.ORDER_START_FIRST,
+          };
       }),
       'nginx:2',
     );
@@ -272,7 +358,14 @@ describe('rolling update (orchestrator part)', () => {
     s = applyPlan(s, first);
     assert.equal(slotsOf(s.tasks).length, 2);
     assert.equal(orchestrate(s).updatedTasks.size, 0);
-    s = { ...s, tasks: s.tasks.map((t) => (t.spec?.container?.image === 'nginx:2' && t.status ? { ...t, status: { ...t.status, state: TaskState.TASK_STATE_RUNNING } } : t)) };
+    s = {
+      ...s,
+      tasks: s.tasks.map((t) =>
+        t.spec?.container?.image === 'nginx:2' && t.status
+          ? { ...t, status: { ...t.status, state: TaskState.TASK_STATE_RUNNING } }
+          : t,
+      ),
+    };
     const second = orchestrate(s);
     const stopped = [...second.updatedTasks.values()];
     assert.equal(stopped.length, 1);

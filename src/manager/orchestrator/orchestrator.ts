@@ -61,7 +61,8 @@ function settleSlot(service: Service, key: string, group: readonly Task[], plan:
   const outdated = occupying.filter((t) => !isUpToDate(t, service));
   const [keep, ...extra] = [...(current.length > 0 ? current : outdated)].sort(preferRunningThenNewest);
   // Duplicates (a leader died between two writes): one task per slot stays.
-  for (const task of extra) plan.updateTask(stopTask(task, TaskState.TASK_STATE_SHUTDOWN, 'duplicate task in slot'));
+  for (const task of extra)
+    plan.updateTask(stopTask(task, TaskState.TASK_STATE_SHUTDOWN, 'duplicate task in slot'));
   if (current.length === 0) return { key, tasks: group, current: undefined, outdated: true };
   const startFirst = activeUpdateConfig(service)?.order === UpdateConfig_Order.ORDER_START_FIRST;
   const replacementRuns = keep !== undefined && stateOf(keep) >= TaskState.TASK_STATE_RUNNING;
@@ -106,7 +107,12 @@ function rollOut(
  * Keeps slots 1..replicas each filled by one task of the current spec; stops the tasks of slots
  * above `replicas` (scaling down removes the highest slots) and deletes their finished tasks.
  */
-export function planReplicatedService(service: Service, tasks: readonly Task[], plan: Plan, nowMs: number): void {
+export function planReplicatedService(
+  service: Service,
+  tasks: readonly Task[],
+  plan: Plan,
+  nowMs: number,
+): void {
   const mode = service.spec?.mode;
   if (mode?.$case !== 'replicated') return;
   const replicas = mode.value.replicas;
@@ -121,7 +127,8 @@ export function planReplicatedService(service: Service, tasks: readonly Task[], 
     const slot = Number(key);
     if (slot >= 1 && slot <= replicas) continue;
     for (const task of group) {
-      if (occupiesSlot(task)) plan.updateTask(stopTask(task, TaskState.TASK_STATE_SHUTDOWN, 'service scaled down'));
+      if (occupiesSlot(task))
+        plan.updateTask(stopTask(task, TaskState.TASK_STATE_SHUTDOWN, 'service scaled down'));
       else if (isNotOnAgent(task)) plan.deleteTask(task);
     }
   }
@@ -177,7 +184,12 @@ export function planGlobalService(
     const condition = nodeCondition(node, nowMs, options.nodeDownGraceMs);
     if (condition.kind === 'down-in-grace') plan.wakeAt(condition.untilMs);
     if (!fit.keep) {
-      stopGroup(group, plan, fit.lostWhy ?? 'node is no longer eligible (drained or constraints)', fit.lostWhy !== undefined);
+      stopGroup(
+        group,
+        plan,
+        fit.lostWhy ?? 'node is no longer eligible (drained or constraints)',
+        fit.lostWhy !== undefined,
+      );
       continue;
     }
     const hasTask = group.some(occupiesSlot);
@@ -189,7 +201,12 @@ export function planGlobalService(
   for (const [nodeId, group] of byNode) {
     if (seen.has(nodeId)) continue;
     // Tasks not yet bound to a node (nodeId '') are bugs for a global service: stop them too.
-    stopGroup(group, plan, nodeId === '' ? 'global task without a node' : 'node was removed from the cluster', nodeId !== '');
+    stopGroup(
+      group,
+      plan,
+      nodeId === '' ? 'global task without a node' : 'node was removed from the cluster',
+      nodeId !== '',
+    );
   }
   rollOut(service, views, (nodeId) => newTask(service, { slot: 0, nodeId }), plan, nowMs);
 }
@@ -206,7 +223,11 @@ function stopGroup(group: readonly Task[], plan: Plan, why: string, orphan: bool
 /** No agent will report on this task any more: its status ends here. */
 export function markOrphaned(task: Task, why: string): void {
   if (hasEnded(task)) return;
-  task.status = TaskStatus.fromPartial({ ...task.status, state: TaskState.TASK_STATE_ORPHANED, message: why });
+  task.status = TaskStatus.fromPartial({
+    ...task.status,
+    state: TaskState.TASK_STATE_ORPHANED,
+    message: why,
+  });
 }
 
 // ---------------------------------------------------------------------------------- reaper
@@ -223,7 +244,9 @@ export function planRemovedServiceTasks(
   options: OrchestratorOptions,
 ): void {
   for (const task of tasks) {
-    const lost = task.nodeId !== '' && nodeCondition(nodes.get(task.nodeId), nowMs, options.nodeDownGraceMs).kind === 'lost';
+    const lost =
+      task.nodeId !== '' &&
+      nodeCondition(nodes.get(task.nodeId), nowMs, options.nodeDownGraceMs).kind === 'lost';
     if (isNotOnAgent(task) || lost) plan.deleteTask(task);
     else if (task.desiredState < TaskState.TASK_STATE_REMOVE) {
       plan.updateTask(stopTask(task, TaskState.TASK_STATE_REMOVE, 'service removed'));
@@ -232,13 +255,19 @@ export function planRemovedServiceTasks(
 }
 
 /** The orchestrators' whole pass: every service, and the tasks whose service is gone. */
-export function planOrchestration(state: ClusterState, plan: Plan, nowMs: number, options: OrchestratorOptions): void {
+export function planOrchestration(
+  state: ClusterState,
+  plan: Plan,
+  nowMs: number,
+  options: OrchestratorOptions,
+): void {
   const byService = tasksByService(state.tasks);
   const nodes = new Map(state.nodes.map((n) => [n.id, n]));
   for (const service of state.services) {
     const tasks = byService.get(service.id) ?? [];
     byService.delete(service.id);
-    if (service.spec?.mode?.$case === 'global') planGlobalService(service, tasks, state.nodes, plan, nowMs, options);
+    if (service.spec?.mode?.$case === 'global')
+      planGlobalService(service, tasks, state.nodes, plan, nowMs, options);
     else planReplicatedService(service, tasks, plan, nowMs);
   }
   for (const orphans of byService.values()) planRemovedServiceTasks(orphans, nodes, plan, nowMs, options);

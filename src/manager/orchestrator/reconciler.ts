@@ -26,7 +26,11 @@ export interface ReconcilerOptions {
 }
 
 export function readClusterState(store: MemoryStore): ClusterState {
-  return store.view((tx) => ({ services: tx.services.list(), tasks: tx.tasks.list(), nodes: tx.nodes.list() }));
+  return store.view((tx) => ({
+    services: tx.services.list(),
+    tasks: tx.tasks.list(),
+    nodes: tx.nodes.list(),
+  }));
 }
 
 interface Write {
@@ -184,12 +188,12 @@ export function reconcilerLoop(
       if (signal.aborted) return;
       const waker = new Waker();
       const watcher = store.watch({ tables, signal });
-      let pumpError: unknown;
+      let pumpError: Error | undefined;
       const pump = (async () => {
         try {
-          for await (const _event of watcher) waker.notify();
+          while (!(await watcher.next()).done) waker.notify();
         } catch (err) {
-          pumpError = err;
+          pumpError = err instanceof Error ? err : new Error(String(err));
           waker.notify();
         }
       })();
@@ -201,11 +205,21 @@ export function reconcilerLoop(
           const clean = plan.empty ? true : await writePlan(store, plan, signal);
           if (!plan.empty) {
             options.logger?.debug(
-              { loop: name, created: plan.createdTasks.length, updated: plan.updatedTasks.size, deleted: plan.deletedTasks.size, services: plan.updatedServices.size, clean },
+              {
+                loop: name,
+                created: plan.createdTasks.length,
+                updated: plan.updatedTasks.size,
+                deleted: plan.deletedTasks.size,
+                services: plan.updatedServices.size,
+                clean,
+              },
               'control loop pass written',
             );
           }
-          const wakeInMs = plan.wakeAtMs === undefined ? MAX_IDLE_MS : Math.min(MAX_IDLE_MS, Math.max(0, plan.wakeAtMs - nowMs()));
+          const wakeInMs =
+            plan.wakeAtMs === undefined
+              ? MAX_IDLE_MS
+              : Math.min(MAX_IDLE_MS, Math.max(0, plan.wakeAtMs - nowMs()));
           // A stale plan is redone after the batch window; its own writes also wake the loop.
           await waker.wait(clean ? wakeInMs : 0, signal);
           await sleep(batchWindowMs, signal);

@@ -11,7 +11,8 @@ import { NODE_DOWN_GRACE_MS } from './tasks';
 import { DOWN, DRAIN, applyPlan, live, node, planOnce, service, state, task } from './testing';
 
 const options = { nodeDownGraceMs: NODE_DOWN_GRACE_MS };
-const supervise = (s: ClusterState, nowMs: number) => planOnce((plan) => planSupervision(s, plan, nowMs, options));
+const supervise = (s: ClusterState, nowMs: number) =>
+  planOnce((plan) => planSupervision(s, plan, nowMs, options));
 const nodes = [node('n1'), node('n2')];
 
 function only<T>(items: Iterable<T>): T {
@@ -46,7 +47,12 @@ describe('restart policy', () => {
 
   it('starts a delayed replacement once created_at + delay has passed, and asks to be woken then', () => {
     const web = service('web', { restart: { delayMs: 5000 } });
-    const waiting = task(web, { slot: 1, state: TaskState.TASK_STATE_PENDING, desired: TaskState.TASK_STATE_READY, createdMs: 1000 });
+    const waiting = task(web, {
+      slot: 1,
+      state: TaskState.TASK_STATE_PENDING,
+      desired: TaskState.TASK_STATE_READY,
+      createdMs: 1000,
+    });
     const s = state({ services: [web], tasks: [waiting], nodes });
     const early = supervise(s, 5999);
     assert.ok(early.empty);
@@ -82,7 +88,10 @@ describe('restart policy', () => {
 
   it('condition any restarts a task that exited 0', () => {
     const web = service('web');
-    assert.equal(restartDecision(task(web, { slot: 1, state: TaskState.TASK_STATE_COMPLETE }), 0).restart, true);
+    assert.equal(
+      restartDecision(task(web, { slot: 1, state: TaskState.TASK_STATE_COMPLETE }), 0).restart,
+      true,
+    );
   });
 
   it('max attempts: a crash loop gets exactly max_attempts restarts, then the slot stays finished', () => {
@@ -93,7 +102,11 @@ describe('restart policy', () => {
       // The live task of slot 1 crashes.
       s = {
         ...s,
-        tasks: s.tasks.map((t) => (t.desiredState <= TaskState.TASK_STATE_RUNNING && t.status ? { ...t, nodeId: 'n1', status: { ...t.status, state: TaskState.TASK_STATE_FAILED } } : t)),
+        tasks: s.tasks.map((t) =>
+          t.desiredState <= TaskState.TASK_STATE_RUNNING && t.status
+            ? { ...t, nodeId: 'n1', status: { ...t.status, state: TaskState.TASK_STATE_FAILED } }
+            : t,
+        ),
       };
       const plan = supervise(s, 1000 * crash);
       restarts += plan.createdTasks.length;
@@ -114,9 +127,13 @@ describe('restart policy', () => {
     assert.deepEqual(decision.restart && decision.history, [2000, 11_000]);
   });
 
-  it('the replacement is made from the service\'s current spec', () => {
+  it("the replacement is made from the service's current spec", () => {
     const web = service('web', { image: 'nginx:2' });
-    const old = task(service('web', { image: 'nginx:1' }), { slot: 1, nodeId: 'n1', state: TaskState.TASK_STATE_FAILED });
+    const old = task(service('web', { image: 'nginx:1' }), {
+      slot: 1,
+      nodeId: 'n1',
+      state: TaskState.TASK_STATE_FAILED,
+    });
     const plan = supervise(state({ services: [web], tasks: [old], nodes }), 0);
     assert.equal(only(plan.createdTasks).spec?.container?.image, 'nginx:2');
   });
@@ -132,7 +149,12 @@ describe('restart policy', () => {
     const web = service('web', { replicas: 2 });
     const tasks = [
       task(web, { slot: 1, nodeId: 'n1' }),
-      task(web, { slot: 2, nodeId: 'n1', desired: TaskState.TASK_STATE_SHUTDOWN, state: TaskState.TASK_STATE_FAILED }),
+      task(web, {
+        slot: 2,
+        nodeId: 'n1',
+        desired: TaskState.TASK_STATE_SHUTDOWN,
+        state: TaskState.TASK_STATE_FAILED,
+      }),
     ];
     assert.ok(supervise(state({ services: [web], tasks, nodes }), 0).empty);
   });
@@ -143,7 +165,14 @@ describe('drain and node loss', () => {
     const web = service('web', { replicas: 2, restart: { delayMs: 5000 } });
     const onDrained = task(web, { slot: 1, nodeId: 'n1' });
     const elsewhere = task(web, { slot: 2, nodeId: 'n2' });
-    const plan = supervise(state({ services: [web], tasks: [onDrained, elsewhere], nodes: [node('n1', { availability: DRAIN }), node('n2')] }), 0);
+    const plan = supervise(
+      state({
+        services: [web],
+        tasks: [onDrained, elsewhere],
+        nodes: [node('n1', { availability: DRAIN }), node('n2')],
+      }),
+      0,
+    );
     assert.deepEqual([...plan.updatedTasks.keys()], [onDrained.id]);
     assert.equal(plan.updatedTasks.get(onDrained.id)?.desiredState, TaskState.TASK_STATE_SHUTDOWN);
     const replacement = only(plan.createdTasks);
@@ -176,7 +205,11 @@ describe('drain and node loss', () => {
   it('a node that came back before the grace ended keeps its tasks', () => {
     const web = service('web');
     const t = task(web, { slot: 1, nodeId: 'n1' });
-    const s = state({ services: [web], tasks: [t], nodes: [node('n1', { state: NodeState.NODE_STATE_READY, changedMs: 50_000 })] });
+    const s = state({
+      services: [web],
+      tasks: [t],
+      nodes: [node('n1', { state: NodeState.NODE_STATE_READY, changedMs: 50_000 })],
+    });
     assert.ok(supervise(s, 1e9).empty);
   });
 
@@ -193,7 +226,13 @@ describe('task history retention', () => {
   function history(count: number, running: boolean): Task[] {
     const web = service('web');
     const tasks = Array.from({ length: count }, (_, i) =>
-      task(web, { slot: 1, nodeId: 'n1', createdMs: i, state: TaskState.TASK_STATE_FAILED, desired: TaskState.TASK_STATE_SHUTDOWN }),
+      task(web, {
+        slot: 1,
+        nodeId: 'n1',
+        createdMs: i,
+        state: TaskState.TASK_STATE_FAILED,
+        desired: TaskState.TASK_STATE_SHUTDOWN,
+      }),
     );
     if (running) tasks.push(task(web, { slot: 1, nodeId: 'n1', createdMs: count }));
     return tasks;
@@ -208,7 +247,13 @@ describe('task history retention', () => {
   it('never deletes a live task or one an agent still runs', () => {
     const web = service('web');
     const stopping = Array.from({ length: 7 }, (_, i) =>
-      task(web, { slot: 1, nodeId: 'n1', createdMs: i, state: TaskState.TASK_STATE_RUNNING, desired: TaskState.TASK_STATE_SHUTDOWN }),
+      task(web, {
+        slot: 1,
+        nodeId: 'n1',
+        createdMs: i,
+        state: TaskState.TASK_STATE_RUNNING,
+        desired: TaskState.TASK_STATE_SHUTDOWN,
+      }),
     );
     assert.ok(planOnce((p) => planHistoryRetention(web, stopping, p, 5)).empty);
   });

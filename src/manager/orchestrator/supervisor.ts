@@ -45,8 +45,7 @@ export interface SupervisorOptions {
 }
 
 export type RestartDecision =
-  | { restart: false; why: string }
-  | { restart: true; delayMs: number; history: number[] };
+  { restart: false; why: string } | { restart: true; delayMs: number; history: number[] };
 
 function restartHistory(task: Task): number[] {
   const raw = task.annotations?.labels[RESTART_HISTORY_LABEL] ?? '';
@@ -66,7 +65,8 @@ export function taskFailed(task: Task): boolean {
 export function restartDecision(task: Task, nowMs: number): RestartDecision {
   const policy = task.spec?.restart;
   const condition = policy?.condition ?? RestartPolicy_Condition.CONDITION_ANY;
-  if (condition === RestartPolicy_Condition.CONDITION_NONE) return { restart: false, why: 'restart condition is none' };
+  if (condition === RestartPolicy_Condition.CONDITION_NONE)
+    return { restart: false, why: 'restart condition is none' };
   if (condition === RestartPolicy_Condition.CONDITION_ON_FAILURE && !taskFailed(task)) {
     return { restart: false, why: 'task completed successfully (restart condition on-failure)' };
   }
@@ -74,7 +74,10 @@ export function restartDecision(task: Task, nowMs: number): RestartDecision {
   const maxAttempts = policy?.maxAttempts ?? 0;
   const recent = restartHistory(task).filter((t) => windowMs === 0 || t > nowMs - windowMs);
   if (maxAttempts > 0 && recent.length >= maxAttempts) {
-    return { restart: false, why: `restart attempts exhausted (${maxAttempts}${windowMs > 0 ? ` within ${windowMs} ms` : ''})` };
+    return {
+      restart: false,
+      why: `restart attempts exhausted (${maxAttempts}${windowMs > 0 ? ` within ${windowMs} ms` : ''})`,
+    };
   }
   const keep = maxAttempts > 0 ? maxAttempts : MAX_RECORDED_RESTARTS;
   return {
@@ -107,7 +110,8 @@ function planTask(
   const global = service.spec?.mode?.$case === 'global';
 
   if (task.desiredState === TaskState.TASK_STATE_READY) {
-    const startAtMs = timeMs(task.meta?.createdAt) + durationMs(task.spec?.restart?.delay, DEFAULT_RESTART_DELAY_MS);
+    const startAtMs =
+      timeMs(task.meta?.createdAt) + durationMs(task.spec?.restart?.delay, DEFAULT_RESTART_DELAY_MS);
     if (nowMs >= startAtMs) {
       const started = structuredClone(task);
       started.desiredState = TaskState.TASK_STATE_RUNNING;
@@ -148,7 +152,12 @@ function planTask(
 }
 
 /** Deletes the oldest finished tasks of each slot beyond the retention limit. */
-export function planHistoryRetention(service: Service, tasks: readonly Task[], plan: Plan, limit: number): void {
+export function planHistoryRetention(
+  service: Service,
+  tasks: readonly Task[],
+  plan: Plan,
+  limit: number,
+): void {
   const global = service.spec?.mode?.$case === 'global';
   const groups = new Map<string, Task[]>();
   for (const task of tasks) {
@@ -169,7 +178,12 @@ export function planHistoryRetention(service: Service, tasks: readonly Task[], p
   }
 }
 
-export function planSupervision(state: ClusterState, plan: Plan, nowMs: number, options: SupervisorOptions): void {
+export function planSupervision(
+  state: ClusterState,
+  plan: Plan,
+  nowMs: number,
+  options: SupervisorOptions,
+): void {
   const nodes = new Map(state.nodes.map((n) => [n.id, n]));
   const byService = tasksByService(state.tasks);
   for (const service of state.services) {

@@ -82,7 +82,8 @@ export type NodeCondition =
 
 export function nodeCondition(node: Node | undefined, nowMs: number, graceMs: number): NodeCondition {
   if (node === undefined) return { kind: 'lost', why: 'node was removed from the cluster' };
-  if ((node.status?.state ?? NodeState.NODE_STATE_UNKNOWN) !== NodeState.NODE_STATE_DOWN) return { kind: 'up' };
+  if ((node.status?.state ?? NodeState.NODE_STATE_UNKNOWN) !== NodeState.NODE_STATE_DOWN)
+    return { kind: 'up' };
   const untilMs = timeMs(node.meta?.updatedAt) + graceMs;
   if (nowMs < untilMs) return { kind: 'down-in-grace', untilMs };
   return { kind: 'lost', why: 'node is down' };

@@ -17,7 +17,12 @@ export interface ServiceOptions {
   global?: boolean;
   image?: string;
   version?: number;
-  restart?: { condition?: RestartPolicy_Condition; delayMs?: number; maxAttempts?: number; windowMs?: number };
+  restart?: {
+    condition?: RestartPolicy_Condition;
+    delayMs?: number;
+    maxAttempts?: number;
+    windowMs?: number;
+  };
   constraints?: string[];
 }
 
@@ -110,7 +115,10 @@ export function applyPlan(before: ClusterState, plan: Plan, nowMs = 0): ClusterS
     .map((t) => plan.updatedTasks.get(t.id) ?? t);
   for (const created of plan.createdTasks) {
     counter++;
-    tasks.push({ ...created, meta: { version: counter, createdAt: new Date(nowMs), updatedAt: new Date(nowMs) } });
+    tasks.push({
+      ...created,
+      meta: { version: counter, createdAt: new Date(nowMs), updatedAt: new Date(nowMs) },
+    });
   }
   const services = before.services.map((s) => plan.updatedServices.get(s.id) ?? s);
   return { services, tasks, nodes: [...before.nodes] };

@@ -34,7 +34,13 @@ function updatedService(setup: Setup = {}): { v1: Service; v2: Service } {
   const ms = (n: number) => ({ seconds: Math.floor(n / 1000), nanos: (n % 1000) * 1e6 });
   if (v2.spec) {
     if (setup.healthcheck && v2.spec.task?.container) {
-      v2.spec.task.container.healthcheck = { test: ['CMD', 'true'], interval: undefined, timeout: undefined, retries: 0, startPeriod: undefined };
+      v2.spec.task.container.healthcheck = {
+        test: ['CMD', 'true'],
+        interval: undefined,
+        timeout: undefined,
+        retries: 0,
+        startPeriod: undefined,
+      };
     }
     v2.spec.update = UpdateConfig.fromPartial({
       parallelism: setup.parallelism ?? 1,
@@ -47,7 +53,12 @@ function updatedService(setup: Setup = {}): { v1: Service; v2: Service } {
   }
   v2.previousSpec = structuredClone(v1.spec);
   if (setup.status !== undefined) {
-    v2.updateStatus = { state: setup.status, startedAt: new Date(setup.startedMs ?? 0), completedAt: undefined, message: '' };
+    v2.updateStatus = {
+      state: setup.status,
+      startedAt: new Date(setup.startedMs ?? 0),
+      completedAt: undefined,
+      message: '',
+    };
   }
   return { v1, v2 };
 }
@@ -58,8 +69,20 @@ function oldSlot(v1: Service, slot: number): SlotView {
 }
 
 /** A replaced slot: the old task stopped, the new one in `state` since `sinceMs`. */
-function newSlot(v1: Service, v2: Service, slot: number, state: TaskState, sinceMs: number, extra: Partial<Task> = {}): SlotView {
-  const old = task(v1, { slot, nodeId: 'n1', state: TaskState.TASK_STATE_SHUTDOWN, desired: TaskState.TASK_STATE_SHUTDOWN });
+function newSlot(
+  v1: Service,
+  v2: Service,
+  slot: number,
+  state: TaskState,
+  sinceMs: number,
+  extra: Partial<Task> = {},
+): SlotView {
+  const old = task(v1, {
+    slot,
+    nodeId: 'n1',
+    state: TaskState.TASK_STATE_SHUTDOWN,
+    desired: TaskState.TASK_STATE_SHUTDOWN,
+  });
   const fresh = task(v2, { slot, nodeId: 'n1', state, createdMs: sinceMs });
   if (fresh.meta) fresh.meta.updatedAt = new Date(sinceMs);
   Object.assign(fresh, extra);
@@ -69,7 +92,11 @@ function newSlot(v1: Service, v2: Service, slot: number, state: TaskState, since
 describe('updater: batches', () => {
   it('replaces `parallelism` outdated slots, lowest first, and marks the service updating', () => {
     const { v1, v2 } = updatedService({ parallelism: 2 });
-    const step = nextUpdateStep(v2, [1, 2, 3, 4, 5].map((s) => oldSlot(v1, s)), 1000);
+    const step = nextUpdateStep(
+      v2,
+      [1, 2, 3, 4, 5].map((s) => oldSlot(v1, s)),
+      1000,
+    );
     assert.deepEqual(step.replace, ['1', '2']);
     assert.equal(step.service?.updateStatus?.state, UpdateStatus_State.STATE_UPDATING);
     assert.deepEqual(step.service?.updateStatus?.startedAt, new Date(1000));
@@ -77,7 +104,14 @@ describe('updater: batches', () => {
 
   it('parallelism 0 replaces every outdated slot at once', () => {
     const { v1, v2 } = updatedService({ parallelism: 0 });
-    assert.deepEqual(nextUpdateStep(v2, [1, 2, 3].map((s) => oldSlot(v1, s)), 0).replace, ['1', '2', '3']);
+    assert.deepEqual(
+      nextUpdateStep(
+        v2,
+        [1, 2, 3].map((s) => oldSlot(v1, s)),
+        0,
+      ).replace,
+      ['1', '2', '3'],
+    );
   });
 
   it('slots still in flight use up the batch', () => {
@@ -119,7 +153,11 @@ describe('updater: batches', () => {
     const step = nextUpdateStep(v2, [newSlot(v1, v2, 1, TaskState.TASK_STATE_RUNNING, 0)], 60_000);
     assert.equal(step.service?.updateStatus?.state, UpdateStatus_State.STATE_COMPLETED);
     assert.deepEqual(step.service?.updateStatus?.completedAt, new Date(60_000));
-    assert.equal(nextUpdateStep(step.service ?? v2, [newSlot(v1, v2, 1, TaskState.TASK_STATE_RUNNING, 0)], 70_000).service, undefined);
+    assert.equal(
+      nextUpdateStep(step.service ?? v2, [newSlot(v1, v2, 1, TaskState.TASK_STATE_RUNNING, 0)], 70_000)
+        .service,
+      undefined,
+    );
   });
 
   it('a first deployment (no previous spec) writes no status', () => {
@@ -131,7 +169,11 @@ describe('updater: batches', () => {
   });
 
   it('resumes after a leader change from the store alone: finished slots are not redone', () => {
-    const { v1, v2 } = updatedService({ parallelism: 1, status: UpdateStatus_State.STATE_UPDATING, startedMs: 0 });
+    const { v1, v2 } = updatedService({
+      parallelism: 1,
+      status: UpdateStatus_State.STATE_UPDATING,
+      startedMs: 0,
+    });
     const slots = [
       newSlot(v1, v2, 1, TaskState.TASK_STATE_RUNNING, 1000),
       newSlot(v1, v2, 2, TaskState.TASK_STATE_RUNNING, 2000),
@@ -149,7 +191,9 @@ describe('updater: failures', () => {
     const { v1, v2 } = updatedService({ status: UpdateStatus_State.STATE_UPDATING, startedMs: 0, ...setup });
     const slots: SlotView[] = [];
     for (let slot = 1; slot <= total; slot++) {
-      slots.push(slot <= failed ? newSlot(v1, v2, slot, TaskState.TASK_STATE_FAILED, 100) : oldSlot(v1, slot));
+      slots.push(
+        slot <= failed ? newSlot(v1, v2, slot, TaskState.TASK_STATE_FAILED, 100) : oldSlot(v1, slot),
+      );
     }
     return { v1, v2, step: nextUpdateStep(v2, slots, 60_000) };
   }
@@ -170,7 +214,10 @@ describe('updater: failures', () => {
 
   it('failures up to the ratio are tolerated', () => {
     assert.deepEqual(withFailures({ maxFailureRatio: 0.3 }, 1, 4).step.replace, ['2']);
-    assert.equal(withFailures({ maxFailureRatio: 0.3 }, 2, 4).step.service?.updateStatus?.state, UpdateStatus_State.STATE_PAUSED);
+    assert.equal(
+      withFailures({ maxFailureRatio: 0.3 }, 2, 4).step.service?.updateStatus?.state,
+      UpdateStatus_State.STATE_PAUSED,
+    );
   });
 
   it('failures before the update started do not count', () => {
@@ -180,12 +227,20 @@ describe('updater: failures', () => {
   });
 
   it('continue: the rollout goes on', () => {
-    const { step } = withFailures({ failureAction: UpdateConfig_FailureAction.FAILURE_ACTION_CONTINUE }, 1, 3);
+    const { step } = withFailures(
+      { failureAction: UpdateConfig_FailureAction.FAILURE_ACTION_CONTINUE },
+      1,
+      3,
+    );
     assert.deepEqual(step.replace, ['2']);
   });
 
   it('rollback: the service spec becomes the previous spec and the rollback starts', () => {
-    const { v1, v2, step } = withFailures({ failureAction: UpdateConfig_FailureAction.FAILURE_ACTION_ROLLBACK }, 1, 3);
+    const { v1, v2, step } = withFailures(
+      { failureAction: UpdateConfig_FailureAction.FAILURE_ACTION_ROLLBACK },
+      1,
+      3,
+    );
     assert.equal(step.service?.updateStatus?.state, UpdateStatus_State.STATE_ROLLBACK_STARTED);
     assert.deepEqual(step.service?.spec, v1.spec);
     assert.deepEqual(step.service?.previousSpec, v2.spec);
@@ -197,14 +252,24 @@ describe('updater: failures', () => {
     const { v1, v2 } = updatedService();
     const back = structuredClone(v2);
     back.spec = structuredClone(v1.spec);
-    if (back.spec) back.spec.rollback = UpdateConfig.fromPartial({ parallelism: 0, monitor: { seconds: 5, nanos: 0 } });
-    back.updateStatus = { state: UpdateStatus_State.STATE_ROLLBACK_STARTED, startedAt: new Date(0), completedAt: undefined, message: '' };
+    if (back.spec)
+      back.spec.rollback = UpdateConfig.fromPartial({ parallelism: 0, monitor: { seconds: 5, nanos: 0 } });
+    back.updateStatus = {
+      state: UpdateStatus_State.STATE_ROLLBACK_STARTED,
+      startedAt: new Date(0),
+      completedAt: undefined,
+      message: '',
+    };
     const slots: SlotView[] = [
       { key: '1', tasks: [task(v2, { slot: 1 })], current: undefined, outdated: true },
       { key: '2', tasks: [task(v2, { slot: 2 })], current: undefined, outdated: true },
     ];
     assert.deepEqual(nextUpdateStep(back, slots, 1000).replace, ['1', '2']);
-    const done = nextUpdateStep(back, [{ key: '1', tasks: [task(v1, { slot: 1 })], current: task(v1, { slot: 1 }), outdated: false }], 2000);
+    const done = nextUpdateStep(
+      back,
+      [{ key: '1', tasks: [task(v1, { slot: 1 })], current: task(v1, { slot: 1 }), outdated: false }],
+      2000,
+    );
     assert.equal(done.service?.updateStatus?.state, UpdateStatus_State.STATE_ROLLBACK_COMPLETED);
   });
 });

@@ -60,14 +60,16 @@ function failed(task: Task): boolean {
 /** The config the rollout follows: the rollback config while rolling back. */
 export function activeUpdateConfig(service: Service): UpdateConfig | undefined {
   const state = service.updateStatus?.state;
-  const rollingBack = state === UpdateStatus_State.STATE_ROLLBACK_STARTED || state === UpdateStatus_State.STATE_ROLLBACK_PAUSED;
+  const rollingBack =
+    state === UpdateStatus_State.STATE_ROLLBACK_STARTED || state === UpdateStatus_State.STATE_ROLLBACK_PAUSED;
   return rollingBack ? service.spec?.rollback : service.spec?.update;
 }
 
 export function nextUpdateStep(service: Service, slots: readonly SlotView[], nowMs: number): UpdateStep {
   const config = activeUpdateConfig(service);
   const state = service.updateStatus?.state ?? UpdateStatus_State.STATE_UNKNOWN;
-  const startedMs = IN_PROGRESS.has(state) || PAUSED.has(state) ? timeMs(service.updateStatus?.startedAt) : nowMs;
+  const startedMs =
+    IN_PROGRESS.has(state) || PAUSED.has(state) ? timeMs(service.updateStatus?.startedAt) : nowMs;
   const monitorMs = durationMs(config?.monitor, DEFAULT_UPDATE_MONITOR_MS);
   let wakeAtMs: number | undefined;
   const wake = (ms: number) => {
@@ -104,8 +106,10 @@ export function nextUpdateStep(service: Service, slots: readonly SlotView[], now
 
   const active = outdated.length + inFlight > 0;
   if (!active) {
-    if (state === UpdateStatus_State.STATE_UPDATING) return finish(service, UpdateStatus_State.STATE_COMPLETED, 'update completed', nowMs);
-    if (state === UpdateStatus_State.STATE_ROLLBACK_STARTED) return finish(service, UpdateStatus_State.STATE_ROLLBACK_COMPLETED, 'rollback completed', nowMs);
+    if (state === UpdateStatus_State.STATE_UPDATING)
+      return finish(service, UpdateStatus_State.STATE_COMPLETED, 'update completed', nowMs);
+    if (state === UpdateStatus_State.STATE_ROLLBACK_STARTED)
+      return finish(service, UpdateStatus_State.STATE_ROLLBACK_COMPLETED, 'rollback completed', nowMs);
     return { replace: [], service: undefined, wakeAtMs };
   }
   if (PAUSED.has(state)) return { replace: [], service: undefined, wakeAtMs: undefined };
@@ -121,15 +125,29 @@ export function nextUpdateStep(service: Service, slots: readonly SlotView[], now
     const action = config?.failureAction ?? UpdateConfig_FailureAction.FAILURE_ACTION_PAUSE;
     const rollingBack = state === UpdateStatus_State.STATE_ROLLBACK_STARTED;
     const why = `${failures} of ${slots.length} updated tasks failed (max failure ratio ${maxFailureRatio})`;
-    if (action === UpdateConfig_FailureAction.FAILURE_ACTION_ROLLBACK && !rollingBack && service.previousSpec !== undefined) {
-      const back = withStatus(service, UpdateStatus_State.STATE_ROLLBACK_STARTED, `${why}: rolling back`, nowMs, true);
+    if (
+      action === UpdateConfig_FailureAction.FAILURE_ACTION_ROLLBACK &&
+      !rollingBack &&
+      service.previousSpec !== undefined
+    ) {
+      const back = withStatus(
+        service,
+        UpdateStatus_State.STATE_ROLLBACK_STARTED,
+        `${why}: rolling back`,
+        nowMs,
+        true,
+      );
       back.spec = structuredClone(service.previousSpec);
       back.previousSpec = structuredClone(service.spec);
       return { replace: [], service: back, wakeAtMs: undefined };
     }
     if (action !== UpdateConfig_FailureAction.FAILURE_ACTION_CONTINUE) {
       const paused = rollingBack ? UpdateStatus_State.STATE_ROLLBACK_PAUSED : UpdateStatus_State.STATE_PAUSED;
-      return { replace: [], service: withStatus(service, paused, `${why}: paused`, nowMs, false), wakeAtMs: undefined };
+      return {
+        replace: [],
+        service: withStatus(service, paused, `${why}: paused`, nowMs, false),
+        wakeAtMs: undefined,
+      };
     }
   }
 
@@ -143,7 +161,13 @@ export function nextUpdateStep(service: Service, slots: readonly SlotView[], now
   return { replace: outdated.slice(0, budget), service: updated, wakeAtMs };
 }
 
-function withStatus(service: Service, state: UpdateStatus_State, message: string, nowMs: number, starts: boolean): Service {
+function withStatus(
+  service: Service,
+  state: UpdateStatus_State,
+  message: string,
+  nowMs: number,
+  starts: boolean,
+): Service {
   const next = structuredClone(service);
   next.updateStatus = {
     state,

@@ -18,7 +18,8 @@ function withStatus(task: Task, state: TaskState, message: string): Task {
 
 /** Records why a task waits, writing only when the reason changed (no churn while it waits). */
 function explain(task: Task, reason: string, plan: Plan): void {
-  if (task.status?.message !== reason) plan.updateTask(withStatus(task, TaskState.TASK_STATE_PENDING, reason));
+  if (task.status?.message !== reason)
+    plan.updateTask(withStatus(task, TaskState.TASK_STATE_PENDING, reason));
 }
 
 export function planScheduling(state: ClusterState, plan: Plan): void {
@@ -38,9 +39,14 @@ export function planScheduling(state: ClusterState, plan: Plan): void {
     const node = nodes.get(task.nodeId);
     const nodeState = node?.status?.state ?? NodeState.NODE_STATE_UNKNOWN;
     if (node === undefined) explain(task, `node ${task.nodeId} no longer exists`, plan);
-    else if (nodeState !== NodeState.NODE_STATE_READY) explain(task, `node ${task.nodeId} is not ready`, plan);
-    else if (node.spec?.availability === NodeAvailability.NODE_AVAILABILITY_DRAIN) explain(task, `node ${task.nodeId} is drained`, plan);
-    else plan.updateTask(withStatus(task, TaskState.TASK_STATE_ASSIGNED, `scheduler assigned task to node ${task.nodeId}`));
+    else if (nodeState !== NodeState.NODE_STATE_READY)
+      explain(task, `node ${task.nodeId} is not ready`, plan);
+    else if (node.spec?.availability === NodeAvailability.NODE_AVAILABILITY_DRAIN)
+      explain(task, `node ${task.nodeId} is drained`, plan);
+    else
+      plan.updateTask(
+        withStatus(task, TaskState.TASK_STATE_ASSIGNED, `scheduler assigned task to node ${task.nodeId}`),
+      );
   }
   if (pendingTasks.length === 0) return;
   const result = placeTasks({ pendingTasks, nodes: state.nodes, tasksOnNodes });
@@ -48,7 +54,11 @@ export function planScheduling(state: ClusterState, plan: Plan): void {
   for (const { taskId, nodeId } of result.assignments) {
     const task = byId.get(taskId);
     if (task === undefined) continue;
-    const assigned = withStatus(task, TaskState.TASK_STATE_ASSIGNED, `scheduler assigned task to node ${nodeId}`);
+    const assigned = withStatus(
+      task,
+      TaskState.TASK_STATE_ASSIGNED,
+      `scheduler assigned task to node ${nodeId}`,
+    );
     assigned.nodeId = nodeId;
     plan.updateTask(assigned);
   }
@@ -59,5 +69,11 @@ export function planScheduling(state: ClusterState, plan: Plan): void {
 }
 
 export function schedulerLoop(store: MemoryStore, options: ReconcilerOptions = {}): LeaderLoop {
-  return reconcilerLoop('scheduler', store, ['tasks', 'nodes'], (state, plan) => planScheduling(state, plan), options);
+  return reconcilerLoop(
+    'scheduler',
+    store,
+    ['tasks', 'nodes'],
+    (state, plan) => planScheduling(state, plan),
+    options,
+  );
 }
