@@ -135,7 +135,7 @@ async function waitUnlessDetached(
   rt: Runtime,
   flags: WaitFlags,
   service: Service,
-  minSpecVersion: number | undefined,
+  requireCurrentSpec: boolean,
 ): Promise<void> {
   if (flags.detach) return;
   const conn = rt.connection();
@@ -149,7 +149,7 @@ async function waitUnlessDetached(
     write: flags.quiet ? () => undefined : (text) => rt.out(text),
     isTTY: rt.isTTY,
     timeoutMs: limit,
-    ...(minSpecVersion === undefined ? {} : { minSpecVersion }),
+    requireCurrentSpec,
   });
 }
 
@@ -582,7 +582,7 @@ export function addServiceCommands(program: Command, rt: Runtime): void {
       if (!r.service)
         throw new ClusterError('INTERNAL', 'the manager accepted the service but returned none');
       rt.out(r.service.id + '\n');
-      await waitUnlessDetached(rt, flags, r.service, undefined);
+      await waitUnlessDetached(rt, flags, r.service, false);
     });
 
   service
@@ -701,7 +701,7 @@ export function addServiceCommands(program: Command, rt: Runtime): void {
           scaled.push(r.service ?? current);
         },
       );
-      for (const s of scaled) await waitUnlessDetached(rt, flags, s, undefined);
+      for (const s of scaled) await waitUnlessDetached(rt, flags, s, false);
     });
 
   addWaitFlags(addUpdateFlags(service.command('update').description('Update a service (rolling)')))
@@ -736,6 +736,8 @@ async function updateService(
   ref: string,
   flags: UpdateServiceFlags & WaitFlags & { rollback?: boolean },
 ): Promise<void> {
+  // Bad flag values are usage errors (exit 2) even when no manager is reachable.
+  if (!flags.rollback) applyServiceUpdate(ServiceSpec.fromPartial({}), flags);
   const conn = rt.connection();
   const current = await getService(conn, ref);
   const before = current.spec ?? ServiceSpec.fromPartial({});
@@ -747,14 +749,14 @@ async function updateService(
     serviceId: current.id,
     version: current.meta?.version ?? 0,
     spec,
-    rollback: flags.rollback ? 'rollback' : '',
+    rollback: flags.rollback ? 'previous' : '',
   });
   const updated = r.service ?? current;
   rt.out(serviceName(updated) + '\n');
   const target = flags.rollback ? (current.previousSpec ?? before) : spec;
   // Tasks made before a change of the task spec are the ones being replaced: they do not count.
   const restarts = taskSpecChanged(before, target);
-  await waitUnlessDetached(rt, flags, updated, restarts ? (updated.meta?.version ?? 0) : undefined);
+  await waitUnlessDetached(rt, flags, updated, restarts);
 }
 
 // ------------------------------------------------------------------ networks

@@ -435,6 +435,20 @@ test('service update reads the service and sends the edited spec with the versio
   assert.deepEqual(sent?.spec?.task?.container?.env, ['B=2']);
 });
 
+test('service update waits for tasks of the new spec; rollback asks for the previous spec', async () => {
+  const r = await cluster('service', 'update', '--image', 'nginx:3', 'web');
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^web\noverall progress: 2 out of 2 tasks\n[\s\S]*verify: Service converged\n$/);
+  state.services = state.services.map((s) => Service.fromPartial({ ...s, previousSpec: s.spec }));
+  const back = await cluster('service', 'rollback', '-d', 'web');
+  assert.equal(back.code, 0, back.stderr);
+  assert.equal(recorded.update[1]?.rollback, 'previous');
+  state.services = state.services.map((s) => Service.fromPartial({ ...s, previousSpec: undefined }));
+  const none = await cluster('service', 'rollback', '-d', 'web');
+  assert.equal(none.code, 1);
+  assert.match(none.stderr, /no previous spec/);
+});
+
 test('a version conflict from the server exits 1', async () => {
   state.staleReads = true;
   const r = await cluster('service', 'update', '-d', '--force', 'web');

@@ -50,7 +50,8 @@ export interface DaemonOptions {
   runtime: 'docker' | 'oci';
 }
 
-type RunDaemon = (options: DaemonOptions) => Promise<void>;
+/** Resolves with the daemon's exit code when it stops (SIGTERM/SIGINT). */
+type RunDaemon = (options: DaemonOptions) => Promise<number | void>;
 
 /**
  * The daemon lives in src/node; until it is built the command exists and says so. This is the
@@ -91,7 +92,10 @@ function addDaemonCommand(program: Command): void {
       new Option('--runtime <runtime>', 'container runtime').choices(['docker', 'oci']).default('docker'),
     )
     .action(async (flags: DaemonOptions) => {
-      await loadRunDaemon()(flags);
+      const code = await loadRunDaemon()(flags);
+      if (typeof code === 'number' && code !== 0) {
+        throw new ClusterError('INTERNAL', `the daemon stopped with exit code ${code}`);
+      }
     });
 }
 

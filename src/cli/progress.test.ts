@@ -18,7 +18,7 @@ let clock = 0;
 function t(
   slot: number,
   state: TaskState,
-  extra: { desired?: TaskState; node?: string; specVersion?: number; err?: string } = {},
+  extra: { desired?: TaskState; node?: string; err?: string } = {},
 ): Task {
   clock += 1;
   return Task.fromPartial({
@@ -27,7 +27,6 @@ function t(
     slot,
     nodeId: extra.node ?? '',
     desiredState: extra.desired ?? TaskState.TASK_STATE_RUNNING,
-    specVersion: extra.specVersion ?? 1,
     status: { state, timestamp: new Date(1_000_000 + clock), err: extra.err ?? '' },
   });
 }
@@ -76,11 +75,22 @@ test('after a scale down, tasks above the replica count must stop first', () => 
   assert.equal(computeProgress(replicated(0), []).converged, true);
 });
 
-test('after a task spec change, tasks of older specs do not count', () => {
-  const old = [t(1, TaskState.TASK_STATE_RUNNING, { specVersion: 4 })];
-  assert.equal(computeProgress(replicated(1), old, { minSpecVersion: 7 }).converged, false);
-  const replaced = [...old, t(1, TaskState.TASK_STATE_RUNNING, { specVersion: 7 })];
-  assert.equal(computeProgress(replicated(1), replaced, { minSpecVersion: 7 }).converged, true);
+test('after a task spec change, tasks of an older spec do not count', () => {
+  const service = Service.fromPartial({
+    id: 'svc1',
+    spec: {
+      mode: { $case: 'replicated', value: { replicas: 1 } },
+      task: { container: { image: 'nginx:2', labels: { a: '1', b: '2' } } },
+    },
+  });
+  const withSpec = (task: Task, image: string, labels: Record<string, string>) =>
+    Task.fromPartial({ ...task, spec: { container: { image, labels } } });
+  const old = [withSpec(t(1, TaskState.TASK_STATE_RUNNING), 'nginx:1', { a: '1', b: '2' })];
+  assert.equal(computeProgress(service, old, { requireCurrentSpec: true }).converged, false);
+  assert.equal(computeProgress(service, old).converged, true, 'a scale does not ask for new tasks');
+  // Same content, labels in another order: it is the current spec.
+  const replaced = [...old, withSpec(t(1, TaskState.TASK_STATE_RUNNING), 'nginx:2', { b: '2', a: '1' })];
+  assert.equal(computeProgress(service, replaced, { requireCurrentSpec: true }).converged, true);
 });
 
 test('global progress: one line per node; converged when all run', () => {

@@ -3,7 +3,7 @@
 // timeout passes. The progress itself is a pure function of (service, tasks).
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ClusterError, toClusterError } from '../common/errors';
-import { TaskState, type Service, type Task } from '../gen/cluster/v1/objects';
+import { TaskSpec, TaskState, type Service, type Task } from '../gen/cluster/v1/objects';
 import { shortId, taskStateName } from './views';
 
 export const POLL_INTERVAL_MS = 200;
@@ -29,6 +29,19 @@ function bar(state: TaskState | undefined): string {
   return `[${'='.repeat(Math.max(0, filled - 1))}>${' '.repeat(BAR_WIDTH - filled)}]`;
 }
 
+const emptyTaskSpec = TaskSpec.fromPartial({});
+
+/** JSON with object keys sorted, so that equal messages compare equal whatever their map order. */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v !== null && typeof v === 'object' && !Array.isArray(v)
+      ? Object.fromEntries(
+          Object.entries(v as Record<string, unknown>).sort(([a], [b]) => a.localeCompare(b)),
+        )
+      : v,
+  );
+}
+
 export interface ProgressLine {
   /** Stable identity of the line: "overall", a slot number or a node id. */
   key: string;
@@ -43,8 +56,12 @@ export interface Progress {
 }
 
 export interface ProgressOptions {
-  /** Tasks made from an older spec than this do not count (after an update of the task spec). */
-  minSpecVersion?: number;
+  /**
+   * Only tasks made from the service's current task spec count (after an update that changes
+   * it, the old tasks are the ones being replaced). Compared by content, as the orchestrator
+   * does: the service's version also moves for status writes that redeploy nothing.
+   */
+  requireCurrentSpec?: boolean;
 }
 
 function taskLine(label: string, task: Task | undefined): string {
@@ -61,8 +78,10 @@ const newest = (tasks: Task[]): Task | undefined =>
 
 export function computeProgress(service: Service, tasks: Task[], options: ProgressOptions = {}): Progress {
   const own = tasks.filter((t) => t.serviceId === service.id);
+  const wantedSpec = canonicalJson(TaskSpec.toJSON(service.spec?.task ?? emptyTaskSpec));
   const current = (t: Task) =>
-    t.desiredState === TaskState.TASK_STATE_RUNNING && t.specVersion >= (options.minSpecVersion ?? 0);
+    t.desiredState === TaskState.TASK_STATE_RUNNING &&
+    (!options.requireCurrentSpec || canonicalJson(TaskSpec.toJSON(t.spec ?? emptyTaskSpec)) === wantedSpec);
   const isRunning = (t: Task | undefined) => t?.status?.state === TaskState.TASK_STATE_RUNNING;
   const lines: ProgressLine[] = [];
   let running = 0;
