@@ -2,12 +2,13 @@
 // persisted Ready), committed writes/s and latency for 1, 16 and 256 concurrent proposers with
 // 256-byte values, then failover time after kill -9 of the leader under load.
 //
-//   npm run build && npm run bench:raft [-- --failover-runs 20 --seconds 5]
+//   npm run build && npm run bench:raft [-- --failover-runs 20 --seconds 5 --snapshot-every N]
 //
 // Proposers run inside the leader's process and call RaftNode.propose() directly: the figures
 // are for the Raft path (propose → replicate → fsync on a quorum → apply → resolve), with no
 // client RPC in front. The last line of output is one JSON object with the figures.
 
+import { DEFAULT_SNAPSHOT_EVERY_ENTRIES } from '../../src/raft/node';
 import { KvProcessCluster } from '../../src/raft/node/testing_cluster';
 import type { MetricsReport } from '../../src/raft/node/testing_kv_server';
 import type { NodeId } from '../../src/raft/types';
@@ -110,7 +111,13 @@ async function measureFailover(cluster: KvProcessCluster): Promise<number> {
 async function main(): Promise<void> {
   const seconds = argNumber('seconds', 5);
   const failoverRuns = argNumber('failover-runs', 20);
-  const cluster = await KvProcessCluster.create({ size: 3, tickMs: 100, requestTimeoutMs: 5000 });
+  const snapshotEveryEntries = argNumber('snapshot-every', DEFAULT_SNAPSHOT_EVERY_ENTRIES);
+  const cluster = await KvProcessCluster.create({
+    size: 3,
+    tickMs: 100,
+    requestTimeoutMs: 5000,
+    snapshotEveryEntries,
+  });
   const stopOnSignal = (): void => {
     void cluster.stopAll().finally(() => process.exit(130));
   };
@@ -143,7 +150,7 @@ async function main(): Promise<void> {
     const lines: string[] = [];
     lines.push('');
     lines.push(
-      `Raft benchmark: 3 node processes on 127.0.0.1, mutual TLS, LevelDB fsync per Ready, ${VALUE_BYTES}-byte values, ${seconds} s per load`,
+      `Raft benchmark: 3 node processes on 127.0.0.1, mutual TLS, LevelDB fsync per Ready, ${VALUE_BYTES}-byte values, ${seconds} s per load, snapshot every ${snapshotEveryEntries} entries, tick 100 ms`,
     );
     lines.push('');
     lines.push('proposers  writes/s   p50 ms   p99 ms  failed  leader ELD p99 ms  max RSS MB');
