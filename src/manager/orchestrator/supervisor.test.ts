@@ -145,6 +145,16 @@ describe('restart policy', () => {
     assert.equal(only(plan.createdTasks).nodeId, 'n2');
   });
 
+  it('does not restart what the orchestrators are stopping (slot above replicas, global task on a drained node)', () => {
+    const web = service('web', { replicas: 1 });
+    const scaledAway = task(web, { slot: 2, nodeId: 'n1', state: TaskState.TASK_STATE_FAILED });
+    assert.ok(supervise(state({ services: [web], tasks: [scaledAway], nodes }), 0).empty);
+    const agent = service('agent', { global: true });
+    const onDrained = task(agent, { nodeId: 'n1', state: TaskState.TASK_STATE_FAILED });
+    const drained = [node('n1', { availability: DRAIN })];
+    assert.ok(supervise(state({ services: [agent], tasks: [onDrained], nodes: drained }), 0).empty);
+  });
+
   it('leaves tasks that run, and tasks already stopped, alone', () => {
     const web = service('web', { replicas: 2 });
     const tasks = [

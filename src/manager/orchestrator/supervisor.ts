@@ -141,6 +141,14 @@ function planTask(
   }
 
   if (!hasEnded(task)) return;
+  // Tasks the orchestrators are about to stop are not restarted: a slot above the replica
+  // count, or a global task whose node no longer takes tasks.
+  const mode = service.spec?.mode;
+  if (mode?.$case === 'replicated' && task.slot > mode.value.replicas) return;
+  if (global) {
+    const node = nodes.get(task.nodeId);
+    if (isDrained(node) || nodeCondition(node, nowMs, options.nodeDownGraceMs).kind === 'lost') return;
+  }
   const decision = restartDecision(task, nowMs);
   if (!decision.restart) {
     // Finished by policy: it keeps its slot so the orchestrator does not refill it.
