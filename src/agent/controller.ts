@@ -1,0 +1,186 @@
+// One task's controller: drives its container toward the task's desired state through the
+// runtime and reports each state it reaches, in the TaskState order, never backwards
+// (ACCEPTED → PREPARING → READY → STARTING → RUNNING → COMPLETE / FAILED, or SHUTDOWN).
+import { TaskState, type Task, type TaskStatus } from '../gen/cluster/v1/objects';
+import type { Logger } from '../common/logger';
+import { TaskRuntimeError, type ContainerInfo, type Runtime } from './runtime';
+
+/** Stop grace when the spec gives none (Docker's and Swarm's default). */
+export const DEFAULT_STOP_GRACE_MS = 10_000;
+
+export type StatusReporter = (taskId: string, status: TaskStatus) => void;
+
+export function isTerminal(state: TaskState): boolean {
+  return state >= TaskState.TASK_STATE_COMPLETE;
+}
+
+function graceOf(task: Task): number {
+  const d = task.spec?.container?.stopGracePeriod;
+  if (!d) return DEFAULT_STOP_GRACE_MS;
+  return d.seconds * 1000 + Math.floor(d.nanos / 1e6);
+}
+
+function message(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+export class TaskController {
+  private task: Task;
+  private state: TaskState;
+  private containerId: string | undefined;
+  private readonly runAbort = new AbortController();
+  private running: Promise<void> | undefined;
+  private shuttingDown: Promise<void> | undefined;
+
+  constructor(
+    task: Task,
+    private readonly deps: { runtime: Runtime; nodeId: string; report: StatusReporter; logger: Logger },
+    /** A container found by label after an agent restart. */
+    adopted?: ContainerInfo,
+  ) {
+    this.task = task;
+    this.state = task.status?.state ?? TaskState.TASK_STATE_ASSIGNED;
+    this.containerId = adopted?.id;
+  }
+
+  get taskId(): string {
+    return this.task.id;
+  }
+
+  get reportedState(): TaskState {
+    return this.state;
+  }
+
+  get container(): string | undefined {
+    return this.containerId;
+  }
+
+  /** Starts driving the task; call update() with newer versions of it as they arrive. */
+  start(): void {
+    this.update(this.task);
+  }
+
+  update(task: Task): void {
+    this.task = task;
+    if (task.desiredState >= TaskState.TASK_STATE_SHUTDOWN) {
+      void this.shutdown(true);
+      return;
+    }
+    if (!this.running && !this.shuttingDown) {
+      this.running = this.run(this.runAbort.signal).catch((err: unknown) =>
+        this.deps.logger.error({ taskId: task.id, err }, 'task controller failed'),
+      );
+    }
+  }
+
+  /** Settles once the controller has nothing more to do until a new update (tests wait on it). */
+  async idle(): Promise<void> {
+    await this.running;
+    await this.shuttingDown;
+  }
+
+  private report(state: TaskState, extra: Partial<TaskStatus> = {}): void {
+    // Forward only: after an adoption or a retry, states already reported are not repeated.
+    if (state <= this.state) return;
+    this.state = state;
+    const status: TaskStatus = {
+      timestamp: new Date(),
+      state,
+      message: extra.message ?? TaskState[state].replace('TASK_STATE_', '').toLowerCase(),
+      err: extra.err ?? '',
+      container: extra.container ?? (this.containerId ? { containerId: this.containerId, pid: 0, exitCode: 0 } : undefined),
+      health: extra.health ?? '',
+    };
+    this.deps.report(this.task.id, status);
+  }
+
+  private reportExit(exitCode: number, runtimeError = ''): void {
+    const container = { containerId: this.containerId ?? '', pid: 0, exitCode };
+    if (exitCode === 0 && !runtimeError) {
+      this.report(TaskState.TASK_STATE_COMPLETE, { message: 'finished', container });
+    } else {
+      const err = runtimeError || `task: non-zero exit (${exitCode})`;
+      this.report(TaskState.TASK_STATE_FAILED, { message: 'started', err, container });
+    }
+  }
+
+  private async run(signal: AbortSignal): Promise<void> {
+    if (isTerminal(this.state)) return;
+    const { runtime } = this.deps;
+    try {
+      let info = this.containerId ? await runtime.inspect(this.containerId) : undefined;
+      if (signal.aborted) return;
+      if (!info) {
+        this.containerId = undefined;
+        if (this.state >= TaskState.TASK_STATE_RUNNING) {
+          // It ran before the agent restarted and its container is gone: it did not finish well.
+          this.report(TaskState.TASK_STATE_FAILED, { err: 'the task container disappeared while the agent was away' });
+          return;
+        }
+        this.report(TaskState.TASK_STATE_ACCEPTED);
+        this.report(TaskState.TASK_STATE_PREPARING);
+        this.containerId = await runtime.prepare(this.task, this.deps.nodeId);
+        if (signal.aborted) return;
+        this.report(TaskState.TASK_STATE_READY);
+        info = { id: this.containerId, taskId: this.task.id, status: 'created', exitCode: 0, pid: 0, error: '' };
+      }
+      const id = info.id;
+      if (info.status === 'exited') {
+        // It ended while nobody watched: report how.
+        this.report(TaskState.TASK_STATE_RUNNING);
+        this.reportExit(info.exitCode, info.error);
+        return;
+      }
+      if (info.status !== 'running') {
+        this.report(TaskState.TASK_STATE_READY);
+        this.report(TaskState.TASK_STATE_STARTING);
+        await runtime.start(id);
+        if (signal.aborted) return;
+      }
+      this.report(TaskState.TASK_STATE_RUNNING, { message: 'started' });
+      const exitCode = await runtime.wait(id, signal);
+      if (signal.aborted) return;
+      const after = await runtime.inspect(id);
+      this.reportExit(exitCode, after?.error ?? '');
+    } catch (err) {
+      if (signal.aborted) return;
+      const text = message(err);
+      if (!(err instanceof TaskRuntimeError)) this.deps.logger.warn({ taskId: this.task.id, err }, 'task failed');
+      this.report(TaskState.TASK_STATE_FAILED, { err: text, message: 'failed' });
+    }
+  }
+
+  /**
+   * Stops (stop signal, grace, kill) and removes the container. With `report`, the task is
+   * reported SHUTDOWN unless it already ended; without, it is no longer assigned to us.
+   */
+  shutdown(report: boolean): Promise<void> {
+    this.shuttingDown ??= (async () => {
+      this.runAbort.abort();
+      await this.running;
+      const id = this.containerId;
+      if (id) {
+        try {
+          await this.deps.runtime.stop(id, graceOf(this.task));
+        } catch (err) {
+          this.deps.logger.warn({ taskId: this.task.id, err }, 'could not stop the task container');
+        }
+      }
+      if (report && !isTerminal(this.state)) this.report(TaskState.TASK_STATE_SHUTDOWN, { message: 'shutdown' });
+      if (id) {
+        try {
+          await this.deps.runtime.remove(id);
+        } catch (err) {
+          this.deps.logger.warn({ taskId: this.task.id, err }, 'could not remove the task container');
+        }
+      }
+    })();
+    return this.shuttingDown;
+  }
+
+  /** For an agent stopping: leave the container running (a restarted agent adopts it). */
+  detach(): Promise<void> {
+    this.runAbort.abort();
+    return this.running ?? Promise.resolve();
+  }
+}

@@ -1,0 +1,378 @@
+// The Docker Engine runtime: the Engine API over its unix socket with node's own http client
+// (no client library: the handful of calls we make are plain JSON). Restarts are ours, so
+// containers get Docker's restart policy "no"; networking is Docker's default bridge until our
+// network driver plumbs containers (host-mode published ports are bound here).
+import http from 'node:http';
+import os from 'node:os';
+import {
+  Mount_Type,
+  PortConfig_Protocol,
+  PortConfig_PublishMode,
+  type PortConfig,
+  type Task,
+} from '../../gen/cluster/v1/objects';
+import type { Duration } from '../../gen/google/protobuf/duration';
+import {
+  NODE_ID_LABEL,
+  SERVICE_ID_LABEL,
+  TASK_ID_LABEL,
+  TaskRuntimeError,
+  type ContainerInfo,
+  type ContainerStatus,
+  type Runtime,
+  type RuntimeDescription,
+} from './index';
+
+export const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
+/** The Engine API version we speak: Debian bookworm's docker.io 20.10 serves 1.41. */
+export const DOCKER_API_VERSION = 'v1.41';
+/** Ordinary calls; wait and pull have their own limits. */
+const REQUEST_TIMEOUT_MS = 30_000;
+/** One pull attempt: a missing registry fails fast, a slow one should not hold a task forever. */
+export const PULL_TIMEOUT_MS = 60_000;
+
+type Json = Record<string, unknown>;
+
+interface DockerResponse {
+  status: number;
+  body: string;
+}
+
+export class DockerApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'DockerApiError';
+  }
+}
+
+function durationMs(d: Duration | undefined): number {
+  if (!d) return 0;
+  return d.seconds * 1000 + Math.floor(d.nanos / 1e6);
+}
+
+function durationNs(d: Duration | undefined): number {
+  if (!d) return 0;
+  return d.seconds * 1e9 + d.nanos;
+}
+
+/** "busybox" → busybox:latest; "reg:5000/x" keeps its registry port; digests are left alone. */
+export function splitImage(image: string): { repo: string; tag: string } {
+  if (image.includes('@')) {
+    const [repo = image, digest = ''] = image.split('@');
+    return { repo, tag: digest };
+  }
+  const slash = image.lastIndexOf('/');
+  const colon = image.lastIndexOf(':');
+  if (colon > slash) return { repo: image.slice(0, colon), tag: image.slice(colon + 1) };
+  return { repo: image, tag: 'latest' };
+}
+
+function hostPorts(task: Task): PortConfig[] {
+  const ports = task.endpoint?.ports.length ? task.endpoint.ports : (task.endpoint?.spec?.ports ?? []);
+  return ports.filter((p) => p.publishMode === PortConfig_PublishMode.PUBLISH_MODE_HOST && p.publishedPort > 0);
+}
+
+/** The container a task asks for, in the Engine API's create body. Pure, so it is tested alone. */
+export function containerConfig(task: Task, nodeId: string): Json {
+  const spec = task.spec?.container;
+  if (!spec?.image) throw new TaskRuntimeError(`task ${task.id} has no container image`);
+  const limits = task.spec?.resources?.limits;
+  const labels: Record<string, string> = {
+    ...spec.labels,
+    [TASK_ID_LABEL]: task.id,
+    [SERVICE_ID_LABEL]: task.serviceId,
+    [NODE_ID_LABEL]: nodeId,
+  };
+  const exposed: Record<string, Json> = {};
+  const bindings: Record<string, { HostIp: string; HostPort: string }[]> = {};
+  for (const port of hostPorts(task)) {
+    const key = `${port.targetPort}/${port.protocol === PortConfig_Protocol.PROTOCOL_UDP ? 'udp' : 'tcp'}`;
+    exposed[key] = {};
+    (bindings[key] ??= []).push({ HostIp: '0.0.0.0', HostPort: String(port.publishedPort) });
+  }
+  const mounts = spec.mounts.map((m) => {
+    const mount: Json = { Target: m.target, ReadOnly: m.readOnly };
+    if (m.type === Mount_Type.TYPE_TMPFS) {
+      mount.Type = 'tmpfs';
+      if (m.tmpfsSizeBytes > 0) mount.TmpfsOptions = { SizeBytes: m.tmpfsSizeBytes };
+    } else {
+      mount.Type = m.type === Mount_Type.TYPE_VOLUME ? 'volume' : 'bind';
+      mount.Source = m.source;
+    }
+    return mount;
+  });
+  const health = spec.healthcheck;
+  const hostConfig: Json = {
+    RestartPolicy: { Name: 'no' },
+    Mounts: mounts,
+    PortBindings: bindings,
+    ReadonlyRootfs: spec.readOnly,
+    Init: spec.init,
+    NetworkMode: 'bridge',
+  };
+  if (limits?.memoryBytes) hostConfig.Memory = limits.memoryBytes;
+  if (limits?.nanoCpus) hostConfig.NanoCpus = limits.nanoCpus;
+  const dns = spec.dnsConfig;
+  if (dns?.nameservers.length) hostConfig.Dns = dns.nameservers;
+  if (dns?.search.length) hostConfig.DnsSearch = dns.search;
+  if (dns?.options.length) hostConfig.DnsOptions = dns.options;
+  const config: Json = {
+    Image: spec.image,
+    Env: spec.env,
+    Labels: labels,
+    Hostname: spec.hostname || undefined,
+    User: spec.user || undefined,
+    WorkingDir: spec.dir || undefined,
+    ExposedPorts: exposed,
+    HostConfig: hostConfig,
+  };
+  // Swarm's meaning: `command` replaces the image's entrypoint, `args` its cmd.
+  if (spec.command.length) config.Entrypoint = spec.command;
+  if (spec.args.length) config.Cmd = spec.args;
+  if (spec.stopSignal) config.StopSignal = spec.stopSignal;
+  const graceMs = durationMs(spec.stopGracePeriod);
+  if (graceMs > 0) config.StopTimeout = Math.ceil(graceMs / 1000);
+  if (health?.test.length) {
+    config.Healthcheck = {
+      Test: health.test,
+      Interval: durationNs(health.interval),
+      Timeout: durationNs(health.timeout),
+      Retries: health.retries,
+      StartPeriod: durationNs(health.startPeriod),
+    };
+  }
+  return config;
+}
+
+/** Docker names allow [a-zA-Z0-9][a-zA-Z0-9_.-]; ours read as Swarm's: service-ish.slot.taskid. */
+export function containerName(task: Task): string {
+  const base = (task.annotations?.name || `task.${task.slot}`).replace(/[^a-zA-Z0-9_.-]/g, '-');
+  return `cluster.${base}.${task.id}`.slice(0, 200);
+}
+
+export interface DockerRuntimeOptions {
+  socketPath?: string;
+  /** Overrides PULL_TIMEOUT_MS (tests). */
+  pullTimeoutMs?: number;
+}
+
+export class DockerRuntime implements Runtime {
+  readonly name = 'docker';
+  private readonly socketPath: string;
+  private readonly pullTimeoutMs: number;
+  private readonly agent: http.Agent;
+
+  constructor(options: DockerRuntimeOptions = {}) {
+    this.socketPath = options.socketPath ?? DEFAULT_DOCKER_SOCKET;
+    this.pullTimeoutMs = options.pullTimeoutMs ?? PULL_TIMEOUT_MS;
+    // keepAlive off: a pooled idle socket would keep a test (or a stopping agent) alive.
+    this.agent = new http.Agent({ keepAlive: false });
+  }
+
+  private request(
+    method: string,
+    path: string,
+    body?: unknown,
+    opts: { timeoutMs?: number; signal?: AbortSignal } = {},
+  ): Promise<DockerResponse> {
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    return new Promise((resolve, reject) => {
+      const req = http.request(
+        {
+          socketPath: this.socketPath,
+          agent: this.agent,
+          method,
+          path: `/${DOCKER_API_VERSION}${path}`,
+          headers: payload
+            ? { 'Content-Type': 'application/json', 'Content-Length': String(payload.length) }
+            : undefined,
+          signal: opts.signal,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+          res.on('error', reject);
+        },
+      );
+      const timeoutMs = opts.timeoutMs ?? REQUEST_TIMEOUT_MS;
+      if (timeoutMs > 0) {
+        req.setTimeout(timeoutMs, () => req.destroy(new Error(`docker ${method} ${path}: no answer within ${timeoutMs} ms`)));
+      }
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') {
+          reject(new Error(`the Docker engine does not answer on ${this.socketPath}: ${err.message}`));
+        } else {
+          reject(err);
+        }
+      });
+      req.end(payload);
+    });
+  }
+
+  private async call(
+    method: string,
+    path: string,
+    body?: unknown,
+    opts: { timeoutMs?: number; signal?: AbortSignal; ok?: number[] } = {},
+  ): Promise<DockerResponse> {
+    const res = await this.request(method, path, body, opts);
+    const ok = opts.ok ?? [];
+    if ((res.status >= 200 && res.status < 300) || ok.includes(res.status)) return res;
+    let message = res.body.trim();
+    try {
+      const parsed = JSON.parse(res.body) as { message?: string };
+      if (parsed.message) message = parsed.message;
+    } catch {
+      // Not JSON: keep the text.
+    }
+    throw new DockerApiError(res.status, `docker ${method} ${path.split('?')[0] ?? path}: ${message}`);
+  }
+
+  async describe(): Promise<RuntimeDescription> {
+    const [version, info] = await Promise.all([this.call('GET', '/version'), this.call('GET', '/info')]);
+    const v = JSON.parse(version.body) as { Version?: string; Os?: string; Arch?: string };
+    const i = JSON.parse(info.body) as { NCPU?: number; MemTotal?: number; Name?: string };
+    return {
+      hostname: os.hostname() || i.Name || '',
+      os: v.Os ?? os.platform(),
+      architecture: v.Arch ?? os.arch(),
+      nanoCpus: (i.NCPU ?? os.cpus().length) * 1e9,
+      memoryBytes: i.MemTotal ?? os.totalmem(),
+      runtimeName: 'docker',
+      runtimeVersion: v.Version ?? '',
+    };
+  }
+
+  private async imagePresent(image: string): Promise<boolean> {
+    const res = await this.call('GET', `/images/${encodeURIComponent(image)}/json`, undefined, { ok: [404] });
+    return res.status !== 404;
+  }
+
+  /** One pull attempt; the Engine streams progress and reports a failure inside the stream. */
+  private async pull(image: string): Promise<string | undefined> {
+    const { repo, tag } = splitImage(image);
+    try {
+      const res = await this.call(
+        'POST',
+        `/images/create?fromImage=${encodeURIComponent(repo)}&tag=${encodeURIComponent(tag)}`,
+        undefined,
+        { timeoutMs: this.pullTimeoutMs },
+      );
+      const lines = res.body.split('\n').filter((l) => l.trim());
+      for (const line of lines) {
+        const event = JSON.parse(line) as { error?: string };
+        if (event.error) return event.error;
+      }
+      return undefined;
+    } catch (err) {
+      return err instanceof Error ? err.message : String(err);
+    }
+  }
+
+  async prepare(task: Task, nodeId: string): Promise<string> {
+    const config = containerConfig(task, nodeId);
+    const image = String(config.Image);
+    if (!(await this.imagePresent(image))) {
+      const pullError = await this.pull(image);
+      if (pullError !== undefined || !(await this.imagePresent(image))) {
+        throw new TaskRuntimeError(
+          `image ${image} not found locally and no registry is reachable (pull failed: ${pullError ?? 'image still missing'})`,
+        );
+      }
+    }
+    const name = containerName(task);
+    let res: DockerResponse;
+    try {
+      res = await this.call('POST', `/containers/create?name=${encodeURIComponent(name)}`, config);
+    } catch (err) {
+      if (err instanceof DockerApiError && err.status === 409) {
+        // A container of this task exists already (made before a crash): take it.
+        const existing = await this.inspect(name);
+        if (existing && existing.taskId === task.id) return existing.id;
+      }
+      if (err instanceof DockerApiError && err.status >= 400 && err.status < 500) {
+        throw new TaskRuntimeError(err.message);
+      }
+      throw err;
+    }
+    return (JSON.parse(res.body) as { Id: string }).Id;
+  }
+
+  async start(containerId: string): Promise<void> {
+    try {
+      // 304: already started, which is what we want.
+      await this.call('POST', `/containers/${containerId}/start`, undefined, { ok: [304] });
+    } catch (err) {
+      // "executable file not found" and friends are the task's fault.
+      if (err instanceof DockerApiError && err.status >= 400 && err.status < 500) throw new TaskRuntimeError(err.message);
+      if (err instanceof DockerApiError && /exec|no such file|permission denied/i.test(err.message)) {
+        throw new TaskRuntimeError(err.message);
+      }
+      throw err;
+    }
+  }
+
+  async wait(containerId: string, signal: AbortSignal): Promise<number> {
+    const res = await this.call('POST', `/containers/${containerId}/wait?condition=not-running`, undefined, {
+      timeoutMs: 0,
+      signal,
+    });
+    return (JSON.parse(res.body) as { StatusCode: number }).StatusCode;
+  }
+
+  async stop(containerId: string, graceMs: number): Promise<void> {
+    const seconds = Math.max(0, Math.ceil(graceMs / 1000));
+    // 304: not running; 404: gone. Both leave the container stopped.
+    await this.call('POST', `/containers/${containerId}/stop?t=${seconds}`, undefined, {
+      ok: [304, 404],
+      timeoutMs: REQUEST_TIMEOUT_MS + graceMs,
+    });
+  }
+
+  async remove(containerId: string): Promise<void> {
+    await this.call('DELETE', `/containers/${containerId}?force=true&v=true`, undefined, { ok: [404] });
+  }
+
+  async inspect(containerId: string): Promise<ContainerInfo | undefined> {
+    const res = await this.call('GET', `/containers/${encodeURIComponent(containerId)}/json`, undefined, { ok: [404] });
+    if (res.status === 404) return undefined;
+    const c = JSON.parse(res.body) as {
+      Id: string;
+      State?: { Status?: string; ExitCode?: number; Pid?: number; Error?: string };
+      Config?: { Labels?: Record<string, string> };
+    };
+    return {
+      id: c.Id,
+      taskId: c.Config?.Labels?.[TASK_ID_LABEL] ?? '',
+      status: toStatus(c.State?.Status),
+      exitCode: c.State?.ExitCode ?? 0,
+      pid: c.State?.Pid ?? 0,
+      error: c.State?.Error ?? '',
+      raw: c,
+    };
+  }
+
+  async adopt(nodeId: string): Promise<ContainerInfo[]> {
+    const filters = encodeURIComponent(JSON.stringify({ label: [`${NODE_ID_LABEL}=${nodeId}`, TASK_ID_LABEL] }));
+    const res = await this.call('GET', `/containers/json?all=true&filters=${filters}`);
+    const list = JSON.parse(res.body) as { Id: string }[];
+    const found: ContainerInfo[] = [];
+    for (const c of list) {
+      const info = await this.inspect(c.Id);
+      if (info) found.push(info);
+    }
+    return found;
+  }
+}
+
+function toStatus(status: string | undefined): ContainerStatus {
+  if (status === 'created' || status === 'running' || status === 'exited') return status;
+  // "restarting"/"paused" count as running; "dead"/"removing" as exited.
+  if (status === 'paused' || status === 'restarting') return 'running';
+  if (status === 'dead' || status === 'removing') return 'exited';
+  return 'other';
+}

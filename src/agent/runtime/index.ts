@@ -1,0 +1,60 @@
+// The container runtime interface the agent drives: one small surface (describe the node; per
+// task prepare, start, wait, stop, remove, inspect, adopt) so the Docker engine and the
+// embedded OCI runtime are interchangeable under the same task controller.
+import type { Task } from '../../gen/cluster/v1/objects';
+
+/** Labels every container of ours carries: adoption after an agent restart finds them by these. */
+export const TASK_ID_LABEL = 'cluster.task.id';
+export const SERVICE_ID_LABEL = 'cluster.service.id';
+export const NODE_ID_LABEL = 'cluster.node.id';
+
+export interface RuntimeDescription {
+  hostname: string;
+  os: string;
+  architecture: string;
+  nanoCpus: number;
+  memoryBytes: number;
+  runtimeName: string;
+  runtimeVersion: string;
+}
+
+export type ContainerStatus = 'created' | 'running' | 'exited' | 'other';
+
+export interface ContainerInfo {
+  id: string;
+  taskId: string;
+  status: ContainerStatus;
+  /** Meaningful once exited. */
+  exitCode: number;
+  pid: number;
+  /** The runtime's own error for a container that could not run (e.g. "executable not found"). */
+  error: string;
+  /** The container's configuration as the runtime recorded it (for tests and `inspect`). */
+  raw?: unknown;
+}
+
+/** A failure that is the task's own (bad image, bad command), not the runtime's. */
+export class TaskRuntimeError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TaskRuntimeError';
+  }
+}
+
+export interface Runtime {
+  readonly name: string;
+  describe(): Promise<RuntimeDescription>;
+  /** Makes the task's container (image present or pulled once; created, not started); its id. */
+  prepare(task: Task, nodeId: string): Promise<string>;
+  start(containerId: string): Promise<void>;
+  /** Resolves with the exit code once the container exits; rejects when `signal` aborts. */
+  wait(containerId: string, signal: AbortSignal): Promise<number>;
+  /** Stop signal, then a kill after `graceMs`. A container already stopped is fine. */
+  stop(containerId: string, graceMs: number): Promise<void>;
+  /** Removes the container (and its anonymous volumes); a missing container is fine. */
+  remove(containerId: string): Promise<void>;
+  /** Undefined when the container does not exist. */
+  inspect(containerId: string): Promise<ContainerInfo | undefined>;
+  /** Containers of this node's tasks, found by label: what a restarted agent takes back. */
+  adopt(nodeId: string): Promise<ContainerInfo[]>;
+}
