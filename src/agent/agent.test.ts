@@ -1,0 +1,166 @@
+// The agent against real dispatchers on 127.0.0.1 (insecure gRPC, identity injected) and an
+// in-memory runtime: redirect to the leader, task life cycle through the store, fail-over to
+// another manager, and adoption after a restart without duplicates.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { credentials, Server, ServerCredentials } from '@grpc/grpc-js';
+import { DispatcherService } from '../gen/cluster/v1/dispatcher';
+import { NodeState, TaskState } from '../gen/cluster/v1/objects';
+import { componentLogger } from '../common/logger';
+import { createDispatcher, type Dispatcher } from '../manager/dispatcher';
+import type { MemoryStore } from '../store';
+import { localStores, makeNode, makeTask } from '../store/testing';
+import { Agent, backoffMs } from './index';
+import { FakeRuntime } from './testing';
+
+const logger = componentLogger('agent-test');
+logger.level = 'silent';
+
+interface Manager {
+  addr: string;
+  leading: boolean;
+  dispatcher: Dispatcher;
+  loop: AbortController;
+  loopDone: Promise<void>;
+  server: Server;
+}
+
+async function startManager(store: MemoryStore, leaderAddr: () => string): Promise<Manager> {
+  const self: Partial<Manager> & { leading: boolean } = { leading: false };
+  const dispatcher = createDispatcher({
+    store,
+    isLeader: () => self.leading,
+    leaderAddress: leaderAddr,
+    heartbeatPeriodMs: 100,
+    batchMs: 10,
+    logger,
+    identify: () => ({ nodeId: 'n1', role: 'worker', clusterId: 'c' }),
+  });
+  const server = new Server();
+  server.addService(DispatcherService, dispatcher.server);
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+  );
+  const loop = new AbortController();
+  return Object.assign(self, {
+    addr: `127.0.0.1:${port}`,
+    dispatcher,
+    loop,
+    loopDone: dispatcher.loop.run(loop.signal),
+    server,
+  });
+}
+
+async function stopManager(m: Manager): Promise<void> {
+  m.leading = false;
+  m.loop.abort();
+  await m.loopDone;
+  m.dispatcher.close();
+  m.server.forceShutdown();
+}
+
+async function until(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const stateOf = (store: MemoryStore, id: string) => store.view((tx) => tx.tasks.get(id)?.status?.state);
+
+test('backoff grows, is capped, and is jittered', () => {
+  assert.equal(backoffMs(0, () => 0), 50);
+  assert.equal(backoffMs(0, () => 1), 100);
+  assert.equal(backoffMs(3, () => 1), 800);
+  assert.equal(backoffMs(30, () => 1), 5000);
+  assert.ok(backoffMs(30, () => 0) >= 2500);
+});
+
+test('agent: redirect to the leader, tasks run and shut down, fail-over, restart adopts', async () => {
+  const { stores } = localStores(1);
+  const store = stores[0];
+  if (!store) throw new Error('no store');
+  await store.update((tx) => tx.nodes.create(makeNode('h', { id: 'n1' })));
+  let leaderAddr = '';
+  const a = await startManager(store, () => leaderAddr);
+  const b = await startManager(store, () => leaderAddr);
+  a.leading = true;
+  leaderAddr = a.addr;
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-test-'));
+  const runtime = new FakeRuntime();
+  const agentOptions = {
+    dataDir,
+    credentials: credentials.createInsecure(),
+    // Only the follower is known: the agent must follow its redirect.
+    managers: [b.addr],
+    nodeId: 'n1',
+    runtime,
+    logger,
+  };
+  let agent = await Agent.start(agentOptions);
+  try {
+    await agent.connected();
+    const node = store.view((tx) => tx.nodes.get('n1'));
+    assert.equal(node?.status?.state, NodeState.NODE_STATE_READY);
+    assert.equal(node?.description?.runtimeName, 'fake');
+    assert.equal(node?.description?.resources?.nanoCpus, 2e9);
+
+    await store.update((tx) => {
+      tx.tasks.create(makeTask('svc', 1, { id: 't1', nodeId: 'n1' }));
+      tx.tasks.create(makeTask('svc', 2, { id: 't2', nodeId: 'n1' }));
+    });
+    await until('both tasks running', () =>
+      ['t1', 't2'].every((id) => stateOf(store, id) === TaskState.TASK_STATE_RUNNING),
+    );
+
+    // Desired SHUTDOWN: stopped, reported, removed.
+    await store.update((tx) => {
+      const t = tx.tasks.get('t2');
+      if (!t) throw new Error('t2 missing');
+      t.desiredState = TaskState.TASK_STATE_SHUTDOWN;
+      tx.tasks.update(t);
+    });
+    await until('t2 shut down', () => stateOf(store, 't2') === TaskState.TASK_STATE_SHUTDOWN);
+    await until('t2 container removed', () => runtime.containerOf('t2') === undefined);
+
+    // The leader dies; the other manager leads. The agent fails over without losing its task.
+    await stopManager(a);
+    b.leading = true;
+    leaderAddr = b.addr;
+    await store.update((tx) => tx.tasks.create(makeTask('svc', 3, { id: 't3', nodeId: 'n1' })));
+    await until('t3 running via the new leader', () => stateOf(store, 't3') === TaskState.TASK_STATE_RUNNING, 8000);
+    assert.equal(runtime.containerOf('t1')?.info.status, 'running');
+
+    // The agent process dies (containers keep running); a new one adopts them.
+    const preparesBefore = runtime.calls.filter((c) => c.startsWith('prepare')).length;
+    await agent.stop();
+    assert.equal(runtime.containerOf('t1')?.info.status, 'running');
+    agent = await Agent.start(agentOptions);
+    await agent.connected();
+    await until('controllers back', () => agent.controller('t1') !== undefined);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(
+      runtime.calls.filter((c) => c.startsWith('prepare')).length,
+      preparesBefore,
+      'no container was created again',
+    );
+    assert.equal([...runtime.containers.values()].filter((c) => c.info.taskId === 't1').length, 1);
+    // The adopted container's true end is reported.
+    runtime.containerOf('t1')?.exit(0);
+    await until('t1 complete', () => stateOf(store, 't1') === TaskState.TASK_STATE_COMPLETE);
+
+    // A task removed from the store is shut down and forgotten.
+    await store.update((tx) => tx.tasks.delete('t3'));
+    await until('t3 container removed', () => runtime.containerOf('t3') === undefined);
+    assert.ok(!agent.assignedTaskIds().includes('t3'));
+  } finally {
+    await agent.stop();
+    await stopManager(a).catch(() => undefined);
+    await stopManager(b);
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+});
