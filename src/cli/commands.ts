@@ -598,7 +598,8 @@ export function addServiceCommands(program: Command, rt: Runtime): void {
         rt.out(services.map((s) => s.id + '\n').join(''));
         return;
       }
-      const tasks = await listTasks(conn, {});
+      // Only tasks meant to run count, so the manager need not send the whole history.
+      const tasks = await listTasks(conn, { 'desired-state': 'running' });
       rt.out(formatRows(rt.format(), SERVICE_COLUMNS, serviceRows(services, tasks)));
     });
 

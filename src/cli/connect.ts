@@ -21,6 +21,8 @@ export const DEFAULT_HOST = `unix://${DEFAULT_DATA_DIR}/cluster.sock`;
 /** Deadline of every unary call: long enough for a leader election and a forwarded write. */
 export const CALL_TIMEOUT_MS = 15_000;
 
+const TLS_SERVER_NAME = 'cluster-manager';
+
 export type Target =
   { kind: 'unix'; socketPath: string; address: string } | { kind: 'tcp'; hostPort: string; address: string };
 
@@ -106,7 +108,10 @@ export class Connection {
       this.creds = clientCredentials(tls, 'manager');
       this.certNodeId = nodeIdentityFromCert(tls.certPem).nodeId;
     }
-    this.control = new ControlClient(target.address, this.creds);
+    // Managers are dialled by IP and identified by their certificate (clientCredentials checks
+    // it), so the TLS server name is a fixed label: Node warns when SNI carries an IP address.
+    const options = target.kind === 'tcp' ? { 'grpc.ssl_target_name_override': TLS_SERVER_NAME } : {};
+    this.control = new ControlClient(target.address, this.creds, options);
   }
 
   get local(): LocalClient {

@@ -11,6 +11,8 @@ export interface Column<Row> {
   /** Field name in JSON output, Docker's, e.g. "Replicas". */
   field: string;
   value: (row: Row) => string;
+  /** The JSON value when it is not the text, e.g. Docker's boolean `Self`. */
+  json?: (row: Row) => unknown;
 }
 
 // Docker's tabwriter pads each column to its widest cell plus three spaces.
@@ -31,7 +33,12 @@ export function formatTable<Row>(columns: Column<Row>[], rows: Row[]): string {
 
 export function formatJsonLines<Row>(columns: Column<Row>[], rows: Row[]): string {
   return rows
-    .map((row) => JSON.stringify(Object.fromEntries(columns.map((c) => [c.field, c.value(row)]))) + '\n')
+    .map(
+      (row) =>
+        JSON.stringify(
+          Object.fromEntries(columns.map((c) => [c.field, c.json ? c.json(row) : c.value(row)])),
+        ) + '\n',
+    )
     .join('');
 }
 

@@ -74,7 +74,7 @@ test('node ls: Docker columns, sorted by hostname, "*" on this node', () => {
       Availability: 'Active',
       ManagerStatus: 'Leader',
       EngineVersion: '27.3.1',
-      Self: 'true',
+      Self: true,
     }),
   );
 });

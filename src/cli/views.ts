@@ -73,11 +73,11 @@ export const NODE_COLUMNS: Column<NodeRow>[] = [
     value: (r) => r.node.description?.runtimeVersion ?? '',
   },
 ];
-/** JSON lines carry the id without the "*" marker, and Self as Docker's (a string, as every field). */
+/** JSON lines carry the id without the "*" marker, and Self as Docker's boolean. */
 export const NODE_JSON_COLUMNS: Column<NodeRow>[] = [
   { header: 'ID', field: 'ID', value: (r) => r.node.id },
   ...NODE_COLUMNS.slice(1),
-  { header: 'SELF', field: 'Self', value: (r) => String(r.self) },
+  { header: 'SELF', field: 'Self', value: (r) => String(r.self), json: (r) => r.self },
 ];
 
 export function nodeRows(nodes: Node[], selfId: string | undefined): NodeRow[] {
