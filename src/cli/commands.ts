@@ -70,7 +70,8 @@ async function forEachRef(refs: string[], fn: (ref: string) => Promise<void>): P
     }
   }
   const first = failures[0];
-  if (first) throw new ClusterError(first.code, failures.map((f) => f.message).join('\n'));
+  // main() prints "Error: " before the message: each failure gets its own such line.
+  if (first) throw new ClusterError(first.code, failures.map((f) => f.message).join('\nError: '));
 }
 
 async function selfNodeId(conn: Connection): Promise<string | undefined> {
@@ -152,8 +153,6 @@ async function waitUnlessDetached(
     requireCurrentSpec,
   });
 }
-
-const jsonOf = (fns: { toJSON(m: never): unknown }) => fns.toJSON.bind(fns) as (m: unknown) => unknown;
 
 // ------------------------------------------------------------------ cluster membership
 
@@ -400,7 +399,9 @@ export function addNodeCommands(program: Command, rt: Runtime): void {
       await forEachRef(refs, async (ref) => {
         nodes.push(await getNode(conn, ref));
       });
-      rt.out(flags.pretty ? nodes.map(prettyNode).join('\n') : formatInspect(nodes.map(jsonOf(Node))));
+      rt.out(
+        flags.pretty ? nodes.map(prettyNode).join('\n') : formatInspect(nodes.map((n) => Node.toJSON(n))),
+      );
     });
 
   node
@@ -655,7 +656,11 @@ export function addServiceCommands(program: Command, rt: Runtime): void {
       await forEachRef(refs, async (ref) => {
         found.push(await getService(conn, ref));
       });
-      rt.out(flags.pretty ? found.map(prettyService).join('\n') : formatInspect(found.map(jsonOf(Service))));
+      rt.out(
+        flags.pretty
+          ? found.map(prettyService).join('\n')
+          : formatInspect(found.map((s) => Service.toJSON(s))),
+      );
     });
 
   service
@@ -832,7 +837,7 @@ export function addNetworkCommands(program: Command, rt: Runtime): void {
         if (!r.network) throw new ClusterError('NOT_FOUND', `network '${ref}' not found`);
         found.push(r.network);
       });
-      rt.out(formatInspect(found.map(jsonOf(Network))));
+      rt.out(formatInspect(found.map((n) => Network.toJSON(n))));
     });
 
   network

@@ -368,10 +368,10 @@ test('NOT_FOUND from the server exits 1 with its message', async () => {
 });
 
 test('service rm reports each failure and still removes the others', async () => {
-  const r = await cluster('service', 'rm', 'nope', 'web');
+  const r = await cluster('service', 'rm', 'nope', 'web', 'gone');
   assert.equal(r.code, 1);
   assert.equal(r.stdout, 'web\n');
-  assert.match(r.stderr, /service 'nope' not found/);
+  assert.equal(r.stderr, "Error: service 'nope' not found\nError: service 'gone' not found\n");
   assert.deepEqual(recorded.removed, ['webwebwebwebwebwebwebwebw']);
 });
 
