@@ -42,7 +42,9 @@ async function startManager(store: MemoryStore, leaderAddr: () => string): Promi
   const server = new Server();
   server.addService(DispatcherService, dispatcher.server);
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) =>
+      e ? reject(e) : resolve(p),
+    ),
   );
   const loop = new AbortController();
   return Object.assign(self, {
@@ -73,10 +75,22 @@ async function until(what: string, cond: () => boolean, timeoutMs = 5000): Promi
 const stateOf = (store: MemoryStore, id: string) => store.view((tx) => tx.tasks.get(id)?.status?.state);
 
 test('backoff grows, is capped, and is jittered', () => {
-  assert.equal(backoffMs(0, () => 0), 50);
-  assert.equal(backoffMs(0, () => 1), 100);
-  assert.equal(backoffMs(3, () => 1), 800);
-  assert.equal(backoffMs(30, () => 1), 5000);
+  assert.equal(
+    backoffMs(0, () => 0),
+    50,
+  );
+  assert.equal(
+    backoffMs(0, () => 1),
+    100,
+  );
+  assert.equal(
+    backoffMs(3, () => 1),
+    800,
+  );
+  assert.equal(
+    backoffMs(30, () => 1),
+    5000,
+  );
   assert.ok(backoffMs(30, () => 0) >= 2500);
 });
 
@@ -132,7 +146,11 @@ test('agent: redirect to the leader, tasks run and shut down, fail-over, restart
     b.leading = true;
     leaderAddr = b.addr;
     await store.update((tx) => tx.tasks.create(makeTask('svc', 3, { id: 't3', nodeId: 'n1' })));
-    await until('t3 running via the new leader', () => stateOf(store, 't3') === TaskState.TASK_STATE_RUNNING, 8000);
+    await until(
+      't3 running via the new leader',
+      () => stateOf(store, 't3') === TaskState.TASK_STATE_RUNNING,
+      8000,
+    );
     assert.equal(runtime.containerOf('t1')?.info.status, 'running');
 
     // The agent process dies (containers keep running); a new one adopts them.

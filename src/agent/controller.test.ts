@@ -18,7 +18,9 @@ function task(id: string, opts: { desired?: TaskState; state?: TaskState; image?
     nodeId: 'n1',
     desiredState: opts.desired ?? S.TASK_STATE_RUNNING,
     status: { state: opts.state ?? S.TASK_STATE_ASSIGNED },
-    spec: { container: { image: opts.image ?? 'local/busybox:1', stopGracePeriod: { seconds: 2, nanos: 0 } } },
+    spec: {
+      container: { image: opts.image ?? 'local/busybox:1', stopGracePeriod: { seconds: 2, nanos: 0 } },
+    },
   });
 }
 

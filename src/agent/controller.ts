@@ -88,7 +88,9 @@ export class TaskController {
       state,
       message: extra.message ?? TaskState[state].replace('TASK_STATE_', '').toLowerCase(),
       err: extra.err ?? '',
-      container: extra.container ?? (this.containerId ? { containerId: this.containerId, pid: 0, exitCode: 0 } : undefined),
+      container:
+        extra.container ??
+        (this.containerId ? { containerId: this.containerId, pid: 0, exitCode: 0 } : undefined),
       health: extra.health ?? '',
     };
     this.deps.report(this.task.id, status);
@@ -114,7 +116,9 @@ export class TaskController {
         this.containerId = undefined;
         if (this.state >= TaskState.TASK_STATE_RUNNING) {
           // It ran before the agent restarted and its container is gone: it did not finish well.
-          this.report(TaskState.TASK_STATE_FAILED, { err: 'the task container disappeared while the agent was away' });
+          this.report(TaskState.TASK_STATE_FAILED, {
+            err: 'the task container disappeared while the agent was away',
+          });
           return;
         }
         this.report(TaskState.TASK_STATE_ACCEPTED);
@@ -122,7 +126,14 @@ export class TaskController {
         this.containerId = await runtime.prepare(this.task, this.deps.nodeId);
         if (signal.aborted) return;
         this.report(TaskState.TASK_STATE_READY);
-        info = { id: this.containerId, taskId: this.task.id, status: 'created', exitCode: 0, pid: 0, error: '' };
+        info = {
+          id: this.containerId,
+          taskId: this.task.id,
+          status: 'created',
+          exitCode: 0,
+          pid: 0,
+          error: '',
+        };
       }
       const id = info.id;
       if (info.status === 'exited') {
@@ -145,7 +156,8 @@ export class TaskController {
     } catch (err) {
       if (signal.aborted) return;
       const text = message(err);
-      if (!(err instanceof TaskRuntimeError)) this.deps.logger.warn({ taskId: this.task.id, err }, 'task failed');
+      if (!(err instanceof TaskRuntimeError))
+        this.deps.logger.warn({ taskId: this.task.id, err }, 'task failed');
       this.report(TaskState.TASK_STATE_FAILED, { err: text, message: 'failed' });
     }
   }
@@ -166,7 +178,8 @@ export class TaskController {
           this.deps.logger.warn({ taskId: this.task.id, err }, 'could not stop the task container');
         }
       }
-      if (report && !isTerminal(this.state)) this.report(TaskState.TASK_STATE_SHUTDOWN, { message: 'shutdown' });
+      if (report && !isTerminal(this.state))
+        this.report(TaskState.TASK_STATE_SHUTDOWN, { message: 'shutdown' });
       if (id) {
         try {
           await this.deps.runtime.remove(id);

@@ -107,7 +107,11 @@ export class Agent {
     this.managers = [...new Set(options.managers)];
     if (options.credentials) this.credentials = options.credentials;
     else if (options.tls) this.credentials = clientCredentials(options.tls, 'manager');
-    else throw new ClusterError('INVALID_ARGUMENT', 'the agent needs the node TLS material (tls) to reach managers');
+    else
+      throw new ClusterError(
+        'INVALID_ARGUMENT',
+        'the agent needs the node TLS material (tls) to reach managers',
+      );
   }
 
   static async start(options: AgentOptions): Promise<Agent> {
@@ -172,7 +176,10 @@ export class Agent {
       const previous = this.adopted.get(c.taskId);
       if (previous) {
         // Two containers of one task (should not happen): keep one, remove the other.
-        this.logger.warn({ taskId: c.taskId, containerId: c.id }, 'duplicate container of a task: removing it');
+        this.logger.warn(
+          { taskId: c.taskId, containerId: c.id },
+          'duplicate container of a task: removing it',
+        );
         await this.options.runtime.remove(c.id).catch(() => undefined);
         continue;
       }
@@ -208,7 +215,9 @@ export class Agent {
     const bytes = Task.encode(task).finish();
     this.dbQueue = this.dbQueue
       .then(() => this.db.put(task.id, bytes))
-      .catch((err: unknown) => this.logger.error({ err, taskId: task.id }, 'could not persist an assigned task'));
+      .catch((err: unknown) =>
+        this.logger.error({ err, taskId: task.id }, 'could not persist an assigned task'),
+      );
   }
 
   private forget(taskId: string): void {
@@ -224,7 +233,8 @@ export class Agent {
       this.persist(task);
     }
     this.pending.push({ taskId, status });
-    if (this.pending.length > MAX_PENDING_STATUS_UPDATES) this.pending.splice(0, this.pending.length - MAX_PENDING_STATUS_UPDATES);
+    if (this.pending.length > MAX_PENDING_STATUS_UPDATES)
+      this.pending.splice(0, this.pending.length - MAX_PENDING_STATUS_UPDATES);
     this.sendStatus();
   }
 
@@ -259,11 +269,16 @@ export class Agent {
         for (const [taskId, container] of [...this.adopted]) {
           if (named.has(taskId)) continue;
           this.adopted.delete(taskId);
-          this.logger.info({ taskId, containerId: container.id }, 'removing the container of a task no longer assigned');
+          this.logger.info(
+            { taskId, containerId: container.id },
+            'removing the container of a task no longer assigned',
+          );
           this.options.runtime
             .stop(container.id, 0)
             .then(() => this.options.runtime.remove(container.id))
-            .catch((err: unknown) => this.logger.warn({ err, taskId }, 'could not remove an orphan container'));
+            .catch((err: unknown) =>
+              this.logger.warn({ err, taskId }, 'could not remove an orphan container'),
+            );
         }
       }
     }
@@ -373,16 +388,21 @@ export class Agent {
       signal.addEventListener('abort', onAbort, { once: true });
 
       const heartbeat = (sessionId: string) => {
-        client.heartbeat({ sessionId }, new Metadata(), { deadline: Date.now() + 3 * periodMs }, (err, res) => {
-          if (ended) return;
-          if (err || !res) {
-            finish(err ?? new Error('empty heartbeat answer'));
-            return;
-          }
-          const p = res.period;
-          if (p) periodMs = Math.max(10, p.seconds * 1000 + Math.floor(p.nanos / 1e6));
-          heartbeatTimer = setTimeout(() => heartbeat(sessionId), periodMs);
-        });
+        client.heartbeat(
+          { sessionId },
+          new Metadata(),
+          { deadline: Date.now() + 3 * periodMs },
+          (err, res) => {
+            if (ended) return;
+            if (err || !res) {
+              finish(err ?? new Error('empty heartbeat answer'));
+              return;
+            }
+            const p = res.period;
+            if (p) periodMs = Math.max(10, p.seconds * 1000 + Math.floor(p.nanos / 1e6));
+            heartbeatTimer = setTimeout(() => heartbeat(sessionId), periodMs);
+          },
+        );
       };
       let periodMs = INITIAL_HEARTBEAT_PERIOD_MS;
 
@@ -391,7 +411,9 @@ export class Agent {
           if (ended) return;
           sessionStream = client.session(SessionRequest.fromPartial({ description }));
           sessionStream.on('error', (err: ServiceError) => finish(err));
-          sessionStream.on('end', () => finish(new ClusterError('UNAVAILABLE', 'the dispatcher ended the session')));
+          sessionStream.on('end', () =>
+            finish(new ClusterError('UNAVAILABLE', 'the dispatcher ended the session')),
+          );
           sessionStream.on('data', (msg: SessionMessage) => {
             if (ended) return;
             for (const m of msg.managers) if (m && !this.managers.includes(m)) this.managers.push(m);
@@ -405,7 +427,9 @@ export class Agent {
               if (!ended) this.applyAssignments(m);
             });
             assignments.on('error', (err: ServiceError) => finish(err));
-            assignments.on('end', () => finish(new ClusterError('UNAVAILABLE', 'the dispatcher ended the assignments')));
+            assignments.on('end', () =>
+              finish(new ClusterError('UNAVAILABLE', 'the dispatcher ended the assignments')),
+            );
             this.sendStatus();
             const waiters = this.connectedWaiters;
             this.connectedWaiters = [];

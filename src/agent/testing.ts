@@ -37,7 +37,9 @@ export class FakeRuntime implements Runtime {
     this.calls.push(`prepare ${task.id}`);
     const image = task.spec?.container?.image ?? '';
     if (this.missingImages.has(image)) {
-      return Promise.reject(new TaskRuntimeError(`image ${image} not found locally and no registry is reachable`));
+      return Promise.reject(
+        new TaskRuntimeError(`image ${image} not found locally and no registry is reachable`),
+      );
     }
     const id = `c${this.nextId++}`;
     let exit: (code: number) => void = () => undefined;

@@ -72,7 +72,9 @@ export function splitImage(image: string): { repo: string; tag: string } {
 
 function hostPorts(task: Task): PortConfig[] {
   const ports = task.endpoint?.ports.length ? task.endpoint.ports : (task.endpoint?.spec?.ports ?? []);
-  return ports.filter((p) => p.publishMode === PortConfig_PublishMode.PUBLISH_MODE_HOST && p.publishedPort > 0);
+  return ports.filter(
+    (p) => p.publishMode === PortConfig_PublishMode.PUBLISH_MODE_HOST && p.publishedPort > 0,
+  );
 }
 
 /** The container a task asks for, in the Engine API's create body. Pure, so it is tested alone. */
@@ -194,13 +196,17 @@ export class DockerRuntime implements Runtime {
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+          res.on('end', () =>
+            resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }),
+          );
           res.on('error', reject);
         },
       );
       const timeoutMs = opts.timeoutMs ?? REQUEST_TIMEOUT_MS;
       if (timeoutMs > 0) {
-        req.setTimeout(timeoutMs, () => req.destroy(new Error(`docker ${method} ${path}: no answer within ${timeoutMs} ms`)));
+        req.setTimeout(timeoutMs, () =>
+          req.destroy(new Error(`docker ${method} ${path}: no answer within ${timeoutMs} ms`)),
+        );
       }
       req.on('error', (err: NodeJS.ErrnoException) => {
         if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') {
@@ -308,7 +314,8 @@ export class DockerRuntime implements Runtime {
       await this.call('POST', `/containers/${containerId}/start`, undefined, { ok: [304] });
     } catch (err) {
       // "executable file not found" and friends are the task's fault.
-      if (err instanceof DockerApiError && err.status >= 400 && err.status < 500) throw new TaskRuntimeError(err.message);
+      if (err instanceof DockerApiError && err.status >= 400 && err.status < 500)
+        throw new TaskRuntimeError(err.message);
       if (err instanceof DockerApiError && /exec|no such file|permission denied/i.test(err.message)) {
         throw new TaskRuntimeError(err.message);
       }
@@ -338,7 +345,9 @@ export class DockerRuntime implements Runtime {
   }
 
   async inspect(containerId: string): Promise<ContainerInfo | undefined> {
-    const res = await this.call('GET', `/containers/${encodeURIComponent(containerId)}/json`, undefined, { ok: [404] });
+    const res = await this.call('GET', `/containers/${encodeURIComponent(containerId)}/json`, undefined, {
+      ok: [404],
+    });
     if (res.status === 404) return undefined;
     const c = JSON.parse(res.body) as {
       Id: string;
@@ -357,7 +366,9 @@ export class DockerRuntime implements Runtime {
   }
 
   async adopt(nodeId: string): Promise<ContainerInfo[]> {
-    const filters = encodeURIComponent(JSON.stringify({ label: [`${NODE_ID_LABEL}=${nodeId}`, TASK_ID_LABEL] }));
+    const filters = encodeURIComponent(
+      JSON.stringify({ label: [`${NODE_ID_LABEL}=${nodeId}`, TASK_ID_LABEL] }),
+    );
     const res = await this.call('GET', `/containers/json?all=true&filters=${filters}`);
     const list = JSON.parse(res.body) as { Id: string }[];
     const found: ContainerInfo[] = [];

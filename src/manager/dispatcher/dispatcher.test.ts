@@ -57,7 +57,9 @@ async function start(opts: { periodMs?: number; runLoop?: boolean } = {}): Promi
   const server = new Server();
   server.addService(DispatcherService, dispatcher.server);
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) =>
+      e ? reject(e) : resolve(p),
+    ),
   );
   const client = new DispatcherClient(`127.0.0.1:${port}`, credentials.createInsecure());
   const loopAbort = new AbortController();
@@ -116,7 +118,10 @@ function collector<T>(stream: ClientReadableStream<T>) {
 }
 
 async function openSession(h: Harness, nodeId: string) {
-  const stream = h.client.session(SessionRequest.fromPartial({ description: { hostname: `host-${nodeId}`, os: 'linux' } }), md(nodeId));
+  const stream = h.client.session(
+    SessionRequest.fromPartial({ description: { hostname: `host-${nodeId}`, os: 'linux' } }),
+    md(nodeId),
+  );
   stream.on('error', () => undefined);
   const msg: SessionMessage = await firstMessage(stream);
   return { stream, sessionId: msg.sessionId };
@@ -141,7 +146,10 @@ function report(
     h.client.updateTaskStatus(
       UpdateTaskStatusRequest.fromPartial({
         sessionId,
-        updates: updates.map((u) => ({ taskId: u.taskId, status: { state: u.state, message: u.message ?? '' } })),
+        updates: updates.map((u) => ({
+          taskId: u.taskId,
+          status: { state: u.state, message: u.message ?? '' },
+        })),
       }),
       md(nodeId),
       (e, r) => (e || !r ? reject(e ?? new Error('empty')) : resolve(r)),
@@ -162,7 +170,10 @@ test('a session marks the node READY with its description and address', async ()
     assert.equal(node?.status?.addr, '127.0.0.1');
     assert.equal(node?.description?.hostname, 'host-n1');
     assert.equal(await heartbeat(h, 'n1', sessionId), 1000);
-    await assert.rejects(heartbeat(h, 'n1', 'wrong-session'), (e: ServiceError) => e.code === GrpcStatus.NOT_FOUND);
+    await assert.rejects(
+      heartbeat(h, 'n1', 'wrong-session'),
+      (e: ServiceError) => e.code === GrpcStatus.NOT_FOUND,
+    );
     stream.cancel();
   } finally {
     await h.close();
@@ -204,7 +215,10 @@ test('a node that stops heartbeating is marked DOWN after 3 periods, not before'
       assert.equal(down?.status?.message, HEARTBEAT_FAILURE_MESSAGE);
       assert.equal(h.store.view((tx) => tx.nodes.get('alive'))?.status?.state, NodeState.NODE_STATE_READY);
       // Its session is over: heartbeats on it are refused, so the agent opens a new one.
-      await assert.rejects(heartbeat(h, 'silent', silent.sessionId), (e: ServiceError) => e.code === GrpcStatus.NOT_FOUND);
+      await assert.rejects(
+        heartbeat(h, 'silent', silent.sessionId),
+        (e: ServiceError) => e.code === GrpcStatus.NOT_FOUND,
+      );
     } finally {
       clearInterval(beats);
       alive.stream.cancel();
@@ -318,7 +332,10 @@ test("a worker cannot report another node's task, nor report without its session
       report(h, 'n1', s2.sessionId, [{ taskId: 'theirs', state: TaskState.TASK_STATE_RUNNING }]),
       (e: ServiceError) => e.code === GrpcStatus.NOT_FOUND,
     );
-    assert.equal(h.store.view((tx) => tx.tasks.get('theirs')?.status?.state), TaskState.TASK_STATE_NEW);
+    assert.equal(
+      h.store.view((tx) => tx.tasks.get('theirs')?.status?.state),
+      TaskState.TASK_STATE_NEW,
+    );
     s1.stream.cancel();
     s2.stream.cancel();
   } finally {

@@ -118,7 +118,9 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     const addr = options.leaderAddress();
     return new ClusterError(
       'UNAVAILABLE',
-      addr ? `this manager is not the leader: reconnect to ${addr}` : 'no leader elected yet; retry in a moment',
+      addr
+        ? `this manager is not the leader: reconnect to ${addr}`
+        : 'no leader elected yet; retry in a moment',
       addr ? { leaderAddr: addr } : {},
     );
   }
@@ -143,7 +145,10 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
   function sessionOf(nodeId: string, sessionId: string): Session {
     const session = sessions.get(nodeId);
     if (!session || session.id !== sessionId) {
-      throw new ClusterError('NOT_FOUND', `session '${sessionId}' of node ${nodeId} is not open: open a new session`);
+      throw new ClusterError(
+        'NOT_FOUND',
+        `session '${sessionId}' of node ${nodeId} is not open: open a new session`,
+      );
     }
     return session;
   }
@@ -186,17 +191,15 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     await writeNode(
       who.nodeId,
       (node) => {
-        const next =
-          node ??
-          ({
-            id: who.nodeId,
-            spec: {
-              annotations: { name: '', labels: {} },
-              desiredRole: who.role === 'manager' ? NodeRole.NODE_ROLE_MANAGER : NodeRole.NODE_ROLE_WORKER,
-              availability: NodeAvailability.NODE_AVAILABILITY_ACTIVE,
-            },
-            role: who.role === 'manager' ? NodeRole.NODE_ROLE_MANAGER : NodeRole.NODE_ROLE_WORKER,
-          } as ClusterNode);
+        const next = node ?? {
+          id: who.nodeId,
+          spec: {
+            annotations: { name: '', labels: {} },
+            desiredRole: who.role === 'manager' ? NodeRole.NODE_ROLE_MANAGER : NodeRole.NODE_ROLE_WORKER,
+            availability: NodeAvailability.NODE_AVAILABILITY_ACTIVE,
+          },
+          role: who.role === 'manager' ? NodeRole.NODE_ROLE_MANAGER : NodeRole.NODE_ROLE_WORKER,
+        };
         if (description) next.description = description;
         next.status = { state: NodeState.NODE_STATE_READY, message: '', addr };
         return next;
@@ -232,9 +235,11 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     Promise.resolve()
       .then(() => {
         checkLeader();
-        return openSession(call, identify(call as AnyCall));
+        return openSession(call, identify(call));
       })
-      .catch((err: unknown) => endStream(call as ServerWritableStream<unknown, unknown>, toClusterError(err)));
+      .catch((err: unknown) =>
+        endStream(call as ServerWritableStream<unknown, unknown>, toClusterError(err)),
+      );
   };
 
   // ------------------------------------------------------------------ Heartbeat
@@ -244,7 +249,7 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
   ) => {
     try {
       checkLeader();
-      const who = identify(call as AnyCall);
+      const who = identify(call);
       const s = sessionOf(who.nodeId, call.request.sessionId);
       s.lastHeartbeatMs = now();
       lastSeen.set(who.nodeId, s.lastHeartbeatMs);
@@ -265,7 +270,7 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     let nodeId: string;
     try {
       checkLeader();
-      nodeId = identify(call as AnyCall).nodeId;
+      nodeId = identify(call).nodeId;
       s = sessionOf(nodeId, call.request.sessionId);
     } catch (err) {
       endStream(stream, toClusterError(err));
@@ -282,15 +287,19 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     };
     s.streams.add(ender);
     call.on('cancelled', stop);
-    const { value: initial, watcher } = store.viewAndWatch(
-      (tx) => tx.tasks.find('nodeId', nodeId),
-      { tables: ['tasks'], signal: abort.signal },
-    );
+    const { value: initial, watcher } = store.viewAndWatch((tx) => tx.tasks.find('nodeId', nodeId), {
+      tables: ['tasks'],
+      signal: abort.signal,
+    });
     // What this stream last sent per task: a change of status alone (the agent's own report)
     // is not worth a message, a new desired state or spec is.
     const sent = new Map<string, { desiredState: TaskState; specVersion: number; forceUpdate: number }>();
     const remember = (t: DeepReadonly<Task>) =>
-      sent.set(t.id, { desiredState: t.desiredState, specVersion: t.specVersion, forceUpdate: t.spec?.forceUpdate ?? 0 });
+      sent.set(t.id, {
+        desiredState: t.desiredState,
+        specVersion: t.specVersion,
+        forceUpdate: t.spec?.forceUpdate ?? 0,
+      });
     for (const t of initial) remember(t);
     call.write(AssignmentsMessage.fromPartial({ full: true, updatedTasks: initial, removedTaskIds: [] }));
 
@@ -405,7 +414,7 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     let written: Promise<void>;
     try {
       checkLeader();
-      const who = identify(call as AnyCall);
+      const who = identify(call);
       sessionOf(who.nodeId, call.request.sessionId);
       const foreign = store.view((tx) =>
         call.request.updates.filter((u) => {
@@ -441,7 +450,11 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
       nodeId,
       (node) => {
         if (!node || node.status?.state !== NodeState.NODE_STATE_READY) return undefined;
-        node.status = { state: NodeState.NODE_STATE_DOWN, message: HEARTBEAT_FAILURE_MESSAGE, addr: node.status.addr };
+        node.status = {
+          state: NodeState.NODE_STATE_DOWN,
+          message: HEARTBEAT_FAILURE_MESSAGE,
+          addr: node.status.addr,
+        };
         return node;
       },
       false,
@@ -457,7 +470,11 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     );
     for (const nodeId of ready) {
       // A new leader has not heard from anyone: everyone gets one grace from its start.
-      const heard = Math.max(lastSeen.get(nodeId) ?? 0, sessions.get(nodeId)?.lastHeartbeatMs ?? 0, leaderSinceMs);
+      const heard = Math.max(
+        lastSeen.get(nodeId) ?? 0,
+        sessions.get(nodeId)?.lastHeartbeatMs ?? 0,
+        leaderSinceMs,
+      );
       if (t - heard < graceMs) continue;
       logger.warn({ nodeId, silentMs: t - heard }, 'node missed its heartbeats: marking it down');
       sessions.get(nodeId)?.end(new ClusterError('UNAVAILABLE', 'session expired: heartbeats were missed'));
