@@ -7,7 +7,13 @@ import { ClusterError } from '../../common/errors';
 import type { Logger } from '../../common/logger';
 import { Service, Task } from '../../gen/cluster/v1/objects';
 import type { LeaderLoop } from '../../node/leader_loops';
-import { MAX_TRANSACTION_BYTES, type MemoryStore, type TableName, type WriteTx } from '../../store';
+import {
+  MAX_TRANSACTION_BYTES,
+  type Frozen,
+  type MemoryStore,
+  type TableName,
+  type WriteTx,
+} from '../../store';
 import { Plan, type ClusterState } from './plan';
 
 /** How long changes are gathered before a pass: one pass for a burst of events. */
@@ -25,12 +31,27 @@ export interface ReconcilerOptions {
   logger?: Logger;
 }
 
+/**
+ * The store's objects as they are stored: frozen and shared, not copied. Every pass reads the
+ * whole store, and copying every task each time cost more than the planning (GC included).
+ * Planners never change what they read: they clone (structuredClone) the objects they write,
+ * and an accidental write to a frozen object throws instead of corrupting the store.
+ */
 export function readClusterState(store: MemoryStore): ClusterState {
-  return store.view((tx) => ({
-    services: tx.services.list(),
-    tasks: tx.tasks.list(),
-    nodes: tx.nodes.list(),
-  }));
+  return store.view((tx) => {
+    const services: Frozen<'services'>[] = [];
+    const tasks: Frozen<'tasks'>[] = [];
+    const nodes: Frozen<'nodes'>[] = [];
+    // The predicate sees the stored object; returning false keeps list() from copying it.
+    tx.services.list((s) => (services.push(s), false));
+    tx.tasks.list((t) => (tasks.push(t), false));
+    tx.nodes.list((n) => (nodes.push(n), false));
+    return {
+      services: services as unknown as Service[],
+      tasks: tasks as unknown as Task[],
+      nodes,
+    };
+  });
 }
 
 interface Write {
