@@ -13,7 +13,7 @@ import {
 import { connect, DEFAULT_DATA_DIR, DEFAULT_HOST, type Connection } from './connect';
 import { OUTPUT_FORMATS, type OutputFormat } from './output';
 
-// How main() closes the connection of a program whose action failed (postAction does not run).
+// How main() closes the connection a program opened, whichever way its action ended.
 const closers = new WeakMap<Command, () => void>();
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -152,7 +152,6 @@ export function buildProgram(io: CliIO = PROCESS_IO): Command {
     cmd.commands.forEach(override);
   };
   override(program);
-  program.hook('postAction', () => runtime.close());
   closers.set(program, () => runtime.close());
   return program;
 }
@@ -164,7 +163,6 @@ export async function main(argv: string[], io: CliIO = PROCESS_IO): Promise<numb
     await program.parseAsync(argv);
     return 0;
   } catch (e) {
-    closers.get(program)?.();
     if (e instanceof CommanderError) {
       // Commander has already printed its one-line message; help and version are successes.
       if (
@@ -179,5 +177,7 @@ export async function main(argv: string[], io: CliIO = PROCESS_IO): Promise<numb
     const err = toClusterError(e);
     io.stderr(`Error: ${err.message}\n`);
     return err.exitCode;
+  } finally {
+    closers.get(program)?.();
   }
 }
