@@ -10,6 +10,13 @@ import { credentials, Server, ServerCredentials } from '@grpc/grpc-js';
 import { DispatcherService } from '../gen/cluster/v1/dispatcher';
 import { NodeState, TaskState } from '../gen/cluster/v1/objects';
 import { componentLogger } from '../common/logger';
+import {
+  createRootCA,
+  generateNodeKey,
+  serverCredentials,
+  signNodeCertificate,
+  type NodeTls,
+} from '../manager/ca';
 import { createDispatcher, type Dispatcher } from '../manager/dispatcher';
 import type { MemoryStore } from '../store';
 import { localStores, makeNode, makeTask } from '../store/testing';
@@ -179,6 +186,54 @@ test('agent: redirect to the leader, tasks run and shut down, fail-over, restart
     await agent.stop();
     await stopManager(a).catch(() => undefined);
     await stopManager(b);
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+test('over mutual TLS the dispatcher knows the agent by its certificate', async () => {
+  const ca = await createRootCA('c1');
+  const issue = async (nodeId: string, role: 'manager' | 'worker'): Promise<NodeTls> => {
+    const key = await generateNodeKey();
+    const certPem = await signNodeCertificate(ca, key.csrPem, { nodeId, role, clusterId: 'c1' });
+    return { caCertPem: ca.certPem, certPem, keyPem: key.keyPem };
+  };
+  const managerTls = await issue('m1', 'manager');
+  const workerTls = await issue('w1', 'worker');
+  const { stores } = localStores(1);
+  const store = stores[0];
+  if (!store) throw new Error('no store');
+  await store.update((tx) => tx.nodes.create(makeNode('w', { id: 'w1' })));
+  // No identify hook: the production path, nodeIdentityFromPeer on the TLS peer certificate.
+  const dispatcher = createDispatcher({
+    store,
+    isLeader: () => true,
+    leaderAddress: () => undefined,
+    logger,
+  });
+  const server = new Server();
+  server.addService(DispatcherService, dispatcher.server);
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', serverCredentials(managerTls), (e, p) => (e ? reject(e) : resolve(p))),
+  );
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-tls-'));
+  const runtime = new FakeRuntime();
+  const agent = await Agent.start({
+    dataDir,
+    tls: workerTls,
+    managers: [`127.0.0.1:${port}`],
+    nodeId: 'w1',
+    runtime,
+    logger,
+  });
+  try {
+    await agent.connected();
+    assert.equal(store.view((tx) => tx.nodes.get('w1'))?.status?.state, NodeState.NODE_STATE_READY);
+    await store.update((tx) => tx.tasks.create(makeTask('svc', 1, { id: 'tt', nodeId: 'w1' })));
+    await until('tt running', () => stateOf(store, 'tt') === TaskState.TASK_STATE_RUNNING);
+  } finally {
+    await agent.stop();
+    dispatcher.close();
+    server.forceShutdown();
     fs.rmSync(dataDir, { recursive: true, force: true });
   }
 });
