@@ -25,7 +25,9 @@ export function parseHostPort(text: string, defaultPort = DEFAULT_MANAGER_PORT, 
     portText = p;
   }
   if (host === '' || (net.isIP(host) === 0 && !/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(host))) {
-    throw invalidArgument(`invalid ${what} '${text}': expected an IP address or host name, optionally with :port`);
+    throw invalidArgument(
+      `invalid ${what} '${text}': expected an IP address or host name, optionally with :port`,
+    );
   }
   const port = portText === undefined ? defaultPort : Number(portText);
   if (!Number.isInteger(port) || port < 1 || port > 65535) {

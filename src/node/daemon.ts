@@ -34,6 +34,7 @@ import {
   createRootCA,
   generateNodeKey,
   makeJoinToken,
+  NODE_CHANNEL_OPTIONS,
   signNodeCertificate,
   verifyCaAgainstToken,
   type NodeTls,
@@ -92,7 +93,11 @@ function unary<Req, Res>(
 }
 
 function callUnary<Res>(
-  invoke: (metadata: Metadata, options: { deadline: number }, cb: (e: Error | null, r?: Res) => void) => unknown,
+  invoke: (
+    metadata: Metadata,
+    options: { deadline: number },
+    cb: (e: Error | null, r?: Res) => void,
+  ) => unknown,
   deadlineMs = JOIN_DEADLINE_MS,
 ): Promise<Res> {
   return new Promise((resolve, reject) => {
@@ -186,7 +191,8 @@ export class Daemon {
   }
 
   private async exclusive<T>(work: () => Promise<T>): Promise<T> {
-    if (this.busy) throw new ClusterError('FAILED_PRECONDITION', 'another init, join or leave is in progress');
+    if (this.busy)
+      throw new ClusterError('FAILED_PRECONDITION', 'another init, join or leave is in progress');
     this.busy = true;
     try {
       return await work();
@@ -264,8 +270,19 @@ export class Daemon {
             desiredRole: NodeRole.NODE_ROLE_MANAGER,
             availability: NodeAvailability.NODE_AVAILABILITY_ACTIVE,
           },
-          description: { hostname, os: os.platform(), architecture: os.arch(), runtimeName: '', runtimeVersion: '', engineLabels: {} },
-          status: { state: NodeStatusState.NODE_STATE_READY, message: '', addr: parseHostPort(advertise).host },
+          description: {
+            hostname,
+            os: os.platform(),
+            architecture: os.arch(),
+            runtimeName: '',
+            runtimeVersion: '',
+            engineLabels: {},
+          },
+          status: {
+            state: NodeStatusState.NODE_STATE_READY,
+            message: '',
+            addr: parseHostPort(advertise).host,
+          },
           managerStatus: { raftId, addr: advertise, leader: true, reachability: 'reachable' },
           role: NodeRole.NODE_ROLE_MANAGER,
         });
@@ -273,7 +290,13 @@ export class Daemon {
       this.state = saveState(this.dirs, state);
       this.manager = manager;
       this.logger.info({ nodeId, clusterId, advertise }, 'cluster initialized');
-      return { nodeId, clusterId, workerToken: tokens.worker, managerToken: tokens.manager, managerAddr: advertise };
+      return {
+        nodeId,
+        clusterId,
+        workerToken: tokens.worker,
+        managerToken: tokens.manager,
+        managerAddr: advertise,
+      };
     } catch (err) {
       await manager.stop();
       clearClusterState(this.dirs);
@@ -289,13 +312,18 @@ export class Daemon {
 
     // 1. Fetch the CA without trusting anyone yet, and check it against the token's digest.
     const insecure = ChannelCredentials.createSsl(null, null, null, { rejectUnauthorized: false });
-    const probe = new NodeCAClient(joinAddress(remote), insecure);
+    const probe = new NodeCAClient(joinAddress(remote), insecure, NODE_CHANNEL_OPTIONS);
     let caCertPem: string;
     try {
-      const got = await callUnary<{ certificate: string }>((m, o, cb) => probe.getRootCaCertificate({}, m, o, cb));
+      const got = await callUnary<{ certificate: string }>((m, o, cb) =>
+        probe.getRootCaCertificate({}, m, o, cb),
+      );
       caCertPem = got.certificate;
     } catch (err) {
-      throw new ClusterError('UNAVAILABLE', `cannot reach the manager at ${remote}: ${toClusterError(err).message}`);
+      throw new ClusterError(
+        'UNAVAILABLE',
+        `cannot reach the manager at ${remote}: ${toClusterError(err).message}`,
+      );
     } finally {
       probe.close();
     }
@@ -306,17 +334,22 @@ export class Daemon {
     const pinned = ChannelCredentials.createSsl(Buffer.from(caCertPem), null, null, {
       checkServerIdentity: () => undefined,
     });
-    const ca = new NodeCAClient(joinAddress(remote), pinned);
+    const ca = new NodeCAClient(joinAddress(remote), pinned, NODE_CHANNEL_OPTIONS);
     let issued;
     try {
-      issued = await callUnary<{ nodeId: string; certificate: string; role: string; clusterId: string; managers: string[] }>(
-        (m, o, cb) =>
-          ca.issueNodeCertificate(
-            { token: request.token, csr: key.csrPem, hostname: os.hostname(), advertiseAddr: advertise },
-            m,
-            o,
-            cb,
-          ),
+      issued = await callUnary<{
+        nodeId: string;
+        certificate: string;
+        role: string;
+        clusterId: string;
+        managers: string[];
+      }>((m, o, cb) =>
+        ca.issueNodeCertificate(
+          { token: request.token, csr: key.csrPem, hostname: os.hostname(), advertiseAddr: advertise },
+          m,
+          o,
+          cb,
+        ),
       );
     } finally {
       ca.close();
@@ -341,17 +374,23 @@ export class Daemon {
     }
 
     // 3. A manager joins the Raft group through the leader, then starts its own Raft node.
-    const membership = new RaftMembershipClient(remote, clientCredentials(tls, 'manager'));
+    const membership = new RaftMembershipClient(
+      remote,
+      clientCredentials(tls, 'manager'),
+      NODE_CHANNEL_OPTIONS,
+    );
     let joined;
     try {
-      joined = await callUnary<{ raftId: number; members: { raftId: number; nodeId: string; addr: string }[] }>(
-        (m, o, cb) => membership.join({ addr: advertise }, m, o, cb),
-      );
+      joined = await callUnary<{
+        raftId: number;
+        members: { raftId: number; nodeId: string; addr: string }[];
+      }>((m, o, cb) => membership.join({ addr: advertise }, m, o, cb));
     } finally {
       membership.close();
     }
     const peers = new Map<number, string>();
-    for (const member of joined.members) if (member.raftId !== joined.raftId) peers.set(member.raftId, member.addr);
+    for (const member of joined.members)
+      if (member.raftId !== joined.raftId) peers.set(member.raftId, member.addr);
     const state = saveState(this.dirs, {
       nodeId: issued.nodeId,
       clusterId: issued.clusterId,
@@ -387,7 +426,16 @@ export class Daemon {
   private info(): InfoResponse {
     const s = this.state;
     if (!s) {
-      return { state: 'inactive', nodeId: '', role: '', clusterId: '', nodeAddr: '', managers: [], isLeader: false, error: this.lastError };
+      return {
+        state: 'inactive',
+        nodeId: '',
+        role: '',
+        clusterId: '',
+        nodeAddr: '',
+        managers: [],
+        isLeader: false,
+        error: this.lastError,
+      };
     }
     return {
       state: 'active',

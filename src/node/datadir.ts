@@ -48,7 +48,10 @@ export function layout(root: string): DataDirLayout {
 function describeFsError(e: unknown, what: string, where: string): ClusterError {
   const errno = (e as NodeJS.ErrnoException).code;
   if (errno === 'ENOSPC') {
-    return new ClusterError('RESOURCE_EXHAUSTED', `cannot ${what} ${where}: the disk is full; free space and retry`);
+    return new ClusterError(
+      'RESOURCE_EXHAUSTED',
+      `cannot ${what} ${where}: the disk is full; free space and retry`,
+    );
   }
   if (errno === 'EACCES' || errno === 'EPERM' || errno === 'EROFS') {
     return new ClusterError(
@@ -161,7 +164,10 @@ export function loadTls(tlsDir: string): NodeTls {
       return fs.readFileSync(file, 'utf8');
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-        throw new ClusterError('FAILED_PRECONDITION', `${file} is missing: this node has no cluster certificate`);
+        throw new ClusterError(
+          'FAILED_PRECONDITION',
+          `${file} is missing: this node has no cluster certificate`,
+        );
       }
       throw describeFsError(e, 'read', file);
     }

@@ -3,8 +3,13 @@
 import { ControlClient, ControlService, type ControlServer } from '../gen/cluster/v1/control';
 import { ClusterError } from '../common/errors';
 import { componentLogger } from '../common/logger';
-import { clientCredentials, nodeIdentityFromPeer } from '../manager/ca';
-import { createControlServer, forwardingControl, type Authorize, type LeaderRoute } from '../manager/controlapi';
+import { clientCredentials, NODE_CHANNEL_OPTIONS, nodeIdentityFromPeer } from '../manager/ca';
+import {
+  createControlServer,
+  forwardingControl,
+  type Authorize,
+  type LeaderRoute,
+} from '../manager/controlapi';
 import { controlLoops } from '../manager/orchestrator';
 import { Daemon, type DaemonOptions } from './daemon';
 import type { Manager } from './manager';
@@ -16,7 +21,10 @@ export { Manager } from './manager';
 const requireManagerCert: Authorize = (call) => {
   const who = nodeIdentityFromPeer(call.getAuthContext()?.sslPeerCertificate);
   if (who.role !== 'manager') {
-    throw new ClusterError('PERMISSION_DENIED', `node ${who.nodeId} is a worker: the control API is for managers`);
+    throw new ClusterError(
+      'PERMISSION_DENIED',
+      `node ${who.nodeId} is a worker: the control API is for managers`,
+    );
   }
 };
 
@@ -32,7 +40,10 @@ class LeaderRouter {
     if (!addr) return { isLeader: false };
     if (this.client?.addr !== addr) {
       this.client?.client.close();
-      this.client = { addr, client: new ControlClient(addr, clientCredentials(this.manager.tls, 'manager')) };
+      this.client = {
+        addr,
+        client: new ControlClient(addr, clientCredentials(this.manager.tls, 'manager'), NODE_CHANNEL_OPTIONS),
+      };
     }
     return { isLeader: false, leaderClient: this.client.client, leaderName: addr };
   }
@@ -77,7 +88,8 @@ function socketControl(current: () => Manager | undefined): ControlServer {
           return;
         }
         const handler = (server as unknown as Record<string, (c: unknown, cb: unknown) => void>)[method];
-        if (!handler) callback(new ClusterError('UNIMPLEMENTED', `unknown method ${method}`).toServiceError());
+        if (!handler)
+          callback(new ClusterError('UNIMPLEMENTED', `unknown method ${method}`).toServiceError());
         else handler(call, callback);
       };
     },

@@ -55,7 +55,8 @@ export class LeaderLoops {
     while (!signal.aborted) {
       try {
         await loop.run(signal);
-        if (!signal.aborted) this.logger.warn({ loop: loop.name }, 'control loop returned while leading; restarting');
+        if (!signal.aborted)
+          this.logger.warn({ loop: loop.name }, 'control loop returned while leading; restarting');
       } catch (err) {
         if (signal.aborted) break;
         this.logger.error({ loop: loop.name, err }, 'control loop failed; restarting');

@@ -28,7 +28,13 @@ import {
 import { NodeRole } from '../gen/cluster/v1/objects';
 import { ClusterError, toClusterError } from '../common/errors';
 import { componentLogger, type Logger } from '../common/logger';
-import { clientCredentials, nodeIdentityFromPeer, serverCredentials, type NodeTls } from '../manager/ca';
+import {
+  clientCredentials,
+  NODE_CHANNEL_OPTIONS,
+  nodeIdentityFromPeer,
+  serverCredentials,
+  type NodeTls,
+} from '../manager/ca';
 import { createNodeCAServer } from '../manager/ca/service';
 import { RaftNode } from '../raft/node';
 import { TRANSPORT_SERVER_OPTIONS } from '../raft/transport';
@@ -59,7 +65,9 @@ export interface ManagerOptions {
   peers?: ReadonlyMap<number, string>;
   raft?: RaftTiming;
   /** Extra services for the manager port (control API, dispatcher), registered before binding. */
-  services?: (manager: Manager) => { definition: ServiceDefinition; implementation: UntypedServiceImplementation }[];
+  services?: (
+    manager: Manager,
+  ) => { definition: ServiceDefinition; implementation: UntypedServiceImplementation }[];
   loops?: (manager: Manager) => LeaderLoop[];
 }
 
@@ -98,7 +106,10 @@ export class Manager {
   private constructor(readonly options: ManagerOptions) {
     this.logger = componentLogger('manager', { nodeId: options.state.nodeId });
     this.store = new MemoryStore();
-    this.mainServer = new Server({ ...TRANSPORT_SERVER_OPTIONS, 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
+    this.mainServer = new Server({
+      ...TRANSPORT_SERVER_OPTIONS,
+      'grpc.max_receive_message_length': 16 * 1024 * 1024,
+    });
     this.joinServer = new Server();
   }
 
@@ -131,7 +142,8 @@ export class Manager {
       join: unary<RaftJoinRequest, RaftJoinResponse>(this.logger, (call) => this.handleRaftJoin(call)),
       leave: unary<RaftLeaveRequest, RaftLeaveResponse>(this.logger, (call) => this.handleRaftLeave(call)),
     });
-    for (const svc of this.options.services?.(this) ?? []) this.mainServer.addService(svc.definition, svc.implementation);
+    for (const svc of this.options.services?.(this) ?? [])
+      this.mainServer.addService(svc.definition, svc.implementation);
 
     this.raft = await RaftNode.start<AppliedResult>({
       id: raftId,
@@ -144,6 +156,7 @@ export class Manager {
       server: this.mainServer,
       serverCredentials: serverCredentials(tls),
       channelCredentials: clientCredentials(tls, 'manager'),
+      channelOptions: NODE_CHANNEL_OPTIONS,
       stateMachine: this.store.asStateMachine(),
       tickMs: this.options.raft?.tickMs,
       electionTicks: this.options.raft?.electionTicks,
@@ -169,8 +182,10 @@ export class Manager {
       false,
     );
     this.joinPort = await new Promise<number>((resolve, reject) =>
-      this.joinServer.bindAsync(formatHostPort({ host: listen.host, port: listen.port + 1 }), joinCreds, (e, p) =>
-        e ? reject(e) : resolve(p),
+      this.joinServer.bindAsync(
+        formatHostPort({ host: listen.host, port: listen.port + 1 }),
+        joinCreds,
+        (e, p) => (e ? reject(e) : resolve(p)),
       ),
     );
 
@@ -207,8 +222,8 @@ export class Manager {
         checkServerIdentity: () => undefined,
       });
       clients = {
-        membership: new RaftMembershipClient(addr, creds),
-        ca: new NodeCAClient(joinAddress(addr), joinCreds),
+        membership: new RaftMembershipClient(addr, creds, NODE_CHANNEL_OPTIONS),
+        ca: new NodeCAClient(joinAddress(addr), joinCreds, NODE_CHANNEL_OPTIONS),
       };
       this.leaderClients.set(addr, clients);
     }
@@ -224,22 +239,33 @@ export class Manager {
   private forwardIssue(request: IssueNodeCertificateRequest): Promise<IssueNodeCertificateResponse> {
     const { ca } = this.clientsFor(this.leaderOrThrow());
     return new Promise((resolve, reject) =>
-      ca.issueNodeCertificate(request, new Metadata(), { deadline: Date.now() + FORWARD_DEADLINE_MS }, (e, r) =>
-        e ? reject(toClusterError(e)) : resolve(r),
+      ca.issueNodeCertificate(
+        request,
+        new Metadata(),
+        { deadline: Date.now() + FORWARD_DEADLINE_MS },
+        (e, r) => (e ? reject(toClusterError(e)) : resolve(r)),
       ),
     );
   }
 
-  private async handleRaftJoin(call: ServerUnaryCall<RaftJoinRequest, RaftJoinResponse>): Promise<RaftJoinResponse> {
+  private async handleRaftJoin(
+    call: ServerUnaryCall<RaftJoinRequest, RaftJoinResponse>,
+  ): Promise<RaftJoinResponse> {
     const who = nodeIdentityFromPeer(call.getAuthContext()?.sslPeerCertificate);
     if (who.role !== 'manager') {
-      throw new ClusterError('PERMISSION_DENIED', `node ${who.nodeId} is a worker: only managers join the Raft group`);
+      throw new ClusterError(
+        'PERMISSION_DENIED',
+        `node ${who.nodeId} is a worker: only managers join the Raft group`,
+      );
     }
     if (!this.raft.isLeader()) {
       const { membership } = this.clientsFor(this.leaderOrThrow());
       return new Promise((resolve, reject) =>
-        membership.join(call.request, new Metadata(), { deadline: Date.now() + FORWARD_DEADLINE_MS }, (e, r) =>
-          e ? reject(toClusterError(e)) : resolve(r),
+        membership.join(
+          call.request,
+          new Metadata(),
+          { deadline: Date.now() + FORWARD_DEADLINE_MS },
+          (e, r) => (e ? reject(toClusterError(e)) : resolve(r)),
         ),
       );
     }
@@ -260,7 +286,11 @@ export class Manager {
     const members = this.store.view((tx) =>
       tx.nodes
         .list((n) => n.role === NodeRole.NODE_ROLE_MANAGER && (n.managerStatus?.raftId ?? 0) > 0)
-        .map((n) => ({ raftId: n.managerStatus?.raftId ?? 0, nodeId: n.id, addr: n.managerStatus?.addr ?? '' })),
+        .map((n) => ({
+          raftId: n.managerStatus?.raftId ?? 0,
+          nodeId: n.id,
+          addr: n.managerStatus?.addr ?? '',
+        })),
     );
     this.logger.info({ nodeId: who.nodeId, raftId, addr }, 'manager joined the raft group');
     return { raftId, members };
@@ -270,12 +300,16 @@ export class Manager {
     call: ServerUnaryCall<RaftLeaveRequest, RaftLeaveResponse>,
   ): Promise<RaftLeaveResponse> {
     const who = nodeIdentityFromPeer(call.getAuthContext()?.sslPeerCertificate);
-    if (who.role !== 'manager') throw new ClusterError('PERMISSION_DENIED', 'only managers leave the Raft group');
+    if (who.role !== 'manager')
+      throw new ClusterError('PERMISSION_DENIED', 'only managers leave the Raft group');
     if (!this.raft.isLeader()) {
       const { membership } = this.clientsFor(this.leaderOrThrow());
       return new Promise((resolve, reject) =>
-        membership.leave(call.request, new Metadata(), { deadline: Date.now() + FORWARD_DEADLINE_MS }, (e, r) =>
-          e ? reject(toClusterError(e)) : resolve(r),
+        membership.leave(
+          call.request,
+          new Metadata(),
+          { deadline: Date.now() + FORWARD_DEADLINE_MS },
+          (e, r) => (e ? reject(toClusterError(e)) : resolve(r)),
         ),
       );
     }

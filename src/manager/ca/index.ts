@@ -243,6 +243,13 @@ export function roleForToken(token: string, current: { worker: string; manager: 
   );
 }
 
+/**
+ * Channel options for dialling a node by IP address: the TLS server name is not the address
+ * (certificates name node ids and clientCredentials checks the role instead), and Node warns
+ * when an IP is used as a server name.
+ */
+export const NODE_CHANNEL_OPTIONS = { 'grpc.ssl_target_name_override': 'cluster-node' } as const;
+
 export interface NodeTls {
   caCertPem: string;
   certPem: string;

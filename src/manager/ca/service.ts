@@ -32,7 +32,8 @@ export interface NodeCADeps {
 
 export function currentCluster(store: MemoryStore): Cluster {
   const cluster = store.view((tx) => tx.clusters.list()[0]);
-  if (!cluster) throw new ClusterError('UNAVAILABLE', 'the cluster is still being created; retry in a moment');
+  if (!cluster)
+    throw new ClusterError('UNAVAILABLE', 'the cluster is still being created; retry in a moment');
   return cluster;
 }
 
@@ -78,7 +79,8 @@ export function createNodeCAServer(deps: NodeCADeps): NodeCAServer {
           const request = call.request;
           if (!request.csr) throw invalidArgument('the join request carries no certificate request');
           if (!deps.isLeader()) {
-            if (!deps.forward) throw new ClusterError('UNAVAILABLE', 'no leader elected yet; retry in a moment');
+            if (!deps.forward)
+              throw new ClusterError('UNAVAILABLE', 'no leader elected yet; retry in a moment');
             return deps.forward(request);
           }
           const cluster = currentCluster(store);
@@ -100,7 +102,14 @@ export function createNodeCAServer(deps: NodeCADeps): NodeCAServer {
               desiredRole: role === 'manager' ? NodeRole.NODE_ROLE_MANAGER : NodeRole.NODE_ROLE_WORKER,
               availability: NodeAvailability.NODE_AVAILABILITY_ACTIVE,
             },
-            description: { hostname, os: '', architecture: '', runtimeName: '', runtimeVersion: '', engineLabels: {} },
+            description: {
+              hostname,
+              os: '',
+              architecture: '',
+              runtimeName: '',
+              runtimeVersion: '',
+              engineLabels: {},
+            },
             status: { state: NodeState.NODE_STATE_UNKNOWN, message: 'joining', addr: request.advertiseAddr },
             role: role === 'manager' ? NodeRole.NODE_ROLE_MANAGER : NodeRole.NODE_ROLE_WORKER,
           };
