@@ -373,6 +373,29 @@ describe('rolling update (orchestrator part)', () => {
     assert.equal(stopped[0]?.desiredState, TaskState.TASK_STATE_SHUTDOWN);
   });
 
+  it('a change of published ports redeploys tasks that carry the old endpoint, not NEW ones', () => {
+    const web = service('web', { replicas: 2 });
+    const endpoint = {
+      mode: 0,
+      ports: [{ name: '', protocol: 0, targetPort: 80, publishedPort: 8080, publishMode: 0 }],
+    };
+    const allocated = task(web, { slot: 1, nodeId: 'n1' });
+    allocated.endpoint = { spec: structuredClone(endpoint), ports: [], virtualIps: [] };
+    const fresh = task(web, { slot: 2, state: TaskState.TASK_STATE_NEW });
+    const changed = structuredClone(web);
+    if (changed.spec)
+      changed.spec.endpoint = {
+        ...endpoint,
+        ports: [{ ...endpoint.ports[0], publishedPort: 9090 }],
+      } as typeof endpoint;
+    const plan = orchestrate(state({ services: [changed], tasks: [allocated, fresh] }));
+    assert.deepEqual(
+      plan.createdTasks.map((t) => t.slot),
+      [1],
+    );
+    assert.deepEqual([...plan.updatedTasks.keys()], [allocated.id]);
+  });
+
   it('a first deployment writes no update status', () => {
     const plan = orchestrate(state({ services: [service('web', { replicas: 2 })] }));
     assert.equal(plan.updatedServices.size, 0);

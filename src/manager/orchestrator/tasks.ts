@@ -125,7 +125,10 @@ export function newTask(service: Service, options: NewTaskOptions): Task {
  * status fields, which must not redeploy anything.
  */
 export function isUpToDate(task: Task, service: Service): boolean {
-  return sameData(task.spec ?? {}, service.spec?.task ?? {});
+  if (!sameData(task.spec ?? {}, service.spec?.task ?? {})) return false;
+  // As SwarmKit's IsTaskDirty: a task given an endpoint (by the allocator) must have the
+  // service's current one, so a port change redeploys.
+  return task.endpoint === undefined || sameData(task.endpoint.spec ?? null, service.spec?.endpoint ?? null);
 }
 
 /** Structural equality of plain data (generated messages): key order and undefined fields ignored. */
