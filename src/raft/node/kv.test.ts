@@ -35,6 +35,10 @@ test(
       size: 3,
       tickMs: 50,
       requestTimeoutMs: REQUEST_TIMEOUT_MS,
+      // Frequent snapshots and a short retained log: restarted nodes recover from their own
+      // snapshot and, when they fell behind the compaction, are sent the leader's.
+      snapshotEveryEntries: 150,
+      snapshotRetainEntries: 20,
     });
     const history: KvOperation[] = [];
     const acknowledgedWrites: Array<{ key: string; value: string; op: 'put' | 'append' }> = [];
@@ -188,8 +192,16 @@ test(
       const count = (tokens.get(u.key) ?? []).filter((tok) => `${tok};` === u.value).length;
       assert.ok(count <= 1, `append ${u.value} to ${u.key} was applied ${count} times`);
     }
+    // An unknown-outcome append whose token is absent from the final value never took effect
+    // (appends are never erased): drop it. Left in, it stays a candidate at every point of the
+    // search and can make it explode.
+    const checked = history.filter((op) => {
+      if (op.input.op !== 'append' || op.return !== undefined) return true;
+      const value = op.input.value;
+      return (tokens.get(op.input.key) ?? []).some((tok) => `${tok};` === value);
+    });
     const checkStart = performance.now();
-    const result = checkKvHistory(history);
+    const result = checkKvHistory(checked);
     t.diagnostic(`linearizability check took ${Math.round(performance.now() - checkStart)} ms`);
     assert.deepEqual(
       result,

@@ -23,6 +23,7 @@ export interface ClusterOptions {
   tickMs?: number;
   electionTicks?: number;
   snapshotEveryEntries?: number;
+  snapshotRetainEntries?: number;
   requestTimeoutMs?: number;
   logLevel?: string;
 }
@@ -117,6 +118,7 @@ export class KvProcessCluster {
       tickMs: this.options.tickMs,
       electionTicks: this.options.electionTicks,
       snapshotEveryEntries: this.options.snapshotEveryEntries,
+      snapshotRetainEntries: this.options.snapshotRetainEntries,
       requestTimeoutMs: this.options.requestTimeoutMs,
       logLevel: this.options.logLevel ?? 'error',
     };

@@ -34,6 +34,7 @@ export interface KvServerConfig {
   tickMs?: number;
   electionTicks?: number;
   snapshotEveryEntries?: number;
+  snapshotRetainEntries?: number;
   requestTimeoutMs?: number;
   logLevel?: string;
 }
@@ -111,6 +112,7 @@ async function main(): Promise<void> {
     tickMs: config.tickMs,
     electionTicks: config.electionTicks,
     snapshotEveryEntries: config.snapshotEveryEntries,
+    snapshotRetainEntries: config.snapshotRetainEntries,
     requestTimeoutMs: config.requestTimeoutMs,
     logger,
   });
