@@ -387,7 +387,7 @@ describe('rolling update (orchestrator part)', () => {
       changed.spec.endpoint = {
         ...endpoint,
         ports: [{ ...endpoint.ports[0], publishedPort: 9090 }],
-      } as typeof endpoint;
+      };
     const plan = orchestrate(state({ services: [changed], tasks: [allocated, fresh] }));
     assert.deepEqual(
       plan.createdTasks.map((t) => t.slot),
