@@ -1,0 +1,124 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
+import { ClusterError } from '../common/errors';
+import { formatHostPort, joinAddress, parseHostPort } from './addr';
+import { clearClusterState, loadState, loadTls, prepareDataDir, saveState, saveTls } from './datadir';
+import { LeaderLoops, type LeaderLoop } from './leader_loops';
+
+function tempDir(t: { after(fn: () => void): void }): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'node-test-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+test('addresses: host, host:port and [v6]:port, with the manager port by default', () => {
+  assert.deepEqual(parseHostPort('10.0.0.5'), { host: '10.0.0.5', port: 4242 });
+  assert.deepEqual(parseHostPort('10.0.0.5:5000'), { host: '10.0.0.5', port: 5000 });
+  assert.deepEqual(parseHostPort('[::1]:7'), { host: '::1', port: 7 });
+  assert.equal(formatHostPort({ host: '::1', port: 7 }), '[::1]:7');
+  assert.equal(joinAddress('10.0.0.5:4242'), '10.0.0.5:4243');
+  assert.throws(() => parseHostPort('10.0.0.5:0'), /port must be 1-65535/);
+  assert.throws(() => parseHostPort('bad host!'), /expected an IP address or host name/);
+  assert.throws(
+    () => parseHostPort(''),
+    (e: unknown) => e instanceof ClusterError && e.code === 'INVALID_ARGUMENT',
+  );
+});
+
+test('the data directory is created private, and state round-trips atomically', (t) => {
+  const root = path.join(tempDir(t), 'data');
+  const dirs = prepareDataDir(root);
+  assert.equal(fs.statSync(root).mode & 0o777, 0o700);
+  assert.equal(loadState(dirs), undefined, 'a new node is in no cluster');
+  const saved = saveState(dirs, {
+    nodeId: 'n1',
+    clusterId: 'c1',
+    role: 'manager',
+    raftId: 7,
+    advertiseAddr: '10.0.0.5:4242',
+    listenAddr: '0.0.0.0:4242',
+    managers: ['10.0.0.5:4242'],
+  });
+  assert.deepEqual(loadState(dirs), saved);
+  assert.equal(fs.statSync(dirs.stateFile).mode & 0o777, 0o600);
+  assert.deepEqual(
+    fs.readdirSync(root).filter((f) => f.includes('.tmp-')),
+    [],
+    'no temporary file left behind',
+  );
+});
+
+test('a damaged state file is reported, never used', (t) => {
+  const dirs = prepareDataDir(path.join(tempDir(t), 'data'));
+  fs.writeFileSync(dirs.stateFile, '{"version":1,"nodeId":');
+  assert.throws(() => loadState(dirs), /damaged or from another version/);
+  fs.writeFileSync(dirs.stateFile, JSON.stringify({ version: 1, nodeId: 'x', role: 'king' }));
+  assert.throws(() => loadState(dirs), /damaged/);
+});
+
+test('TLS material is saved with the key private, and leave clears it all', (t) => {
+  const dirs = prepareDataDir(path.join(tempDir(t), 'data'));
+  saveTls(dirs, { caCertPem: 'CA', certPem: 'CERT', keyPem: 'KEY' });
+  assert.deepEqual(loadTls(dirs.tlsDir), { caCertPem: 'CA', certPem: 'CERT', keyPem: 'KEY' });
+  assert.equal(fs.statSync(path.join(dirs.tlsDir, 'node.key')).mode & 0o777, 0o600);
+  fs.mkdirSync(dirs.raftDir);
+  saveState(dirs, {
+    nodeId: 'n1',
+    clusterId: 'c1',
+    role: 'worker',
+    advertiseAddr: '10.0.0.6',
+    listenAddr: '0.0.0.0:4242',
+    managers: [],
+  });
+  clearClusterState(dirs);
+  assert.equal(loadState(dirs), undefined);
+  assert.throws(() => loadTls(dirs.tlsDir), /no cluster certificate/);
+  assert.equal(fs.existsSync(dirs.raftDir), false);
+});
+
+test('an unusable data directory gives a clear error', (t) => {
+  const file = path.join(tempDir(t), 'not-a-dir');
+  fs.writeFileSync(file, 'x');
+  assert.throws(() => prepareDataDir(path.join(file, 'data')), /cannot use the data directory/);
+});
+
+test('leader loops run while leading, stop on losing leadership, and restart after a failure', async () => {
+  const log = pino({ level: 'silent' });
+  let runs = 0;
+  let failures = 0;
+  const stopped: string[] = [];
+  const steady: LeaderLoop = {
+    name: 'steady',
+    run: (signal) =>
+      new Promise<void>((resolve) => {
+        runs++;
+        signal.addEventListener('abort', () => {
+          stopped.push('steady');
+          resolve();
+        });
+      }),
+  };
+  const flaky: LeaderLoop = {
+    name: 'flaky',
+    run: (signal) => {
+      failures++;
+      if (failures === 1) return Promise.reject(new Error('boom'));
+      return new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve()));
+    },
+  };
+  const loops = new LeaderLoops([steady, flaky], log);
+  await loops.setLeader(false);
+  assert.equal(runs, 0, 'nothing runs on a follower');
+  await loops.setLeader(true);
+  await loops.setLeader(true);
+  assert.equal(runs, 1, 'a second observation of leadership starts nothing new');
+  await new Promise((resolve) => setTimeout(resolve, 700));
+  assert.equal(failures, 2, 'a failed loop is restarted after a pause');
+  await loops.setLeader(false);
+  assert.deepEqual(stopped, ['steady']);
+  assert.equal(loops.active, false);
+});
