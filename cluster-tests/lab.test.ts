@@ -38,7 +38,11 @@ describe('lab: 3 managers + 2 workers', { skip }, () => {
     for (const manager of ['manager2', 'manager3']) {
       const seen = await lab.nodes(manager);
       assert.deepEqual(seen.map((n) => n.ID).sort(), nodes.map((n) => n.ID).sort(), `node ls on ${manager}`);
-      assert.equal(seen.find((n) => n.Self === 'true')?.Hostname, manager, `"*" marks ${manager} itself`);
+      assert.equal(
+        seen.find((n) => String(n.Self) === 'true')?.Hostname,
+        manager,
+        `"*" marks ${manager} itself`,
+      );
     }
   });
 

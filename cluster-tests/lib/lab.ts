@@ -118,7 +118,8 @@ export interface NodeRow {
   Status: string;
   Availability: string;
   ManagerStatus: string;
-  Self: string;
+  /** A boolean in JSON (older CLIs printed the string "true"/"false"). */
+  Self: boolean | string;
 }
 
 export interface ServiceRow {
