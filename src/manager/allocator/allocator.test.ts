@@ -154,6 +154,34 @@ describe('allocator: tasks', () => {
     assert.equal(plan.updatedTasks.size, 0);
   });
 
+  it('an extension allocates services first (prepare once per pass), then tasks; changes are written', () => {
+    const a = service('a');
+    const t = task(a, { slot: 1, state: TaskState.TASK_STATE_NEW });
+    const calls: string[] = [];
+    const vips: TaskAllocator = {
+      name: 'vips',
+      prepare: () => calls.push('prepare'),
+      allocateService: (svc) => {
+        calls.push(`service ${svc.id}`);
+        if (svc.endpoint) svc.endpoint.virtualIps = [{ networkId: 'net', addr: '10.0.0.2/24' }];
+        return undefined;
+      },
+      allocateTask: (tk, svc) => {
+        calls.push(`task ${tk.id}`);
+        assert.equal(svc.endpoint?.virtualIps[0]?.addr, '10.0.0.2/24');
+        return undefined;
+      },
+    };
+    const s = state({ services: [a], tasks: [t] });
+    const plan = planOnce((p) => planAllocation(s, p, { taskAllocators: [vips] }));
+    assert.deepEqual(calls, ['prepare', 'service a', `task ${t.id}`]);
+    assert.equal(plan.updatedServices.get('a')?.endpoint?.virtualIps[0]?.addr, '10.0.0.2/24');
+    assert.equal(plan.updatedTasks.get(t.id)?.endpoint?.virtualIps[0]?.addr, '10.0.0.2/24');
+    const after = applyPlan(s, plan);
+    const again = planOnce((p) => planAllocation(after, p, { taskAllocators: [vips] }));
+    assert.equal(again.updatedServices.size, 0, 'an unchanged service is not written again');
+  });
+
   it('a task allocator can hold a task back with a reason (the networking extension point)', () => {
     const a = service('a');
     const t = task(a, { slot: 1, state: TaskState.TASK_STATE_NEW });

@@ -21,12 +21,17 @@ export const INGRESS_PORT_RANGE_START = 30000;
 export const INGRESS_PORT_RANGE_END = 32767;
 
 /**
- * An extra allocation step for tasks, run after the service's ports are allocated. The
- * networking issue adds one that attaches networks and assigns addresses. It may change the
- * task; it returns undefined when the task is ready, or why it must wait (kept in its status).
+ * An extra allocation step, run after the service's ports are allocated: the networking issue
+ * adds one that gives services VIPs and tasks network attachments and addresses. Each pass
+ * calls `prepare` once with the whole state (to rebuild what is in use), then `allocateService`
+ * for each allocated service (it may change the service: a change is written) and
+ * `allocateTask` for each task about to become PENDING (it may change the task). The
+ * allocate methods return undefined when done, or why the task must wait (kept in its status).
  */
 export interface TaskAllocator {
   readonly name: string;
+  prepare?(state: ClusterState): void;
+  allocateService?(service: Service, state: ClusterState): string | undefined;
   allocateTask(task: Task, service: Service, state: ClusterState): string | undefined;
 }
 
@@ -123,6 +128,27 @@ export function planAllocation(state: ClusterState, plan: Plan, options: Allocat
     ready.set(service.id, updated);
   }
 
+  const extensions = options.taskAllocators ?? [];
+  for (const extension of extensions) extension.prepare?.(state);
+  for (const [id, service] of ready) {
+    let next = service;
+    for (const extension of extensions) {
+      if (extension.allocateService === undefined) continue;
+      const candidate = structuredClone(next);
+      const waitFor = extension.allocateService(candidate, state);
+      if (waitFor !== undefined) {
+        ready.delete(id);
+        problems.set(id, waitFor);
+        break;
+      }
+      next = candidate;
+    }
+    if (next !== service && !sameData(next, service)) {
+      plan.updateService(next);
+      ready.set(id, next);
+    }
+  }
+
   for (const task of state.tasks) {
     if (stateOf(task) !== TaskState.TASK_STATE_NEW || !isLive(task)) continue;
     const service = ready.get(task.serviceId);
@@ -131,7 +157,7 @@ export function planAllocation(state: ClusterState, plan: Plan, options: Allocat
     const next = structuredClone(task);
     if (service !== undefined) {
       next.endpoint = structuredClone(service.endpoint);
-      for (const allocator of options.taskAllocators ?? []) {
+      for (const allocator of extensions) {
         waitFor = allocator.allocateTask(next, service, state);
         if (waitFor !== undefined) break;
       }
