@@ -11,6 +11,7 @@ import { pino, type Logger } from 'pino';
 import { decodeConfChange, encodeConfChange } from '../confchange';
 import type { ProposeResult } from '../raft';
 import { RawNode } from '../raw_node';
+import { RaftInvariantError } from '../util';
 import { LevelRaftStorage } from '../storage';
 import { RaftTransport } from '../transport';
 import {
@@ -430,8 +431,13 @@ export class RaftNode<Result = unknown> {
     try {
       this.raw.step(message);
     } catch (err) {
-      // A message the core refuses (from an unknown or stale peer) is not our failure.
-      this.logger.debug({ err, from: message.from, type: message.type }, 'message not stepped');
+      // A broken invariant means this member's state can no longer be trusted.
+      if (err instanceof RaftInvariantError) {
+        this.fail(err);
+        return;
+      }
+      // A message the core refuses (a local type from the network, say) is the sender's fault.
+      this.logger.warn({ err, from: message.from, type: message.type }, 'message refused by the core');
       return;
     }
     this.kick();
