@@ -143,7 +143,7 @@ describe('control loops on a store', () => {
       controller.abort();
       await Promise.all(runs);
       const stopMs = performance.now() - stopStart;
-      assert.ok(stopMs < 100, `loops took ${stopMs.toFixed(1)} ms to stop`);
+      assert.ok(stopMs < 500, `loops took ${stopMs.toFixed(1)} ms to stop`);
     }
     assert.deepEqual(
       process.getActiveResourcesInfo().filter((r) => r === 'Timeout'),
