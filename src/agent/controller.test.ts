@@ -180,3 +180,20 @@ test('detach leaves the container running', async () => {
   assert.equal(h.runtime.containerOf('t1')?.info.status, 'running');
   assert.equal(h.reports.at(-1)?.state, S.TASK_STATE_RUNNING);
 });
+
+test('while the runtime is down the task waits instead of failing, then runs', async () => {
+  const h = harness();
+  h.runtime.down = true;
+  const c = h.make(task('t1'));
+  c.start();
+  await new Promise((r) => setTimeout(r, 300));
+  assert.ok(!h.states().includes('TASK_STATE_FAILED'), 'an engine outage is not the task failing');
+  h.runtime.down = false;
+  const deadline = Date.now() + 3000;
+  while (c.reportedState !== S.TASK_STATE_RUNNING && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.equal(c.reportedState, S.TASK_STATE_RUNNING);
+  assert.equal(h.runtime.containers.size, 1);
+  await c.shutdown(true);
+});

@@ -3,7 +3,24 @@
 // (ACCEPTED → PREPARING → READY → STARTING → RUNNING → COMPLETE / FAILED, or SHUTDOWN).
 import { TaskState, type Task, type TaskStatus } from '../gen/cluster/v1/objects';
 import type { Logger } from '../common/logger';
-import { TaskRuntimeError, type ContainerInfo, type Runtime } from './runtime';
+import { RuntimeUnavailableError, TaskRuntimeError, type ContainerInfo, type Runtime } from './runtime';
+
+/** Retry pace while the runtime is down: the task waits for it instead of failing. */
+export const RUNTIME_RETRY_BASE_MS = 200;
+export const RUNTIME_RETRY_MAX_MS = 5000;
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
 
 /** Stop grace when the spec gives none (Docker's and Swarm's default). */
 export const DEFAULT_STOP_GRACE_MS = 10_000;
@@ -107,59 +124,78 @@ export class TaskController {
   }
 
   private async run(signal: AbortSignal): Promise<void> {
-    if (isTerminal(this.state)) return;
-    const { runtime } = this.deps;
-    try {
-      let info = this.containerId ? await runtime.inspect(this.containerId) : undefined;
-      if (signal.aborted) return;
-      if (!info) {
-        this.containerId = undefined;
-        if (this.state >= TaskState.TASK_STATE_RUNNING) {
-          // It ran before the agent restarted and its container is gone: it did not finish well.
-          this.report(TaskState.TASK_STATE_FAILED, {
-            err: 'the task container disappeared while the agent was away',
-          });
-          return;
-        }
-        this.report(TaskState.TASK_STATE_ACCEPTED);
-        this.report(TaskState.TASK_STATE_PREPARING);
-        this.containerId = await runtime.prepare(this.task, this.deps.nodeId);
+    for (let attempt = 0; !signal.aborted; attempt++) {
+      try {
+        await this.runOnce(signal);
+        return;
+      } catch (err) {
         if (signal.aborted) return;
-        this.report(TaskState.TASK_STATE_READY);
-        info = {
-          id: this.containerId,
-          taskId: this.task.id,
-          status: 'created',
-          exitCode: 0,
-          pid: 0,
-          error: '',
-        };
-      }
-      const id = info.id;
-      if (info.status === 'exited') {
-        // It ended while nobody watched: report how.
-        this.report(TaskState.TASK_STATE_RUNNING);
-        this.reportExit(info.exitCode, info.error);
+        if (err instanceof RuntimeUnavailableError) {
+          // The engine is down: the task is not at fault; reconcile when it answers again.
+          this.deps.logger.warn(
+            { taskId: this.task.id, err: err.message },
+            'runtime unavailable; will retry',
+          );
+          await sleep(
+            Math.min(RUNTIME_RETRY_MAX_MS, RUNTIME_RETRY_BASE_MS * 2 ** Math.min(attempt, 8)),
+            signal,
+          );
+          continue;
+        }
+        if (!(err instanceof TaskRuntimeError))
+          this.deps.logger.warn({ taskId: this.task.id, err }, 'task failed');
+        this.report(TaskState.TASK_STATE_FAILED, { err: message(err), message: 'failed' });
         return;
       }
-      if (info.status !== 'running') {
-        this.report(TaskState.TASK_STATE_READY);
-        this.report(TaskState.TASK_STATE_STARTING);
-        await runtime.start(id);
-        if (signal.aborted) return;
-      }
-      this.report(TaskState.TASK_STATE_RUNNING, { message: 'started' });
-      const exitCode = await runtime.wait(id, signal);
-      if (signal.aborted) return;
-      const after = await runtime.inspect(id);
-      this.reportExit(exitCode, after?.error ?? '');
-    } catch (err) {
-      if (signal.aborted) return;
-      const text = message(err);
-      if (!(err instanceof TaskRuntimeError))
-        this.deps.logger.warn({ taskId: this.task.id, err }, 'task failed');
-      this.report(TaskState.TASK_STATE_FAILED, { err: text, message: 'failed' });
     }
+  }
+
+  private async runOnce(signal: AbortSignal): Promise<void> {
+    if (isTerminal(this.state)) return;
+    const { runtime } = this.deps;
+    let info = this.containerId ? await runtime.inspect(this.containerId) : undefined;
+    if (signal.aborted) return;
+    if (!info) {
+      this.containerId = undefined;
+      if (this.state >= TaskState.TASK_STATE_RUNNING) {
+        // It ran before the agent restarted and its container is gone: it did not finish well.
+        this.report(TaskState.TASK_STATE_FAILED, {
+          err: 'the task container disappeared while the agent was away',
+        });
+        return;
+      }
+      this.report(TaskState.TASK_STATE_ACCEPTED);
+      this.report(TaskState.TASK_STATE_PREPARING);
+      this.containerId = await runtime.prepare(this.task, this.deps.nodeId);
+      if (signal.aborted) return;
+      this.report(TaskState.TASK_STATE_READY);
+      info = {
+        id: this.containerId,
+        taskId: this.task.id,
+        status: 'created',
+        exitCode: 0,
+        pid: 0,
+        error: '',
+      };
+    }
+    const id = info.id;
+    if (info.status === 'exited') {
+      // It ended while nobody watched: report how.
+      this.report(TaskState.TASK_STATE_RUNNING);
+      this.reportExit(info.exitCode, info.error);
+      return;
+    }
+    if (info.status !== 'running') {
+      this.report(TaskState.TASK_STATE_READY);
+      this.report(TaskState.TASK_STATE_STARTING);
+      await runtime.start(id);
+      if (signal.aborted) return;
+    }
+    this.report(TaskState.TASK_STATE_RUNNING, { message: 'started' });
+    const exitCode = await runtime.wait(id, signal);
+    if (signal.aborted) return;
+    const after = await runtime.inspect(id);
+    this.reportExit(exitCode, after?.error ?? '');
   }
 
   /**

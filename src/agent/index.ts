@@ -250,9 +250,24 @@ export class Agent {
       (err) => {
         this.sending = false;
         if (err) {
-          // Sent again on the next session, in the same order.
-          this.pending.unshift(...batch);
-          session.fail(err);
+          const code = toClusterError(err).code;
+          if (
+            code === 'UNAVAILABLE' ||
+            code === 'NOT_FOUND' ||
+            code === 'DEADLINE_EXCEEDED' ||
+            code === 'INTERNAL'
+          ) {
+            // The session is gone: sent again on the next one, in the same order.
+            this.pending.unshift(...batch);
+            session.fail(err);
+          } else {
+            // Refused for what it says (not our task any more): resending would be refused again.
+            this.logger.warn(
+              { err: toClusterError(err).message, updates: batch.length },
+              'task status refused',
+            );
+            this.sendStatus();
+          }
           return;
         }
         this.sendStatus();

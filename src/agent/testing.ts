@@ -1,7 +1,13 @@
 // An in-memory Runtime for tests of the controller and the agent: containers are records, a
 // container "exits" when the test says so or when it is stopped.
 import type { Task } from '../gen/cluster/v1/objects';
-import { TaskRuntimeError, type ContainerInfo, type Runtime, type RuntimeDescription } from './runtime';
+import {
+  RuntimeUnavailableError,
+  TaskRuntimeError,
+  type ContainerInfo,
+  type Runtime,
+  type RuntimeDescription,
+} from './runtime';
 
 interface FakeContainer {
   info: ContainerInfo;
@@ -19,6 +25,8 @@ export class FakeRuntime implements Runtime {
   readonly missingImages = new Set<string>();
   /** Containers whose start() fails (command not found). */
   failStart = new Set<string>();
+  /** While set, every call fails as an engine that does not answer. */
+  down = false;
   private nextId = 1;
 
   describe(): Promise<RuntimeDescription> {
@@ -34,6 +42,7 @@ export class FakeRuntime implements Runtime {
   }
 
   prepare(task: Task, nodeId: string): Promise<string> {
+    if (this.down) return Promise.reject(new RuntimeUnavailableError('the fake engine is down'));
     this.calls.push(`prepare ${task.id}`);
     const image = task.spec?.container?.image ?? '';
     if (this.missingImages.has(image)) {
@@ -66,6 +75,7 @@ export class FakeRuntime implements Runtime {
   }
 
   start(id: string): Promise<void> {
+    if (this.down) return Promise.reject(new RuntimeUnavailableError('the fake engine is down'));
     this.calls.push(`start ${id}`);
     const c = this.get(id);
     if (this.failStart.has(c.info.taskId)) {
@@ -103,6 +113,7 @@ export class FakeRuntime implements Runtime {
   }
 
   inspect(id: string): Promise<ContainerInfo | undefined> {
+    if (this.down) return Promise.reject(new RuntimeUnavailableError('the fake engine is down'));
     const c = this.containers.get(id);
     return Promise.resolve(c ? { ...c.info } : undefined);
   }

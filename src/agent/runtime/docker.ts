@@ -16,6 +16,7 @@ import {
   NODE_ID_LABEL,
   SERVICE_ID_LABEL,
   TASK_ID_LABEL,
+  RuntimeUnavailableError,
   TaskRuntimeError,
   type ContainerInfo,
   type ContainerStatus,
@@ -32,6 +33,9 @@ const REQUEST_TIMEOUT_MS = 30_000;
 export const PULL_TIMEOUT_MS = 60_000;
 
 type Json = Record<string, unknown>;
+
+/** Socket errors meaning the engine is down or restarting, not that the request was wrong. */
+const ENGINE_DOWN_CODES = new Set(['ENOENT', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'EACCES']);
 
 interface DockerResponse {
   status: number;
@@ -209,8 +213,12 @@ export class DockerRuntime implements Runtime {
         );
       }
       req.on('error', (err: NodeJS.ErrnoException) => {
-        if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') {
-          reject(new Error(`the Docker engine does not answer on ${this.socketPath}: ${err.message}`));
+        if (err.code !== undefined && ENGINE_DOWN_CODES.has(err.code)) {
+          reject(
+            new RuntimeUnavailableError(
+              `the Docker engine does not answer on ${this.socketPath}: ${err.message}`,
+            ),
+          );
         } else {
           reject(err);
         }

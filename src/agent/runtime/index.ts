@@ -41,6 +41,14 @@ export class TaskRuntimeError extends Error {
   }
 }
 
+/** The runtime itself does not answer (engine down or restarting): retry later, the task is not at fault. */
+export class RuntimeUnavailableError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RuntimeUnavailableError';
+  }
+}
+
 export interface Runtime {
   readonly name: string;
   describe(): Promise<RuntimeDescription>;
