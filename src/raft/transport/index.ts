@@ -266,7 +266,9 @@ export class RaftTransport {
         this.logger.error({ to: message.to }, 'snap message without snapshot; dropped');
         return false;
       }
-      if (peer.snapshotQueued || peer.queuedCount() >= MAX_QUEUED_MESSAGES_PER_PEER) {
+      // No stream now: fail at once rather than hold a possibly huge snapshot for a peer that
+      // may never return; the leader sends a fresh one once the peer answers again.
+      if (!peer.active || peer.snapshotQueued || peer.queuedCount() >= MAX_QUEUED_MESSAGES_PER_PEER) {
         this.options.handler.reportSnapshot(peer.id, false);
         return false;
       }

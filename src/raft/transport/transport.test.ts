@@ -178,6 +178,7 @@ describe('raft transport over mutual TLS', () => {
     const port3 = await t3.start();
     const t1 = transport(1, h1, [[3, `127.0.0.1:${port3}`]]);
     await t1.start();
+    await h1.until(() => t1.isConnected(3), 'the stream to node 3');
     const data = new Uint8Array(10 * 1024 * 1024 + 17);
     for (let i = 0; i < data.length; i++) data[i] = (i * 31 + (i >>> 13)) & 0xff;
     const snap: Message = {
@@ -247,6 +248,23 @@ describe('raft transport over mutual TLS', () => {
     t1.send([heartbeat(1, 5, 99_999)]);
     await h5.until(() => h5.received.some((m) => m.term === 99_999), 'a fresh heartbeat after reconnect');
     assert.equal(t1.queuedMessages(5), 0);
+  });
+
+  test('a snapshot for a peer that is down is reported failed at once, not held', async () => {
+    const h1 = new Recorder();
+    const t1 = transport(1, h1, [[8, `127.0.0.1:${await freePort()}`]]);
+    await t1.start();
+    const snap: Message = {
+      ...emptyMessage(MessageType.Snap, 1, 8),
+      term: 2,
+      snapshot: {
+        metadata: { index: 10, term: 2, confState: { voters: [1, 8], learners: [] } },
+        data: new Uint8Array(1024),
+      },
+    };
+    t1.send([snap]);
+    assert.deepEqual(h1.snapshotReports, [{ peerId: 8, ok: false }]);
+    assert.equal(t1.queuedMessages(8), 0);
   });
 
   test('a stream that claims another cluster is refused', async () => {
