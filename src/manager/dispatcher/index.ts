@@ -535,3 +535,34 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     close: () => closeAll(new ClusterError('UNAVAILABLE', 'the manager is shutting down')),
   };
 }
+
+/** What the dispatcher needs of a manager (structurally src/node's Manager). */
+export interface DispatcherHost {
+  store: MemoryStore;
+  raft: { isLeader(): boolean };
+  leaderAddress(): string | undefined;
+}
+
+const perManager = new WeakMap<DispatcherHost, Dispatcher>();
+
+/**
+ * The one dispatcher of a manager: its gRPC handlers (on the manager port) and its leader loop
+ * must be the same instance, and ManagerOptions asks for them through two separate callbacks.
+ */
+export function dispatcherFor(
+  manager: DispatcherHost,
+  options: { logger: Logger; heartbeatPeriodMs?: number },
+): Dispatcher {
+  let dispatcher = perManager.get(manager);
+  if (!dispatcher) {
+    dispatcher = createDispatcher({
+      store: manager.store,
+      isLeader: () => manager.raft.isLeader(),
+      leaderAddress: () => manager.leaderAddress(),
+      heartbeatPeriodMs: options.heartbeatPeriodMs,
+      logger: options.logger,
+    });
+    perManager.set(manager, dispatcher);
+  }
+  return dispatcher;
+}
