@@ -114,7 +114,10 @@ export function skeleton(table: string): string[] {
     // reset, or ICMP port unreachable for UDP, instead of a silent timeout.
     ...['prerouting', 'output'].flatMap((hook) => [
       `add chain ${t} filter_${hook} { type filter hook ${hook} priority -110; policy accept; }`,
-      ...['ip daddr . meta l4proto . th dport @noep_ips', 'fib daddr type local meta l4proto . th dport @noep_ports'].flatMap((match) => [
+      ...[
+        'ip daddr . meta l4proto . th dport @noep_ips',
+        'fib daddr type local meta l4proto . th dport @noep_ports',
+      ].flatMap((match) => [
         `add rule ${t} filter_${hook} ${match} meta l4proto tcp reject with tcp reset`,
         `add rule ${t} filter_${hook} ${match} reject`,
       ]),
