@@ -43,7 +43,7 @@ async function serviceNames(host: HostName): Promise<string[]> {
 describe('lab faults: 3 managers + 2 workers', { skip }, () => {
   test('a partitioned minority manager refuses writes with a clear error and catches up after healing', async (t) => {
     const nodes = await lab.nodes('manager1');
-    const leader = leaderOf(nodes) ?? 'manager1';
+    const leader = lab.managers().find((m) => lab.raftRole(m) === 'Leader') ?? leaderOf(nodes) ?? 'manager1';
     const [minority, majorityFollower] = lab.managers().filter((m) => m !== leader);
     assert.ok(minority && majorityFollower, 'two followers');
 
@@ -111,16 +111,17 @@ describe('lab faults: 3 managers + 2 workers', { skip }, () => {
 
   describe('kill -9 the leader', () => {
     let killed: HostName = '';
+    let shownLeader: HostName | undefined;
     let servicesBefore: string[] = [];
     let others: HostName[] = [];
 
     test('another manager accepts writes within seconds; no service lost', async (t) => {
       const nodes = await lab.nodes('manager1');
-      const leader = leaderOf(nodes);
-      assert.ok(
-        leader,
-        `one Leader in node ls: ${JSON.stringify(nodes.map((n) => [n.Hostname, n.ManagerStatus]))}`,
-      );
+      shownLeader = leaderOf(nodes);
+      // Whom to kill: the manager whose Raft says it leads (its log), so that a stale MANAGER
+      // STATUS cannot turn this into a follower's kill; the next test checks node ls agreed.
+      const leader = lab.managers().find((m) => lab.raftRole(m) === 'Leader') ?? shownLeader;
+      assert.ok(leader, `a leader: ${JSON.stringify(nodes.map((n) => [n.Hostname, n.ManagerStatus]))}`);
       killed = leader;
       others = lab.managers().filter((m) => m !== killed);
       servicesBefore = await serviceNames(others[0] ?? 'manager1');
@@ -160,8 +161,13 @@ describe('lab faults: 3 managers + 2 workers', { skip }, () => {
       }
     });
 
-    test('node ls through a surviving manager names a new Leader', async (t) => {
+    test('node ls named the leader before the kill, and names a new Leader after it', async (t) => {
       assert.ok(killed, 'the kill test ran');
+      assert.equal(
+        shownLeader,
+        killed,
+        'MANAGER STATUS Leader before the kill was the manager whose Raft led',
+      );
       const started = Date.now();
       const leader = await eventually('a new Leader in node ls', 30_000, async () => {
         const l = leaderOf(await lab.nodes(others[0] ?? 'manager1'));

@@ -75,9 +75,15 @@ export interface Capabilities {
   agentMissing?: string;
 }
 
+/** The built node process (what `cluster daemon` runs): every module of dist/src/node. */
 function nodeProcessSource(): string {
+  const dir = path.join(root, 'dist', 'src', 'node');
   try {
-    return fs.readFileSync(path.join(root, 'dist', 'src', 'node', 'index.js'), 'utf8');
+    return fs
+      .readdirSync(dir)
+      .filter((f) => f.endsWith('.js') && !f.endsWith('.test.js'))
+      .map((f) => fs.readFileSync(path.join(dir, f), 'utf8'))
+      .join('\n');
   } catch {
     return '';
   }
@@ -250,6 +256,30 @@ export class Lab {
     return this.hosts()
       .filter((h) => h.role === 'manager')
       .map((h) => h.host);
+  }
+
+  /**
+   * The Raft role HOST's daemon last logged ("Leader", "Follower", ...): the harness's own view,
+   * to check what node ls shows and to pick whom to kill. Needs info logs (the lab's default).
+   */
+  raftRole(host: HostName): string | undefined {
+    let text = '';
+    try {
+      text = fs.readFileSync(path.join(this.dir, host, 'daemon.log'), 'utf8');
+    } catch {
+      return undefined;
+    }
+    let role: string | undefined;
+    for (const line of text.split('\n')) {
+      if (!line.includes('"raft role changed"')) continue;
+      try {
+        const entry = JSON.parse(line) as { role?: unknown };
+        if (typeof entry.role === 'string') role = entry.role;
+      } catch {
+        // A line cut by a crash: the one before it stands.
+      }
+    }
+    return role;
   }
 
   /** The last lines of every host's daemon log, for a failure message. */
