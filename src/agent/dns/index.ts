@@ -7,5 +7,6 @@ export {
   type DnsServerOptions,
   type ServiceRecord,
   type Upstream,
+  upstreamsFromResolvConf,
 } from './server';
 export { decodeResponse, encodeQuery } from './message';

@@ -18,7 +18,7 @@ import {
   encodeResponse,
   type DecodedResponse,
 } from './message';
-import { DnsServer } from './server';
+import { DnsServer, upstreamsFromResolvConf } from './server';
 
 const HOST = '127.0.0.1';
 
@@ -239,5 +239,23 @@ describe('dns server without a reachable upstream', () => {
       await server.stop();
       await new Promise<void>((resolve) => silent.close(() => resolve()));
     }
+  });
+});
+
+describe('resolv.conf', () => {
+  it('gives the IPv4 nameservers in order, skipping IPv6, comments and other options', () => {
+    const text = [
+      '# generated',
+      'search example.internal',
+      'nameserver 192.0.2.53',
+      'nameserver 2001:db8::1',
+      ';nameserver 192.0.2.99',
+      'nameserver 198.51.100.53 # second',
+      'options ndots:2',
+    ].join('\n');
+    assert.deepEqual(upstreamsFromResolvConf(text), [
+      { host: '192.0.2.53', port: 53 },
+      { host: '198.51.100.53', port: 53 },
+    ]);
   });
 });

@@ -64,6 +64,19 @@ export interface DnsServerOptions {
   readonly logger?: Logger;
 }
 
+/**
+ * The upstreams a host's resolv.conf names (IPv4 `nameserver` lines, port 53), for forwarding
+ * names outside the cluster as the host would resolve them.
+ */
+export function upstreamsFromResolvConf(text: string): Upstream[] {
+  const upstreams: Upstream[] = [];
+  for (const line of text.split('\n')) {
+    const match = /^\s*nameserver\s+(\d{1,3}(?:\.\d{1,3}){3})\s*(?:[#;].*)?$/.exec(line);
+    if (match?.[1] !== undefined) upstreams.push({ host: match[1], port: 53 });
+  }
+  return upstreams;
+}
+
 type Lookup = { kind: 'answer'; addresses: readonly string[] } | { kind: 'nxdomain' } | { kind: 'forward' };
 
 export class DnsServer {

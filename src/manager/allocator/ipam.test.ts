@@ -197,6 +197,19 @@ describe('ipam: rebuilt from the store', () => {
     assert.equal(second.allocateNetwork('n3').vni, VNI_MIN + 2);
   });
 
+  it('continues after the highest stored address rather than refilling a gap at once', () => {
+    const ipam = Ipam.fromObjects(
+      [{ id: 'n', vni: 4096, spec: { ipam: { subnet: '10.1.0.0/24', gateway: '' } } }],
+      [],
+      ['10.1.0.2/24', '10.1.0.4/24', '10.1.0.5/24'].map((address, i) => ({
+        id: `t${i}`,
+        networks: [{ networkId: 'n', addresses: [address] }],
+      })),
+      [],
+    );
+    assert.equal(ipam.allocateAddress('n', task('new')), '10.1.0.6/24');
+  });
+
   it('lets a network with a stored subnet keep it even when listed after pool networks', () => {
     const ipam = Ipam.fromObjects(
       [
@@ -265,7 +278,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
 describe('ipam: properties', () => {
   it('random allocate/release/rebuild never duplicates an address or leaves the host range', () => {
     fc.assert(
-      fc.property(fc.array(opArb, { maxLength: 120 }), (ops) => {
+      fc.property(fc.array(opArb, { minLength: 30, maxLength: 150, size: 'max' }), (ops) => {
         // Small subnets (/28: 13 usable) so exhaustion and wrap-around happen.
         const specs = [
           { id: 'n0', subnet: '10.50.0.0/28', gateway: '' },
@@ -333,7 +346,7 @@ describe('ipam: properties', () => {
             fc.integer({ min: 0, max: 9 }),
             fc.constantFrom(undefined, '10.0.2.0/23', '10.0.0.0/22'),
           ),
-          { maxLength: 40 },
+          { minLength: 5, maxLength: 40, size: 'max' },
         ),
         (ops) => {
           const ipam = new Ipam();
@@ -349,7 +362,8 @@ describe('ipam: properties', () => {
               ipam.allocateNetwork(id, { subnet });
               live.add(id);
             } catch (e) {
-              assert.ok(e instanceof ClusterError && e.code === 'CONFLICT');
+              assert.ok(e instanceof ClusterError && e.code === 'CONFLICT', String(e));
+              assert.ok(subnet !== undefined, 'a pool subnet is never refused');
             }
             const subnets = [...live].map((l) => parseSubnet(ipam.network(l)?.subnet ?? ''));
             const vnis = [...live].map((l) => ipam.network(l)?.vni);
