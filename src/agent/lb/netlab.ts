@@ -234,28 +234,34 @@ export class NetnsLab {
     return new NsClient(this.spawnIn(ns, [process.execPath, '-e', CLIENT_SCRIPT]));
   }
 
+  /** Stops one process we started (SIGTERM, then SIGKILL after 2 s). */
+  async stop(child: ChildProcessWithoutNullStreams): Promise<void> {
+    await stopChild(child);
+    const index = this.children.indexOf(child);
+    if (index >= 0) this.children.splice(index, 1);
+  }
+
   /** Stops every process we started (by pid) and deletes our namespaces, which takes their veths and nft tables along. */
   async destroy(): Promise<void> {
-    await Promise.all(
-      this.children.map(
-        (child) =>
-          new Promise<void>((resolve) => {
-            if (child.exitCode !== null || child.signalCode !== null) {
-              resolve();
-              return;
-            }
-            const timer = setTimeout(() => child.kill('SIGKILL'), 2000);
-            child.once('exit', () => {
-              clearTimeout(timer);
-              resolve();
-            });
-            child.kill('SIGTERM');
-            child.stdin.end();
-          }),
-      ),
-    );
+    await Promise.all(this.children.map(stopChild));
     this.children.length = 0;
     for (const name of this.namespaces.splice(0))
       await sh(['ip', 'netns', 'del', name]).catch(() => undefined);
   }
+}
+
+function stopChild(child: ChildProcessWithoutNullStreams): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      resolve();
+      return;
+    }
+    const timer = setTimeout(() => child.kill('SIGKILL'), 2000);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill('SIGTERM');
+    child.stdin.end();
+  });
 }

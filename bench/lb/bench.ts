@@ -1,0 +1,245 @@
+// `npm run bench:lb`: wrk against 3 Node HTTP backends in a private network namespace, direct
+// and through HAProxy (tcp, round robin, nbthread 2), our nftables data plane and our userspace
+// proxy, all in one run, in the same setup as the peer baselines (RESULTS.md section D).
+// Options: --runs N (default 3, the median is reported), --duration S (default 10).
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { NetnsLab, sh } from '../../src/agent/lb/netlab';
+import { NftLoadBalancer } from '../../src/agent/lb/nft';
+import { ProxyProcess } from '../../src/agent/lb/proxy-process';
+import type { LbConfig, LoadBalancer } from '../../src/agent/lb/types';
+
+const BACKEND_IPS = ['127.0.0.2', '127.0.0.3', '127.0.0.4'];
+const PORT = 18080;
+const VIP = '127.0.0.10';
+const WRK_ARGS = ['-t2', '-c64', '--latency'];
+
+/** Peer figures, RESULTS.md section D (medians of 3 runs, 2026-11-22, same VM and wrk flags). */
+const PEERS: Record<string, { rps: number; p50: number; p99: number; what: string }> = {
+  direct: { rps: 34141, p50: 1.61, p99: 2.87, what: 'direct' },
+  haproxy: { rps: 43265, p50: 1.39, p99: 4.14, what: 'HAProxy tcp nbthread 2' },
+  nft: { rps: 47183, p50: 1.03, p99: 7.73, what: 'bare nft DNAT numgen inc' },
+  userspace: { rps: 27814, p50: 2.21, p99: 5.08, what: 'naive Node tcp-proxy.js' },
+};
+
+interface WrkResult {
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: string;
+}
+
+function option(name: string, fallback: number): number {
+  const index = process.argv.indexOf(`--${name}`);
+  const value = index >= 0 ? Number(process.argv[index + 1]) : fallback;
+  if (!Number.isFinite(value) || value <= 0) throw new Error(`--${name} must be a positive number`);
+  return value;
+}
+
+function toMs(text: string): number {
+  const match = /^([\d.]+)(us|ms|s)$/.exec(text);
+  if (match === null) throw new Error(`cannot read wrk latency '${text}'`);
+  const value = Number(match[1]);
+  return match[2] === 'us' ? value / 1000 : match[2] === 's' ? value * 1000 : value;
+}
+
+export function parseWrk(output: string): WrkResult {
+  const rps = /Requests\/sec:\s+([\d.]+)/.exec(output);
+  const p50 = /^\s+50%\s+(\S+)/m.exec(output);
+  const p99 = /^\s+99%\s+(\S+)/m.exec(output);
+  if (rps?.[1] === undefined || p50?.[1] === undefined || p99?.[1] === undefined) {
+    throw new Error(`cannot read wrk output:\n${output}`);
+  }
+  const errors = output
+    .split('\n')
+    .filter((line) => /Socket errors|Non-2xx/.test(line))
+    .map((line) => line.trim())
+    .join('; ');
+  return { rps: Number(rps[1]), p50Ms: toMs(p50[1]), p99Ms: toMs(p99[1]), errors };
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? (sorted[mid] ?? 0) : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
+}
+
+function haproxyConfig(): string {
+  return [
+    'global',
+    '  nbthread 2',
+    // 20000 fails here: "Cannot raise FD limit" (RESULTS.md D); the peers used 4000.
+    '  maxconn 4000',
+    'defaults',
+    '  mode tcp',
+    '  timeout connect 2s',
+    '  timeout client 30s',
+    '  timeout server 30s',
+    'frontend fe',
+    `  bind ${VIP}:${PORT}`,
+    '  default_backend be',
+    'backend be',
+    '  balance roundrobin',
+    ...BACKEND_IPS.map((ip, i) => `  server b${i + 1} ${ip}:${PORT}`),
+    '',
+  ].join('\n');
+}
+
+const lbConfig: LbConfig = {
+  frontends: [
+    {
+      kind: 'vip',
+      protocol: 'tcp',
+      address: VIP,
+      port: PORT,
+      backends: BACKEND_IPS.map((ip) => ({ ip, port: PORT })),
+    },
+  ],
+};
+
+async function main(): Promise<void> {
+  const runs = option('runs', 3);
+  const durationS = option('duration', 10);
+  if (process.getuid?.() !== 0) throw new Error('bench:lb needs root (network namespaces, nftables)');
+  for (const tool of ['wrk', 'haproxy', 'nft']) {
+    await sh(['sh', '-c', `command -v ${tool}`]).catch(() => {
+      throw new Error(`${tool} not found: apt-get install -y wrk haproxy nftables`);
+    });
+  }
+  const lab = new NetnsLab(`lbb${process.pid % 100000}`);
+  const tmp = await mkdtemp(path.join(os.tmpdir(), 'bench-lb-'));
+  let active: LoadBalancer | undefined;
+  const interrupted = (): void => {
+    void (async () => {
+      await active?.close().catch(() => undefined);
+      await lab.destroy();
+      await rm(tmp, { recursive: true, force: true });
+      process.exit(130);
+    })();
+  };
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
+  const results = new Map<string, WrkResult[]>();
+  try {
+    const ns = await lab.addNamespace('x');
+    for (const [i, ip] of BACKEND_IPS.entries()) await lab.startBackend(ns, `hello from b${i + 1}`, ip, PORT);
+    const client = lab.startClient(ns);
+    const wrk = async (url: string, seconds: number): Promise<WrkResult> =>
+      parseWrk(await lab.exec(ns, ['wrk', ...WRK_ARGS, `-d${seconds}s`, url]));
+
+    const measure = async (name: string, url: string): Promise<void> => {
+      // Sanity: which backends answer over 6 fresh connections (as the peer script prints).
+      const spread = await client.fresh(url, 6);
+      const counts: Record<string, number> = {};
+      for (const body of spread.bodies ?? []) counts[body.slice(-2)] = (counts[body.slice(-2)] ?? 0) + 1;
+      console.log(
+        `[${name}] 6 fresh connections: ${JSON.stringify(counts)}${spread.errors?.length ? ` errors ${String(spread.errors)}` : ''}`,
+      );
+      await wrk(url, 2); // warm-up
+      const list: WrkResult[] = [];
+      for (let run = 1; run <= runs; run++) {
+        const result = await wrk(url, durationS);
+        console.log(
+          `[${name}] run ${run}: ${result.rps.toFixed(0)} req/s, p50 ${result.p50Ms} ms, p99 ${result.p99Ms} ms${result.errors ? `, ${result.errors}` : ''}`,
+        );
+        list.push(result);
+      }
+      results.set(name, list);
+    };
+
+    const vipUrl = `http://${VIP}:${PORT}/`;
+    await measure('direct', `http://${BACKEND_IPS[0] ?? ''}:${PORT}/`);
+
+    const cfg = path.join(tmp, 'haproxy.cfg');
+    await writeFile(cfg, haproxyConfig());
+    const haproxy = lab.spawnIn(ns, ['haproxy', '-db', '-f', cfg]);
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    if (haproxy.exitCode !== null) throw new Error('haproxy did not start');
+    await measure('haproxy', vipUrl);
+    await lab.stop(haproxy);
+
+    const nft = new NftLoadBalancer({ table: 'cluster_lb_bench', netns: ns });
+    active = nft;
+    await nft.checkAvailable();
+    await nft.apply(lbConfig);
+    await measure('nft', vipUrl);
+    await nft.close();
+
+    const proxy = new ProxyProcess({ netns: ns });
+    active = proxy;
+    await proxy.apply(lbConfig);
+    await measure('userspace', vipUrl);
+    await proxy.close();
+    active = undefined;
+  } finally {
+    await active?.close().catch(() => undefined);
+    await lab.destroy();
+    await rm(tmp, { recursive: true, force: true });
+    process.off('SIGINT', interrupted);
+    process.off('SIGTERM', interrupted);
+  }
+
+  const summary = (name: string): { rps: number; p50: number; p99: number } => {
+    const list = results.get(name) ?? [];
+    return {
+      rps: median(list.map((r) => r.rps)),
+      p50: median(list.map((r) => r.p50Ms)),
+      p99: median(list.map((r) => r.p99Ms)),
+    };
+  };
+  const ours = {
+    direct: summary('direct'),
+    haproxy: summary('haproxy'),
+    nft: summary('nft'),
+    userspace: summary('userspace'),
+  };
+  const rows: string[] = [];
+  rows.push(
+    `wrk ${WRK_ARGS.join(' ')} -d${durationS}s, 3 Node backends, netns loopback, median of ${runs} run(s)`,
+  );
+  rows.push('| config | req/s | p50 ms | p99 ms | peer (RESULTS.md D) req/s, p50, p99 |');
+  rows.push('|---|---|---|---|---|');
+  for (const name of ['direct', 'haproxy', 'nft', 'userspace'] as const) {
+    const o = ours[name];
+    const p = PEERS[name];
+    rows.push(
+      `| ${name} | ${o.rps.toFixed(0)} | ${o.p50.toFixed(2)} | ${o.p99.toFixed(2)} | ${p ? `${p.what}: ${p.rps}, ${p.p50}, ${p.p99}` : ''} |`,
+    );
+  }
+  const nftRatio = ours.nft.rps / ours.haproxy.rps;
+  const userspaceRatio = ours.userspace.rps / ours.haproxy.rps;
+  const nftOk = nftRatio >= 1.1 && ours.nft.p99 <= ours.haproxy.p99;
+  rows.push(
+    `target nft ≥ 1.1× HAProxy req/s with p99 no worse: ${nftRatio.toFixed(2)}×, p99 ${ours.nft.p99.toFixed(2)} vs ${ours.haproxy.p99.toFixed(2)} ms → ${nftOk ? 'met' : 'NOT met'}`,
+  );
+  rows.push(
+    `target userspace ≥ 0.7× HAProxy req/s: ${userspaceRatio.toFixed(2)}× → ${userspaceRatio >= 0.7 ? 'met' : 'NOT met'}`,
+  );
+  console.log(rows.join('\n'));
+  console.log(
+    JSON.stringify({
+      runs,
+      durationS,
+      directRps: Math.round(ours.direct.rps),
+      haproxyRps: Math.round(ours.haproxy.rps),
+      nftRps: Math.round(ours.nft.rps),
+      userspaceRps: Math.round(ours.userspace.rps),
+      directP50Ms: ours.direct.p50,
+      haproxyP50Ms: ours.haproxy.p50,
+      nftP50Ms: ours.nft.p50,
+      userspaceP50Ms: ours.userspace.p50,
+      directP99Ms: ours.direct.p99,
+      haproxyP99Ms: ours.haproxy.p99,
+      nftP99Ms: ours.nft.p99,
+      userspaceP99Ms: ours.userspace.p99,
+      nftVsHaproxy: Number(nftRatio.toFixed(3)),
+      userspaceVsHaproxy: Number(userspaceRatio.toFixed(3)),
+    }),
+  );
+}
+
+main().catch((err: unknown) => {
+  console.error(err instanceof Error ? err.message : String(err));
+  process.exitCode = 1;
+});
