@@ -80,23 +80,39 @@ function tcpAsk(port: number, names: string[]): Promise<DecodedResponse[]> {
 /** An upstream resolver on loopback that knows one name, and counts what it was asked. */
 class FakeUpstream {
   readonly socket = dgram.createSocket('udp4');
+  readonly tcp = net.createServer((conn) => {
+    conn.on('data', (data: Buffer) => {
+      // One query per connection, in one segment: enough for the forwarder's use.
+      const reply = this.answer(data.subarray(2), 'tcp');
+      const prefix = Buffer.alloc(2);
+      prefix.writeUInt16BE(reply.length, 0);
+      conn.end(Buffer.concat([prefix, reply]));
+    });
+  });
   readonly asked: string[] = [];
+
+  private answer(msg: Buffer, transport: string): Buffer {
+    const query = decodeQuery(msg);
+    this.asked.push(`${transport}:${query.question.name}`);
+    const known = query.question.name === 'outside.example';
+    return encodeResponse(query, {
+      rcode: known ? RCODE_NOERROR : RCODE_NXDOMAIN,
+      answers: known ? [{ name: query.question.name, ttlSeconds: 60, address: '198.51.100.7' }] : [],
+    });
+  }
+
   async start(): Promise<number> {
     this.socket.on('message', (msg, rinfo) => {
-      const query = decodeQuery(msg);
-      this.asked.push(query.question.name);
-      const known = query.question.name === 'outside.example';
-      const reply = encodeResponse(query, {
-        rcode: known ? RCODE_NOERROR : RCODE_NXDOMAIN,
-        answers: known ? [{ name: query.question.name, ttlSeconds: 60, address: '198.51.100.7' }] : [],
-      });
-      this.socket.send(reply, rinfo.port, rinfo.address);
+      this.socket.send(this.answer(msg, 'udp'), rinfo.port, rinfo.address);
     });
     await new Promise<void>((resolve) => this.socket.bind(0, HOST, resolve));
-    return this.socket.address().port;
+    const port = this.socket.address().port;
+    await new Promise<void>((resolve) => this.tcp.listen(port, HOST, resolve));
+    return port;
   }
-  stop(): Promise<void> {
-    return new Promise((resolve) => this.socket.close(() => resolve()));
+  async stop(): Promise<void> {
+    await new Promise<void>((resolve) => this.socket.close(() => resolve()));
+    await new Promise<void>((resolve) => this.tcp.close(() => resolve()));
   }
 }
 
@@ -180,7 +196,7 @@ describe('dns server', () => {
     assert.equal(reply.rcode, RCODE_NOERROR);
     assert.deepEqual(reply.addresses, ['198.51.100.7']);
     assert.equal((await udpAsk(port, 'missing.example')).rcode, RCODE_NXDOMAIN);
-    assert.ok(upstream.asked.includes('outside.example'));
+    assert.ok(upstream.asked.includes('udp:outside.example'));
   });
 
   it('sees an update on the very next query', async () => {
@@ -201,6 +217,12 @@ describe('dns server', () => {
         [RCODE_NXDOMAIN, []],
       ],
     );
+  });
+
+  it('forwards a TCP query over TCP', async () => {
+    const [reply] = await tcpAsk(port, ['outside.example']);
+    assert.deepEqual(reply?.addresses, ['198.51.100.7']);
+    assert.ok(upstream.asked.includes('tcp:outside.example'));
   });
 
   it('truncates a large answer over UDP and gives it whole over TCP', async () => {

@@ -125,7 +125,7 @@ export class DnsServer {
     const udp = dgram.createSocket({ type: 'udp4' });
     this.udp = udp;
     udp.on('message', (msg, rinfo) => {
-      this.handle(msg, MAX_UDP_RESPONSE_BYTES)
+      this.handle(msg, 'udp')
         .then((reply) => {
           if (reply && !this.stopped) udp.send(reply, rinfo.port, rinfo.address);
         })
@@ -188,7 +188,7 @@ export class DnsServer {
   }
 
   /** The reply to one message, or undefined when it deserves none (garbage, a response). */
-  private async handle(msg: Buffer, maxBytes: number | undefined): Promise<Buffer | undefined> {
+  private async handle(msg: Buffer, transport: 'udp' | 'tcp'): Promise<Buffer | undefined> {
     let query: Query;
     try {
       query = decodeQuery(msg);
@@ -204,7 +204,7 @@ export class DnsServer {
     }
     const found = this.lookup(query.question.name);
     if (found.kind === 'forward') {
-      return (await this.forward(msg)) ?? encodeResponse(query, { rcode: RCODE_SERVFAIL });
+      return (await this.forward(msg, transport)) ?? encodeResponse(query, { rcode: RCODE_SERVFAIL });
     }
     if (found.kind === 'nxdomain') {
       return encodeResponse(query, { rcode: RCODE_NXDOMAIN, authoritative: true });
@@ -223,42 +223,86 @@ export class DnsServer {
       rcode: RCODE_NOERROR,
       answers,
       authoritative: true,
-      maxBytes,
+      maxBytes: transport === 'udp' ? MAX_UDP_RESPONSE_BYTES : MAX_TCP_MESSAGE_BYTES,
     });
   }
 
-  /** Relays the raw query to each upstream in turn; the first reply with our id wins. */
-  private async forward(msg: Buffer): Promise<Buffer | undefined> {
+  /**
+   * Relays the raw query to each upstream in turn, over the transport the client used (so a
+   * TCP client gets an answer too large for UDP); the first reply with the query's id wins.
+   */
+  private async forward(msg: Buffer, transport: 'udp' | 'tcp'): Promise<Buffer | undefined> {
     if (this.pending.size >= MAX_PENDING_FORWARDS) return undefined;
-    const id = msg.readUInt16BE(0);
-    const timeoutMs = this.options.forwardTimeoutMs ?? DEFAULT_FORWARD_TIMEOUT_MS;
     for (const upstream of this.options.upstreams) {
       if (this.stopped) return undefined;
-      const reply = await new Promise<Buffer | undefined>((resolve) => {
-        // A socket per query: its random source port is what matches the reply to the query.
-        const socket = dgram.createSocket({ type: 'udp4' });
-        const done = (value: Buffer | undefined) => {
-          clearTimeout(timer);
-          this.pending.delete(cancel);
-          socket.close();
-          resolve(value);
-        };
-        const cancel = () => done(undefined);
-        const timer = setTimeout(cancel, timeoutMs);
-        this.pending.add(cancel);
-        socket.on('error', cancel);
-        socket.on('message', (reply, rinfo) => {
-          if (rinfo.address === upstream.host && reply.length >= 12 && reply.readUInt16BE(0) === id) {
-            done(reply);
-          }
-        });
-        socket.send(msg, upstream.port, upstream.host, (e) => {
-          if (e) cancel();
-        });
-      });
+      const reply =
+        transport === 'udp' ? await this.forwardUdp(msg, upstream) : await this.forwardTcp(msg, upstream);
       if (reply) return reply;
     }
     return undefined;
+  }
+
+  /** Runs one exchange with a timeout, registered so stop() can cancel it. */
+  private exchange(
+    start: (finish: (reply: Buffer | undefined) => void) => () => void,
+  ): Promise<Buffer | undefined> {
+    const timeoutMs = this.options.forwardTimeoutMs ?? DEFAULT_FORWARD_TIMEOUT_MS;
+    return new Promise((resolve) => {
+      let finished = false;
+      let cleanup = () => {};
+      const finish = (reply: Buffer | undefined) => {
+        if (finished) return;
+        finished = true;
+        clearTimeout(timer);
+        this.pending.delete(cancel);
+        cleanup();
+        resolve(reply);
+      };
+      const cancel = () => finish(undefined);
+      const timer = setTimeout(cancel, timeoutMs);
+      this.pending.add(cancel);
+      cleanup = start(finish);
+    });
+  }
+
+  private forwardUdp(msg: Buffer, upstream: Upstream): Promise<Buffer | undefined> {
+    const id = msg.readUInt16BE(0);
+    return this.exchange((finish) => {
+      // A socket per query: its random source port is what matches the reply to the query.
+      const socket = dgram.createSocket({ type: 'udp4' });
+      socket.on('error', () => finish(undefined));
+      socket.on('message', (reply, rinfo) => {
+        if (rinfo.address === upstream.host && reply.length >= 12 && reply.readUInt16BE(0) === id) {
+          finish(reply);
+        }
+      });
+      socket.send(msg, upstream.port, upstream.host, (e) => {
+        if (e) finish(undefined);
+      });
+      return () => socket.close();
+    });
+  }
+
+  private forwardTcp(msg: Buffer, upstream: Upstream): Promise<Buffer | undefined> {
+    const id = msg.readUInt16BE(0);
+    return this.exchange((finish) => {
+      const socket = net.connect(upstream.port, upstream.host);
+      let buffered = Buffer.alloc(0);
+      socket.on('error', () => finish(undefined));
+      socket.on('close', () => finish(undefined));
+      socket.on('connect', () => {
+        const prefix = Buffer.alloc(2);
+        prefix.writeUInt16BE(msg.length, 0);
+        socket.write(Buffer.concat([prefix, msg]));
+      });
+      socket.on('data', (chunk: Buffer) => {
+        buffered = Buffer.concat([buffered, chunk]);
+        if (buffered.length < 2 || buffered.length < 2 + buffered.readUInt16BE(0)) return;
+        const reply = buffered.subarray(2, 2 + buffered.readUInt16BE(0));
+        finish(reply.length >= 12 && reply.readUInt16BE(0) === id ? reply : undefined);
+      });
+      return () => socket.destroy();
+    });
   }
 
   private serveTcp(socket: net.Socket): void {
@@ -277,7 +321,7 @@ export class DnsServer {
         const msg = buffered.subarray(2, 2 + length);
         buffered = buffered.subarray(2 + length);
         chain = chain.then(async () => {
-          const reply = await this.handle(msg, MAX_TCP_MESSAGE_BYTES);
+          const reply = await this.handle(msg, 'tcp');
           if (!reply || socket.destroyed) return;
           const prefix = Buffer.alloc(2);
           prefix.writeUInt16BE(reply.length, 0);
