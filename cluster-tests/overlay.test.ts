@@ -151,6 +151,23 @@ describe('overlay network across two hosts', { skip: skipReason(), timeout: 60_0
     assert.ok(!(await linksIn(NS.host1)).includes(bridgeName(0xbeef)));
     assert.deepEqual(await tablesIn(NS.host1), ['someone_else']);
     await sh(['ip', 'netns', 'exec', NS.host1, 'nft', 'delete', 'table', 'ip', 'someone_else']);
+    // A device of a kept network left with wrong settings: repaired by ensureNetwork below.
+    await sh([
+      'ip',
+      '-n',
+      NS.host2,
+      'link',
+      'add',
+      vxlanName(VNI),
+      'type',
+      'vxlan',
+      'id',
+      String(VNI),
+      'dstport',
+      '4789',
+      'local',
+      '10.233.0.99',
+    ]);
   });
 
   test('sets up bridge + VXLAN (VNI, port 4789, no learning, MTU 1450) with the node IP', async () => {
@@ -167,6 +184,11 @@ describe('overlay network across two hosts', { skip: skipReason(), timeout: 60_0
     assert.equal(vxlan?.linkinfo.info_data.port, 4789);
     assert.equal(vxlan?.linkinfo.info_data.learning, false);
     assert.equal(vxlan?.linkinfo.info_data.local, UNDERLAY.host1);
+    const [repaired] = JSON.parse(
+      await sh(['ip', '-n', NS.host2, '-d', '-j', 'link', 'show', vxlanName(VNI)]),
+    ) as { linkinfo: { info_data: Record<string, unknown> } }[];
+    assert.equal(repaired?.linkinfo.info_data.local, UNDERLAY.host2);
+    assert.equal(repaired?.linkinfo.info_data.learning, false);
     const addrs = await sh(['ip', '-n', NS.host1, '-4', '-o', 'addr', 'show', 'dev', bridgeName(VNI)]);
     assert.match(addrs, /10\.234\.0\.1\/24/);
     const rules = await sh([

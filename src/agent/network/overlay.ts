@@ -215,6 +215,11 @@ export class OverlayDriver {
     const bridge = bridgeName(config.vni);
     const vxlan = vxlanName(config.vni);
     const links = new Set(await this.links());
+    // A device left with other settings (another underlay address, learning on) is rebuilt.
+    if (links.has(vxlan) && !(await this.vxlanMatches(vxlan, config.vni))) {
+      await this.deleteLink(vxlan);
+      links.delete(vxlan);
+    }
     const nodeIp = bareIp(config.nodeIp);
     // Tasks route through this host: forwarding must be on in its namespace.
     await this.host(['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
@@ -361,6 +366,21 @@ export class OverlayDriver {
       await this.host(['nft', 'delete', 'table', 'ip', nftTableName(vni)]);
     }
     this.networks.delete(vni);
+  }
+
+  private async vxlanMatches(name: string, vni: number): Promise<boolean> {
+    const [link] = JSON.parse(await this.host(['ip', '-d', '-j', 'link', 'show', name])) as {
+      linkinfo?: { info_kind?: string; info_data?: Record<string, unknown> };
+    }[];
+    const data = link?.linkinfo?.info_data;
+    return (
+      link?.linkinfo?.info_kind === 'vxlan' &&
+      data?.id === vni &&
+      data.local === this.options.underlayIp &&
+      data.port === VXLAN_PORT &&
+      data.learning === false &&
+      data.proxy === true
+    );
   }
 
   private host(argv: readonly string[], stdin?: string): Promise<string> {
