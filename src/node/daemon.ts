@@ -66,7 +66,9 @@ export interface DaemonOptions {
   socketPath?: string;
   raft?: RaftTiming;
   /** Hooks the control-plane components plug into (control API, dispatcher, loops). */
-  managerParts?: Pick<ManagerOptions, 'services' | 'loops'>;
+  managerParts?: Pick<ManagerOptions, 'services' | 'loops' | 'onStop'>;
+  /** Starts this node's agent (every node runs one, managers included); none when left out. */
+  startAgent?: (dirs: DataDirLayout, state: NodeState, tls: NodeTls) => Promise<NodeAgent>;
   /**
    * Extra services on the unix socket (the control API). They are registered once, at start, and
    * reach the manager through the getter: it is undefined while this node is no manager.
@@ -111,11 +113,19 @@ function callUnary<Res>(
 const ALREADY_IN_CLUSTER =
   "this node is already part of a cluster: use 'cluster leave' to leave it before you init or join another";
 
+/** The part of the agent the daemon drives. */
+export interface NodeAgent {
+  stop(): Promise<void>;
+  /** Stops and removes this node's tasks (leaving the cluster). */
+  shutdownTasks(): Promise<void>;
+}
+
 export class Daemon {
   readonly logger: Logger;
   readonly dirs: DataDirLayout;
   private readonly localServer = new Server();
   private manager?: Manager;
+  private agent?: NodeAgent;
   private state?: NodeState;
   private busy = false;
   private lastError = '';
@@ -157,6 +167,12 @@ export class Daemon {
     } else {
       this.logger.info({ nodeId: state.nodeId }, 'resumed as a worker');
     }
+    await this.startAgent(state);
+  }
+
+  private async startAgent(state: NodeState): Promise<void> {
+    if (!this.options.startAgent || this.agent) return;
+    this.agent = await this.options.startAgent(this.dirs, state, loadTls(this.dirs.tlsDir));
   }
 
   private managerOptions(state: NodeState, tls: NodeTls, extra: Partial<ManagerOptions>): ManagerOptions {
@@ -167,6 +183,7 @@ export class Daemon {
       raft: this.options.raft,
       services: this.options.managerParts?.services,
       loops: this.options.managerParts?.loops,
+      onStop: this.options.managerParts?.onStop,
       ...extra,
     };
   }
@@ -289,6 +306,7 @@ export class Daemon {
       });
       this.state = saveState(this.dirs, state);
       this.manager = manager;
+      await this.startAgent(this.state);
       this.logger.info({ nodeId, clusterId, advertise }, 'cluster initialized');
       return {
         nodeId,
@@ -369,6 +387,7 @@ export class Daemon {
         listenAddr: listen,
         managers,
       });
+      await this.startAgent(this.state);
       this.logger.info({ nodeId: issued.nodeId }, 'joined as a worker');
       return { nodeId: issued.nodeId, role, clusterId: issued.clusterId };
     }
@@ -402,6 +421,7 @@ export class Daemon {
     });
     this.manager = await Manager.start(this.managerOptions(state, tls, { peers }));
     this.state = state;
+    await this.startAgent(state);
     this.logger.info({ nodeId: issued.nodeId, raftId: joined.raftId }, 'joined as a manager');
     return { nodeId: issued.nodeId, role, clusterId: issued.clusterId };
   }
@@ -413,6 +433,11 @@ export class Daemon {
         'FAILED_PRECONDITION',
         "this node is a manager: leaving may cost the managers their quorum. Demote it first with 'cluster node demote', or use --force",
       );
+    }
+    if (this.agent) {
+      await this.agent.shutdownTasks();
+      await this.agent.stop();
+      this.agent = undefined;
     }
     if (this.manager) {
       await this.manager.stop();
@@ -452,6 +477,9 @@ export class Daemon {
   async stop(): Promise<void> {
     this.localServer.forceShutdown();
     fs.rmSync(this.socketPath, { force: true });
+    // The agent stops first and leaves its containers running: a restarted daemon adopts them.
+    if (this.agent) await this.agent.stop();
+    this.agent = undefined;
     if (this.manager) await this.manager.stop();
     this.manager = undefined;
   }

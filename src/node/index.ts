@@ -11,6 +11,10 @@ import {
   type LeaderRoute,
 } from '../manager/controlapi';
 import { controlLoops } from '../manager/orchestrator';
+import { dispatcherFor } from '../manager/dispatcher';
+import { DispatcherService } from '../gen/cluster/v1/dispatcher';
+import { Agent } from '../agent';
+import { DockerRuntime } from '../agent/runtime/docker';
 import { Daemon, type DaemonOptions } from './daemon';
 import type { Manager } from './manager';
 
@@ -96,16 +100,32 @@ function socketControl(current: () => Manager | undefined): ControlServer {
   });
 }
 
+/** One dispatcher per manager: the same object serves the gRPC calls and runs the leader loop. */
+function dispatcherOf(manager: Manager) {
+  return dispatcherFor(manager, { logger: componentLogger('dispatcher', { nodeId: manager.nodeId }) });
+}
+
 export function daemonOptions(base: DaemonOptions): DaemonOptions {
   return {
     ...base,
     managerParts: {
       services: (manager) => [
         { definition: ControlService, implementation: controlFor(manager, requireManagerCert) },
+        { definition: DispatcherService, implementation: dispatcherOf(manager).server },
       ],
-      loops: (manager) => controlLoops(manager.store),
+      loops: (manager) => [...controlLoops(manager.store), dispatcherOf(manager).loop],
+      onStop: (manager) => dispatcherOf(manager).close(),
     },
     localServices: (current) => [{ definition: ControlService, implementation: socketControl(current) }],
+    startAgent: (dirs, state, tls) =>
+      Agent.start({
+        dataDir: dirs.agentDir,
+        tls,
+        managers: state.managers,
+        nodeId: state.nodeId,
+        runtime: new DockerRuntime(),
+        logger: componentLogger('agent', { nodeId: state.nodeId }),
+      }),
   };
 }
 

@@ -69,6 +69,8 @@ export interface ManagerOptions {
     manager: Manager,
   ) => { definition: ServiceDefinition; implementation: UntypedServiceImplementation }[];
   loops?: (manager: Manager) => LeaderLoop[];
+  /** Called once when the manager stops, after its loops have ended. */
+  onStop?: (manager: Manager) => void;
 }
 
 function unary<Req, Res>(
@@ -322,6 +324,7 @@ export class Manager {
     this.stopped = true;
     if (this.poller) clearInterval(this.poller);
     await this.loops?.stop();
+    this.options.onStop?.(this);
     for (const clients of this.leaderClients.values()) {
       clients.membership.close();
       clients.ca.close();
