@@ -11,6 +11,8 @@ import {
   Ipam,
   VNI_MIN,
   addressOf,
+  allocateAttachments,
+  allocateVips,
   broadcastOf,
   parseSubnet,
   subnetContains,
@@ -139,6 +141,49 @@ describe('ipam: addresses', () => {
       code(() => ipam.allocateAddress('missing', task('t'))),
       'NOT_FOUND',
     );
+  });
+});
+
+describe('ipam: allocator helpers', () => {
+  it('attaches a task to each network with its aliases, all or nothing', () => {
+    const ipam = new Ipam();
+    ipam.allocateNetwork('a', { subnet: '10.30.0.0/24' });
+    ipam.allocateNetwork('full', { subnet: '10.31.0.0/30' }); // one host besides the gateway
+    ipam.allocateAddress('full', task('other'));
+    assert.deepEqual(allocateAttachments(ipam, 't1', [{ networkId: 'a', aliases: ['db'] }]), [
+      { networkId: 'a', addresses: ['10.30.0.2/24'], aliases: ['db'] },
+    ]);
+    assert.equal(
+      code(() =>
+        allocateAttachments(ipam, 't2', [
+          { networkId: 'a', aliases: [] },
+          { networkId: 'full', aliases: [] },
+        ]),
+      ),
+      'RESOURCE_EXHAUSTED',
+    );
+    assert.equal(ipam.addressOf('a', task('t2')), undefined, 'the partial allocation was undone');
+    // An owner's existing address survives a failed call that touched it.
+    assert.equal(
+      code(() =>
+        allocateAttachments(ipam, 't1', [
+          { networkId: 'a', aliases: [] },
+          { networkId: 'full', aliases: [] },
+        ]),
+      ),
+      'RESOURCE_EXHAUSTED',
+    );
+    assert.equal(ipam.addressOf('a', task('t1')), '10.30.0.2/24');
+  });
+
+  it('gives a service one VIP per network', () => {
+    const ipam = new Ipam();
+    ipam.allocateNetwork('a');
+    ipam.allocateNetwork('b');
+    assert.deepEqual(allocateVips(ipam, 'web', ['a', 'b']), [
+      { networkId: 'a', addr: '10.0.0.2/24' },
+      { networkId: 'b', addr: '10.0.1.2/24' },
+    ]);
   });
 });
 

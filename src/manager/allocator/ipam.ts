@@ -414,3 +414,67 @@ function describe(state: NetworkState): NetworkAllocation {
     vni: state.vni,
   };
 }
+
+// ------------------------------------------------------------------ helpers for the allocator
+
+export interface AttachmentRequest {
+  readonly networkId: string;
+  readonly aliases: readonly string[];
+}
+
+/** A task's network attachment as stored (the generated NetworkAttachment's shape). */
+export interface AllocatedAttachment {
+  networkId: string;
+  addresses: string[];
+  aliases: string[];
+}
+
+/**
+ * One address per network the task attaches to, all or nothing: when a network is full or
+ * unknown, what this call allocated is released and the error is thrown.
+ */
+export function allocateAttachments(
+  ipam: Ipam,
+  taskId: string,
+  requests: readonly AttachmentRequest[],
+): AllocatedAttachment[] {
+  return allOrNothing(ipam, { kind: 'task', id: taskId }, requests, (request, address) => ({
+    networkId: request.networkId,
+    addresses: [address],
+    aliases: [...request.aliases],
+  }));
+}
+
+/** A service's VIP on each network (VIP mode; dnsrr services get none), all or nothing. */
+export function allocateVips(
+  ipam: Ipam,
+  serviceId: string,
+  networkIds: readonly string[],
+): { networkId: string; addr: string }[] {
+  return allOrNothing(
+    ipam,
+    { kind: 'vip', id: serviceId },
+    networkIds.map((networkId) => ({ networkId })),
+    (request, addr) => ({ networkId: request.networkId, addr }),
+  );
+}
+
+function allOrNothing<R extends { readonly networkId: string }, T>(
+  ipam: Ipam,
+  owner: AddressOwner,
+  requests: readonly R[],
+  build: (request: R, address: string) => T,
+): T[] {
+  const fresh: string[] = [];
+  try {
+    return requests.map((request) => {
+      const had = ipam.addressOf(request.networkId, owner) !== undefined;
+      const address = ipam.allocateAddress(request.networkId, owner);
+      if (!had) fresh.push(request.networkId);
+      return build(request, address);
+    });
+  } catch (e) {
+    for (const networkId of fresh) ipam.releaseAddress(networkId, owner);
+    throw e;
+  }
+}
