@@ -195,9 +195,13 @@ export class RaftNode<Result = unknown> {
   static async start<Result>(options: RaftNodeOptions<Result>): Promise<RaftNode<Result>> {
     const storage = await LevelRaftStorage.open(options.dataDir);
     try {
-      if (storage.isNew && options.bootstrapVoters && options.bootstrapVoters.length > 0) {
-        await storage.setConfState({ voters: [...options.bootstrapVoters], learners: [] });
-      }
+      // A brand-new cluster's membership goes into the log (committed ConfChange entries of term
+      // 1, written by the core), not only into the conf state: a member added later learns the
+      // founders by replaying the log, and could otherwise believe itself alone and elect itself.
+      const bootstrapVoters =
+        storage.isNew && options.bootstrapVoters && options.bootstrapVoters.length > 0
+          ? [...options.bootstrapVoters]
+          : undefined;
       const snapshot = storage.snapshot();
       const envelope = decodeEnvelope(snapshot.data);
       if (snapshot.metadata.index > 0) options.stateMachine.restore(envelope.app);
@@ -224,6 +228,7 @@ export class RaftNode<Result = unknown> {
         electionTicks: options.electionTicks ?? DEFAULT_ELECTION_TICKS,
         heartbeatTicks: options.heartbeatTicks ?? DEFAULT_HEARTBEAT_TICKS,
         applied: snapshot.metadata.index,
+        voters: bootstrapVoters,
         preVote: true,
         checkQuorum: true,
         random: options.random ?? Math.random,

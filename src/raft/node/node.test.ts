@@ -243,6 +243,9 @@ describe('RaftNode over TLS with LevelDB', () => {
     await leader.addMember(4, `127.0.0.1:${c.ports.get(4) ?? 0}`);
     await c.allHave('early', 'yes', [4]);
     assert.deepEqual([...leader.status().voters].sort(), [1, 2, 3, 4]);
+    // The joiner learned the founders from the log, not only itself: otherwise it could count
+    // its own vote as a quorum and elect itself (split brain).
+    assert.deepEqual([...joiner.status().voters].sort(), [1, 2, 3, 4]);
     // With 4 voters the quorum is 3: with one original follower down, node 4's vote is needed.
     const others = [1, 2, 3].filter((id) => id !== leader.id);
     await c.write('four', 'voters');
