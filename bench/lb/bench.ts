@@ -1,7 +1,8 @@
 // `npm run bench:lb`: wrk against 3 Node HTTP backends in a private network namespace, direct
 // and through HAProxy (tcp, round robin, nbthread 2), our nftables data plane and our userspace
 // proxy, all in one run, in the same setup as the peer baselines (RESULTS.md section D).
-// Options: --runs N (default 3, the median is reported), --duration S (default 10).
+// Options: --runs N (default 3, the median is reported), --duration S (default 10),
+// --configs direct,haproxy,nft,userspace (a subset, for quick comparisons).
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -120,6 +121,10 @@ async function main(): Promise<void> {
   };
   process.once('SIGINT', interrupted);
   process.once('SIGTERM', interrupted);
+  const configsIndex = process.argv.indexOf('--configs');
+  const configs = new Set(
+    (configsIndex >= 0 ? (process.argv[configsIndex + 1] ?? '') : 'direct,haproxy,nft,userspace').split(','),
+  );
   const results = new Map<string, WrkResult[]>();
   try {
     const ns = await lab.addNamespace('x');
@@ -129,6 +134,7 @@ async function main(): Promise<void> {
       parseWrk(await lab.exec(ns, ['wrk', ...WRK_ARGS, `-d${seconds}s`, url]));
 
     const measure = async (name: string, url: string): Promise<void> => {
+      if (!configs.has(name)) return;
       // Sanity: which backends answer over 6 fresh connections (as the peer script prints).
       const spread = await client.fresh(url, 6);
       const counts: Record<string, number> = {};

@@ -114,6 +114,8 @@ export function skeleton(table: string): string[] {
     // reset, or ICMP port unreachable for UDP, instead of a silent timeout.
     ...['prerouting', 'output'].flatMap((hook) => [
       `add chain ${t} filter_${hook} { type filter hook ${hook} priority -110; policy accept; }`,
+      // These chains see every packet; the lookups below only matter for a connection's first.
+      `add rule ${t} filter_${hook} ct state != new accept`,
       ...[
         'ip daddr . meta l4proto . th dport @noep_ips',
         'fib daddr type local meta l4proto . th dport @noep_ports',

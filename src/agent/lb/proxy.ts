@@ -42,6 +42,18 @@ function listenAddress(fe: LbFrontend): string {
   return fe.kind === 'vip' ? (fe.address ?? '0.0.0.0') : '0.0.0.0';
 }
 
+/**
+ * Copies src to dst with backpressure. Lighter than stream.pipe, which adds listeners and
+ * bookkeeping on every chunk; this is the proxy's hot path.
+ */
+function relay(src: net.Socket, dst: net.Socket): void {
+  src.on('data', (chunk: Buffer) => {
+    if (!dst.write(chunk)) src.pause();
+  });
+  dst.on('drain', () => src.resume());
+  src.on('end', () => dst.end());
+}
+
 interface ProxyFrontend {
   update(fe: LbFrontend): void;
   /** Stops taking new connections; established ones finish on their own. */
@@ -94,8 +106,8 @@ class TcpFrontend implements ProxyFrontend {
     });
     this.sockets.add(client);
     this.sockets.add(upstream);
-    client.pipe(upstream);
-    upstream.pipe(client);
+    relay(client, upstream);
+    relay(upstream, client);
     const done = (): void => {
       client.destroy();
       upstream.destroy();
