@@ -99,6 +99,6 @@ else
   if ! wired agent; then
     not_yet "requests: no replica runs yet, so nothing serves port $PORT ($answered of $REQUESTS answered)"
   else
-    not_yet "requests: the routing mesh (issue 6) does not exist yet, so port $PORT answers only where the load balancer will be ($answered of $REQUESTS answered); until then only '--publish mode=host,...' works, on nodes that run a replica"
+    not_yet "requests: $answered of $REQUESTS answered. An ingress port (--publish $PORT:80) answers on every node only through the routing mesh (issue 6), not built yet. On this one-machine lab '--publish mode=host,...' is no substitute: every lab host shares the machine's one Docker engine, whose containers sit on docker0 outside the hosts' namespaces, so a host-mode port opens on the machine itself (10.231.0.1 from inside the lab) and only one replica per port can bind it"
   fi
 fi
