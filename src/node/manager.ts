@@ -156,6 +156,17 @@ export class Manager {
       peers: this.options.peers ?? new Map(),
       bootstrapVoters: this.options.bootstrapVoters,
       server: this.mainServer,
+      authorizeStream: (call) => {
+        try {
+          const who = nodeIdentityFromPeer(call.getAuthContext()?.sslPeerCertificate);
+          if (who.role !== 'manager')
+            return `node ${who.nodeId} is a worker: only managers take part in Raft`;
+          if (who.clusterId !== state.clusterId) return `node ${who.nodeId} belongs to another cluster`;
+          return undefined;
+        } catch (e) {
+          return toClusterError(e).message;
+        }
+      },
       serverCredentials: serverCredentials(tls),
       channelCredentials: clientCredentials(tls, 'manager'),
       channelOptions: NODE_CHANNEL_OPTIONS,

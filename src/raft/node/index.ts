@@ -13,7 +13,7 @@ import type { ProposeResult } from '../raft';
 import { RawNode } from '../raw_node';
 import { RaftInvariantError } from '../util';
 import { LevelRaftStorage } from '../storage';
-import { RaftTransport } from '../transport';
+import { RaftTransport, type RaftTransportOptions } from '../transport';
 import {
   ConfChangeType,
   EntryType,
@@ -76,6 +76,8 @@ export interface RaftNodeOptions<Result> {
   channelCredentials: ChannelCredentials;
   /** A gRPC server to share with other services on the same port (see RaftTransportOptions.server). */
   server?: Server;
+  /** See RaftTransportOptions.authorize. */
+  authorizeStream?: RaftTransportOptions['authorize'];
   channelOptions?: ChannelOptions;
   stateMachine: StateMachine<Result>;
   tickMs?: number;
@@ -215,6 +217,7 @@ export class RaftNode<Result = unknown> {
         channelCredentials: options.channelCredentials,
         channelOptions: options.channelOptions,
         server: options.server,
+        authorize: options.authorizeStream,
         logger: options.logger,
         handler: {
           onMessage: (message) => target.node?.onMessage(message),

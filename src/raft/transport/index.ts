@@ -83,6 +83,12 @@ export interface RaftTransportOptions {
    * TRANSPORT_SERVER_OPTIONS so half-open streams are noticed.
    */
   server?: Server;
+  /**
+   * Checks an incoming stream's caller before anything else (a manager requires a manager
+   * certificate: a worker's certificate is signed by the same CA). Returns why it is refused,
+   * or undefined to accept.
+   */
+  authorize?: (call: ServerDuplexStream<RaftFrame, RaftFrame>) => string | undefined;
   logger?: Logger;
   reconnectInitialMs?: number;
   reconnectMaxMs?: number;
@@ -464,12 +470,17 @@ export class RaftTransport {
       call.emit('error', { code: GrpcStatus.UNAVAILABLE, details: 'raft transport is stopping' });
       return;
     }
-    this.acceptedStreams.add(call);
     let connection: Connection | undefined;
     const refuse = (code: GrpcStatus, details: string): void => {
       this.logger.warn({ peer: call.getPeer(), details }, 'raft stream refused');
       call.emit('error', { code, details });
     };
+    const denied = this.options.authorize?.(call);
+    if (denied) {
+      refuse(GrpcStatus.PERMISSION_DENIED, denied);
+      return;
+    }
+    this.acceptedStreams.add(call);
     const helloTimer = setTimeout(() => {
       this.pendingHellos.delete(helloTimer);
       refuse(GrpcStatus.DEADLINE_EXCEEDED, `no hello within ${HELLO_TIMEOUT_MS} ms`);

@@ -14,6 +14,7 @@ import {
   MAX_DATA_BYTES_IN_FLIGHT,
   MAX_QUEUED_MESSAGES_PER_PEER,
   RaftTransport,
+  type RaftTransportOptions,
   type TransportHandler,
 } from './index';
 import {
@@ -105,7 +106,7 @@ describe('raft transport over mutual TLS', () => {
     nodeId: NodeId,
     handler: TransportHandler,
     peers: Array<[NodeId, string]> = [],
-    opts: { clusterId?: string; port?: number } = {},
+    opts: { clusterId?: string; port?: number; authorize?: RaftTransportOptions['authorize'] } = {},
   ): RaftTransport {
     const files = pki.node(`node-${nodeId}`);
     const t = new RaftTransport({
@@ -116,6 +117,7 @@ describe('raft transport over mutual TLS', () => {
       channelCredentials: channelCredentials(files),
       channelOptions: TEST_CHANNEL_OPTIONS,
       peers: new Map(peers),
+      authorize: opts.authorize,
       handler,
     });
     running.push(t);
@@ -300,6 +302,24 @@ describe('raft transport over mutual TLS', () => {
       assert.equal(t1.isConnected(6), false);
     } finally {
       client.close();
+    }
+  });
+
+  test('a stream the authorize hook refuses (a worker certificate) delivers nothing', async () => {
+    const h7 = new Recorder();
+    const t7 = transport(7, h7, [], { authorize: () => 'only managers take part in Raft' });
+    const port7 = await t7.start();
+    const h1 = new Recorder();
+    const t1 = transport(1, h1, [[7, `127.0.0.1:${port7}`]]);
+    await t1.start();
+    try {
+      t1.send([heartbeat(1, 7, 1)]);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.equal(h7.received.length, 0);
+      assert.equal(t1.isConnected(7), false);
+    } finally {
+      await t1.stop();
+      await t7.stop();
     }
   });
 });
