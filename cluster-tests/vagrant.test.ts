@@ -4,16 +4,28 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { after } from 'node:test';
 
 const root = path.join(__dirname, '..', '..');
+// Vagrant keeps per-project state in .vagrant/; the test keeps it out of the work tree.
+const dotfiles = fs.mkdtempSync(path.join(os.tmpdir(), 'vagrant-validate-'));
+after(() => fs.rmSync(dotfiles, { recursive: true, force: true }));
 
 function validate(env: Record<string, string>) {
   const r = spawnSync('vagrant', ['validate', '--ignore-provider'], {
     cwd: root,
     encoding: 'utf8',
     timeout: 120_000,
-    env: { ...process.env, VAGRANT_DEFAULT_PROVIDER: 'virtualbox', VAGRANT_CHECKPOINT_DISABLE: '1', ...env },
+    env: {
+      ...process.env,
+      VAGRANT_DEFAULT_PROVIDER: 'virtualbox',
+      VAGRANT_CHECKPOINT_DISABLE: '1',
+      VAGRANT_DOTFILE_PATH: dotfiles,
+      ...env,
+    },
   });
   assert.notEqual(
     r.error?.message.includes('ENOENT'),
