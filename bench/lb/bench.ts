@@ -13,7 +13,9 @@ import type { LbConfig, LoadBalancer } from '../../src/agent/lb/types';
 
 const BACKEND_IPS = ['127.0.0.2', '127.0.0.3', '127.0.0.4'];
 const PORT = 18080;
-const VIP = '127.0.0.10';
+const HAPROXY_VIP = '127.0.0.10';
+const NFT_VIP = '127.0.0.11';
+const USERSPACE_VIP = '127.0.0.12';
 const WRK_ARGS = ['-t2', '-c64', '--latency'];
 
 /** Peer figures, RESULTS.md section D (medians of 3 runs, 2026-11-22, same VM and wrk flags). */
@@ -66,7 +68,7 @@ function median(values: number[]): number {
   return sorted.length % 2 === 1 ? (sorted[mid] ?? 0) : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
 }
 
-function haproxyConfig(): string {
+function haproxyConfig(vip: string): string {
   return [
     'global',
     '  nbthread 2',
@@ -78,7 +80,7 @@ function haproxyConfig(): string {
     '  timeout client 30s',
     '  timeout server 30s',
     'frontend fe',
-    `  bind ${VIP}:${PORT}`,
+    `  bind ${vip}:${PORT}`,
     '  default_backend be',
     'backend be',
     '  balance roundrobin',
@@ -87,17 +89,10 @@ function haproxyConfig(): string {
   ].join('\n');
 }
 
-const lbConfig: LbConfig = {
-  frontends: [
-    {
-      kind: 'vip',
-      protocol: 'tcp',
-      address: VIP,
-      port: PORT,
-      backends: BACKEND_IPS.map((ip) => ({ ip, port: PORT })),
-    },
-  ],
-};
+function lbConfig(vip: string): LbConfig {
+  const backends = BACKEND_IPS.map((ip) => ({ ip, port: PORT }));
+  return { frontends: [{ kind: 'vip', protocol: 'tcp', address: vip, port: PORT, backends }] };
+}
 
 async function main(): Promise<void> {
   const runs = option('runs', 3);
@@ -110,10 +105,10 @@ async function main(): Promise<void> {
   }
   const lab = new NetnsLab(`lbb${process.pid % 100000}`);
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'bench-lb-'));
-  let active: LoadBalancer | undefined;
+  const active: LoadBalancer[] = [];
   const interrupted = (): void => {
     void (async () => {
-      await active?.close().catch(() => undefined);
+      for (const lb of active) await lb.close().catch(() => undefined);
       await lab.destroy();
       await rm(tmp, { recursive: true, force: true });
       process.exit(130);
@@ -133,53 +128,57 @@ async function main(): Promise<void> {
     const wrk = async (url: string, seconds: number): Promise<WrkResult> =>
       parseWrk(await lab.exec(ns, ['wrk', ...WRK_ARGS, `-d${seconds}s`, url]));
 
-    const measure = async (name: string, url: string): Promise<void> => {
-      if (!configs.has(name)) return;
+    const targets: Array<{ name: string; url: string }> = [];
+    const add = (name: string, address: string): void => {
+      if (configs.has(name)) targets.push({ name, url: `http://${address}:${PORT}/` });
+    };
+    add('direct', BACKEND_IPS[0] ?? '');
+    // Every load balancer is up at once on its own address, so runs can be interleaved: on a
+    // shared, noisy machine, a burst of outside load then hits all configs, not just one.
+    if (configs.has('haproxy')) {
+      const cfg = path.join(tmp, 'haproxy.cfg');
+      await writeFile(cfg, haproxyConfig(HAPROXY_VIP));
+      const haproxy = lab.spawnIn(ns, ['haproxy', '-db', '-f', cfg]);
+      await new Promise((resolve) => setTimeout(resolve, 700));
+      if (haproxy.exitCode !== null) throw new Error('haproxy did not start');
+      add('haproxy', HAPROXY_VIP);
+    }
+    if (configs.has('nft')) {
+      const nft = new NftLoadBalancer({ table: 'cluster_lb_bench', netns: ns });
+      active.push(nft);
+      await nft.checkAvailable();
+      await nft.apply(lbConfig(NFT_VIP));
+      add('nft', NFT_VIP);
+    }
+    if (configs.has('userspace')) {
+      const proxy = new ProxyProcess({ netns: ns });
+      active.push(proxy);
+      await proxy.apply(lbConfig(USERSPACE_VIP));
+      add('userspace', USERSPACE_VIP);
+    }
+
+    for (const { name, url } of targets) {
       // Sanity: which backends answer over 6 fresh connections (as the peer script prints).
       const spread = await client.fresh(url, 6);
       const counts: Record<string, number> = {};
       for (const body of spread.bodies ?? []) counts[body.slice(-2)] = (counts[body.slice(-2)] ?? 0) + 1;
-      console.log(
-        `[${name}] 6 fresh connections: ${JSON.stringify(counts)}${spread.errors?.length ? ` errors ${String(spread.errors)}` : ''}`,
-      );
+      const errors = spread.errors?.length ? ` errors ${String(spread.errors)}` : '';
+      console.log(`[${name}] ${url} 6 fresh connections: ${JSON.stringify(counts)}${errors}`);
       await wrk(url, 2); // warm-up
-      const list: WrkResult[] = [];
-      for (let run = 1; run <= runs; run++) {
+      results.set(name, []);
+    }
+    for (let run = 1; run <= runs; run++) {
+      for (const { name, url } of targets) {
         const result = await wrk(url, durationS);
+        const errors = result.errors ? `, ${result.errors}` : '';
         console.log(
-          `[${name}] run ${run}: ${result.rps.toFixed(0)} req/s, p50 ${result.p50Ms} ms, p99 ${result.p99Ms} ms${result.errors ? `, ${result.errors}` : ''}`,
+          `[${name}] run ${run}: ${result.rps.toFixed(0)} req/s, p50 ${result.p50Ms} ms, p99 ${result.p99Ms} ms${errors}`,
         );
-        list.push(result);
+        results.get(name)?.push(result);
       }
-      results.set(name, list);
-    };
-
-    const vipUrl = `http://${VIP}:${PORT}/`;
-    await measure('direct', `http://${BACKEND_IPS[0] ?? ''}:${PORT}/`);
-
-    const cfg = path.join(tmp, 'haproxy.cfg');
-    await writeFile(cfg, haproxyConfig());
-    const haproxy = lab.spawnIn(ns, ['haproxy', '-db', '-f', cfg]);
-    await new Promise((resolve) => setTimeout(resolve, 700));
-    if (haproxy.exitCode !== null) throw new Error('haproxy did not start');
-    await measure('haproxy', vipUrl);
-    await lab.stop(haproxy);
-
-    const nft = new NftLoadBalancer({ table: 'cluster_lb_bench', netns: ns });
-    active = nft;
-    await nft.checkAvailable();
-    await nft.apply(lbConfig);
-    await measure('nft', vipUrl);
-    await nft.close();
-
-    const proxy = new ProxyProcess({ netns: ns });
-    active = proxy;
-    await proxy.apply(lbConfig);
-    await measure('userspace', vipUrl);
-    await proxy.close();
-    active = undefined;
+    }
   } finally {
-    await active?.close().catch(() => undefined);
+    for (const lb of active) await lb.close().catch(() => undefined);
     await lab.destroy();
     await rm(tmp, { recursive: true, force: true });
     process.off('SIGINT', interrupted);
@@ -202,7 +201,7 @@ async function main(): Promise<void> {
   };
   const rows: string[] = [];
   rows.push(
-    `wrk ${WRK_ARGS.join(' ')} -d${durationS}s, 3 Node backends, netns loopback, median of ${runs} run(s)`,
+    `wrk ${WRK_ARGS.join(' ')} -d${durationS}s, 3 Node backends, netns loopback, median of ${runs} interleaved run(s)`,
   );
   rows.push('| config | req/s | p50 ms | p99 ms | peer (RESULTS.md D) req/s, p50, p99 |');
   rows.push('|---|---|---|---|---|');
