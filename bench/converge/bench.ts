@@ -1,0 +1,416 @@
+// Convergence benchmark (issue 5): the time from `cluster service create --replicas N` to N tasks
+// running with the Docker runtime, beside `docker service create --replicas N` on a single-node
+// Docker Swarm on the same engine, in one run, for N = 3 and 100; and the daemon's RSS while
+// 100 tasks run (on one node the daemon is manager and agent in one process).
+//
+// Both sides are timed the same way: the clock starts before the create command is spawned (its
+// CLI start-up counts), then the bench polls each side's API every POLL_MS (ours: ListTasks on
+// the daemon's unix socket; Swarm: GET /services?status=true on the Docker socket, which is what
+// `docker service ls` shows) until N tasks run.
+//
+// It creates a temp data dir and a daemon (stopped by its PID), and joins no swarm that exists:
+// `docker swarm init` only when the engine is in none, `docker swarm leave --force` only then.
+// Only the services and containers it created are removed. The last line is one JSON object.
+// Usage: node dist/bench/converge/bench.js [--runs N] [--sizes 3,100]
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { credentials, type ServiceError } from '@grpc/grpc-js';
+import { ControlClient, type ListTasksResponse } from '../../src/gen/cluster/v1/control';
+import { TaskState } from '../../src/gen/cluster/v1/objects';
+
+const REPO = path.resolve(__dirname, '..', '..', '..');
+const CLI = path.join(REPO, 'bin', 'cluster.js');
+const IMAGE = 'local/busybox:1';
+const DOCKER_SOCKET = '/var/run/docker.sock';
+const POLL_MS = 50;
+const CONVERGE_TIMEOUT_MS = 300_000;
+const REMOVE_TIMEOUT_MS = 180_000;
+const RSS_TARGET_MB = 80;
+/** Swarm's figures in shared/peers/RESULTS.md section A (CLI poll of `service ls`, 100 ms), seconds. */
+const SWARM_REFERENCE_S: Record<number, number> = { 3: 0.95, 100: 32.32 };
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+interface RunResult {
+  stdout: string;
+  stderr: string;
+}
+
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { env, maxBuffer: 16 * 2 ** 20 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`${cmd} ${args.join(' ')}: ${stderr.trim() || err.message}`));
+      else resolve({ stdout, stderr });
+    });
+  });
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? (sorted[mid] ?? 0) : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
+}
+
+function parseArgs(argv: string[]): { runs: number; sizes: number[] } {
+  let runs = 1;
+  let sizes = [3, 100];
+  for (let i = 0; i < argv.length; i++) {
+    const value = argv[i + 1] ?? '';
+    if (argv[i] === '--runs') {
+      runs = Number(value);
+      i++;
+    } else if (argv[i] === '--sizes') {
+      sizes = value.split(',').map(Number);
+      i++;
+    } else {
+      throw new Error(`unknown argument ${argv[i]}: use --runs N, --sizes 3,100`);
+    }
+  }
+  if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs needs a whole number ≥ 1');
+  if (sizes.some((n) => !Number.isInteger(n) || n < 1)) throw new Error('--sizes needs whole numbers ≥ 1');
+  return { runs, sizes };
+}
+
+// ------------------------------------------------------------------ Docker API
+
+function dockerGet<T>(urlPath: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ socketPath: DOCKER_SOCKET, path: urlPath, timeout: 10_000 }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const body = Buffer.concat(chunks).toString();
+        if ((res.statusCode ?? 500) >= 300) reject(new Error(`docker ${urlPath}: ${res.statusCode} ${body}`));
+        else resolve(JSON.parse(body) as T);
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`docker ${urlPath}: timed out`)));
+    req.on('error', reject);
+  });
+}
+
+async function containersWithLabel(label: string): Promise<number> {
+  const filters = encodeURIComponent(JSON.stringify({ label: [label] }));
+  const list = await dockerGet<unknown[]>(`/v1.41/containers/json?all=1&filters=${filters}`);
+  return list.length;
+}
+
+async function waitContainersGone(label: string): Promise<void> {
+  const deadline = Date.now() + REMOVE_TIMEOUT_MS;
+  while ((await containersWithLabel(label)) > 0) {
+    if (Date.now() > deadline) throw new Error(`containers with label ${label} still present`);
+    await sleep(250);
+  }
+}
+
+// ------------------------------------------------------------------ ours
+
+function freePortPair(): Promise<number> {
+  const listen = (port: number) =>
+    new Promise<net.Server | undefined>((resolve) => {
+      const s = net.createServer();
+      s.once('error', () => resolve(undefined));
+      s.listen(port, '127.0.0.1', () => resolve(s));
+    });
+  const close = (s: net.Server) => new Promise<void>((resolve) => s.close(() => resolve()));
+  return (async () => {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const a = await listen(0);
+      if (!a) continue;
+      const port = (a.address() as net.AddressInfo).port;
+      const b = await listen(port + 1);
+      await close(a);
+      if (b) {
+        await close(b);
+        return port;
+      }
+    }
+    throw new Error('no free pair of ports on 127.0.0.1');
+  })();
+}
+
+class OurCluster {
+  private constructor(
+    readonly dir: string,
+    readonly daemon: ChildProcess,
+    readonly env: NodeJS.ProcessEnv,
+    readonly control: ControlClient,
+  ) {}
+
+  static async start(): Promise<OurCluster> {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cluster-bench-converge-'));
+    const port = await freePortPair();
+    const addr = `127.0.0.1:${port}`;
+    const socket = path.join(dir, 'cluster.sock');
+    const env = { ...process.env, CLUSTER_HOST: `unix://${socket}`, CLUSTER_LOG_LEVEL: 'warn' };
+    const log = fs.openSync(path.join(dir, 'daemon.log'), 'a');
+    const daemon = spawn(process.execPath, [CLI, 'daemon', '--data-dir', dir, '--listen-addr', addr], {
+      env,
+      stdio: ['ignore', log, log],
+    });
+    fs.closeSync(log);
+    const control = new ControlClient(`unix://${socket}`, credentials.createInsecure());
+    const cluster = new OurCluster(dir, daemon, env, control);
+    try {
+      const deadline = Date.now() + 30_000;
+      while (!fs.existsSync(socket)) {
+        if (daemon.exitCode !== null) throw new Error(`the daemon exited (code ${daemon.exitCode})`);
+        if (Date.now() > deadline) throw new Error('the daemon did not open its socket within 30 s');
+        await sleep(50);
+      }
+      await run(process.execPath, [CLI, 'init', '--advertise-addr', addr], env);
+    } catch (err) {
+      await cluster.stop();
+      throw err;
+    }
+    return cluster;
+  }
+
+  cli(args: string[]): Promise<RunResult> {
+    return run(process.execPath, [CLI, ...args], this.env);
+  }
+
+  running(serviceId: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.control.listTasks(
+        { filters: { service: serviceId } },
+        (err: ServiceError | null, res?: ListTasksResponse) => {
+          if (err || !res) {
+            reject(err ?? new Error('empty ListTasks answer'));
+            return;
+          }
+          resolve(
+            res.tasks.filter(
+              (t) =>
+                t.serviceId === serviceId &&
+                t.desiredState === TaskState.TASK_STATE_RUNNING &&
+                t.status?.state === TaskState.TASK_STATE_RUNNING,
+            ).length,
+          );
+        },
+      );
+    });
+  }
+
+  /** VmRSS of the daemon process, MiB. */
+  rssMb(): number {
+    const status = fs.readFileSync(`/proc/${this.daemon.pid}/status`, 'utf8');
+    const kb = /^VmRSS:\s+(\d+)\s+kB/m.exec(status)?.[1];
+    if (!kb) throw new Error('no VmRSS in /proc status');
+    return Number(kb) / 1024;
+  }
+
+  async stop(): Promise<void> {
+    this.control.close();
+    const child = this.daemon;
+    if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      process.kill(child.pid, 'SIGTERM');
+      const timer = setTimeout(() => {
+        if (child.pid !== undefined && child.exitCode === null) process.kill(child.pid, 'SIGKILL');
+      }, 20_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+interface Timed {
+  totalMs: number;
+  createCmdMs: number;
+}
+
+async function timeOurs(
+  cluster: OurCluster,
+  name: string,
+  replicas: number,
+  whileRunning?: () => Promise<void>,
+): Promise<Timed> {
+  const t0 = performance.now();
+  let serviceId = '';
+  try {
+    const out = await cluster.cli([
+      'service',
+      'create',
+      '--detach',
+      '--quiet',
+      '--name',
+      name,
+      '--replicas',
+      String(replicas),
+      IMAGE,
+    ]);
+    const createCmdMs = performance.now() - t0;
+    serviceId = out.stdout.trim();
+    if (!serviceId) throw new Error('service create printed no id');
+    for (;;) {
+      if ((await cluster.running(serviceId)) >= replicas) break;
+      if (performance.now() - t0 > CONVERGE_TIMEOUT_MS) throw new Error(`${name} did not converge`);
+      await sleep(POLL_MS);
+    }
+    const totalMs = performance.now() - t0;
+    await whileRunning?.();
+    return { totalMs, createCmdMs };
+  } finally {
+    await cluster.cli(['service', 'rm', name]).catch((err: unknown) => console.error(String(err)));
+    if (serviceId) await waitContainersGone(`cluster.service.id=${serviceId}`);
+  }
+}
+
+// ------------------------------------------------------------------ Swarm
+
+interface SwarmService {
+  ServiceStatus?: { RunningTasks?: number; DesiredTasks?: number };
+}
+
+async function swarmRunning(serviceId: string): Promise<number> {
+  const filters = encodeURIComponent(JSON.stringify({ id: [serviceId] }));
+  const list = await dockerGet<SwarmService[]>(`/v1.41/services?status=true&filters=${filters}`);
+  return list[0]?.ServiceStatus?.RunningTasks ?? 0;
+}
+
+async function timeSwarm(name: string, replicas: number): Promise<Timed> {
+  const t0 = performance.now();
+  let serviceId = '';
+  try {
+    const out = await run('docker', [
+      'service',
+      'create',
+      '--detach',
+      '--no-resolve-image',
+      '--name',
+      name,
+      '--replicas',
+      String(replicas),
+      IMAGE,
+      'httpd',
+      '-f',
+      '-p',
+      '80',
+      '-h',
+      '/www',
+    ]);
+    const createCmdMs = performance.now() - t0;
+    serviceId = out.stdout.trim().split('\n').pop() ?? '';
+    if (!serviceId) throw new Error('docker service create printed no id');
+    for (;;) {
+      if ((await swarmRunning(serviceId)) >= replicas) break;
+      if (performance.now() - t0 > CONVERGE_TIMEOUT_MS) throw new Error(`${name} did not converge`);
+      await sleep(POLL_MS);
+    }
+    return { totalMs: performance.now() - t0, createCmdMs };
+  } finally {
+    await run('docker', ['service', 'rm', name]).catch((err: unknown) => console.error(String(err)));
+    if (serviceId) await waitContainersGone(`com.docker.swarm.service.id=${serviceId}`);
+  }
+}
+
+// ------------------------------------------------------------------ main
+
+async function ensureDocker(): Promise<void> {
+  try {
+    await run('docker', ['version', '--format', '{{.Server.Version}}']);
+  } catch {
+    throw new Error('no Docker engine answers: run scripts/dockerd.sh first');
+  }
+  try {
+    await run('docker', ['image', 'inspect', IMAGE]);
+  } catch {
+    await run('bash', [path.join(REPO, 'scripts', 'make-images.sh')]);
+  }
+}
+
+async function main(): Promise<void> {
+  const { runs, sizes } = parseArgs(process.argv.slice(2));
+  await ensureDocker();
+  const tag = `${process.pid}`;
+  const ours = new Map<number, Timed[]>();
+  const swarm = new Map<number, Timed[]>();
+  const rssSamples: number[] = [];
+  let rssTasks = 0;
+
+  // Ours first, before any swarm exists on the engine.
+  const cluster = await OurCluster.start();
+  try {
+    for (const n of sizes) {
+      const results: Timed[] = [];
+      for (let r = 1; r <= runs; r++) {
+        // The RSS is read while the largest service's tasks run, a few times over two seconds.
+        const sampleRss =
+          n === Math.max(...sizes) && r === 1
+            ? async () => {
+                rssTasks = n;
+                for (let i = 0; i < 5; i++) {
+                  rssSamples.push(cluster.rssMb());
+                  await sleep(500);
+                }
+              }
+            : undefined;
+        results.push(await timeOurs(cluster, `bench-conv-${tag}-${n}-${r}`, n, sampleRss));
+      }
+      ours.set(n, results);
+    }
+  } finally {
+    await cluster.stop();
+  }
+
+  const state = (await run('docker', ['info', '--format', '{{.Swarm.LocalNodeState}}'])).stdout.trim();
+  let createdSwarm = false;
+  if (state === 'inactive') {
+    await run('docker', ['swarm', 'init', '--advertise-addr', '127.0.0.1']);
+    createdSwarm = true;
+  } else if (state !== 'active') {
+    throw new Error(`the engine's swarm state is "${state}": cannot measure Swarm`);
+  }
+  try {
+    for (const n of sizes) {
+      const results: Timed[] = [];
+      for (let r = 1; r <= runs; r++) results.push(await timeSwarm(`bench-conv-swarm-${tag}-${n}-${r}`, n));
+      swarm.set(n, results);
+    }
+  } finally {
+    if (createdSwarm) await run('docker', ['swarm', 'leave', '--force']);
+  }
+
+  const fmt = (ms: number) => (ms / 1000).toFixed(2).padStart(7);
+  console.log(
+    `create → N running, ${IMAGE}, single node, median of ${runs} run(s), poll every ${POLL_MS} ms`,
+  );
+  console.log(`host: ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? '?'}, node ${process.version}`);
+  console.log('   N   ours (s)  create cmd   swarm (s)  create cmd   ours/swarm  swarm ref (s)');
+  const json: Record<string, number | boolean | string> = {};
+  for (const n of sizes) {
+    const o = ours.get(n) ?? [];
+    const s = swarm.get(n) ?? [];
+    const om = median(o.map((x) => x.totalMs));
+    const sm = median(s.map((x) => x.totalMs));
+    console.log(
+      `${String(n).padStart(4)}  ${fmt(om)}    ${fmt(median(o.map((x) => x.createCmdMs)))}   ${fmt(sm)}    ${fmt(
+        median(s.map((x) => x.createCmdMs)),
+      )}      ${(om / sm).toFixed(2).padStart(5)}     ${SWARM_REFERENCE_S[n]?.toFixed(2) ?? '-'}`,
+    );
+    json[`ours${n}Ms`] = Math.round(om);
+    json[`swarm${n}Ms`] = Math.round(sm);
+    json[`ratio${n}`] = Number((om / sm).toFixed(3));
+  }
+  const rss = rssSamples.length > 0 ? Math.max(...rssSamples) : 0;
+  console.log(
+    `daemon (manager + agent) RSS with ${rssTasks} tasks running: ${rss.toFixed(1)} MiB (max of ${rssSamples.length} samples; target ≤ ${RSS_TARGET_MB})`,
+  );
+  console.log(`targets: ours ≤ 0.5 × Swarm's time; agent RSS ≤ ${RSS_TARGET_MB} MB`);
+  json.agentRssMb = Number(rss.toFixed(1));
+  json.rssTasks = rssTasks;
+  json.runs = runs;
+  console.log(JSON.stringify(json));
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exitCode = 1;
+});
