@@ -83,6 +83,9 @@ export class TaskController {
       void this.shutdown(true);
       return;
     }
+    // Desired READY: a replacement waiting out its restart delay. It starts once the
+    // orchestrator moves it to RUNNING (a later update).
+    if (task.desiredState < TaskState.TASK_STATE_RUNNING) return;
     if (!this.running && !this.shuttingDown) {
       this.running = this.run(this.runAbort.signal).catch((err: unknown) =>
         this.deps.logger.error({ taskId: task.id, err }, 'task controller failed'),

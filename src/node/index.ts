@@ -62,6 +62,18 @@ function controlFor(manager: Manager, authorize?: Authorize): ControlServer {
   const local = createControlServer({
     store: manager.store,
     nodeId: manager.nodeId,
+    // The Raft members as this manager sees them (the leader answers: followers forward).
+    raftMembers: () => {
+      const voters = new Set(manager.raft.status().voters);
+      return manager.store.view((tx) =>
+        tx.nodes
+          .list((n) => voters.has(n.managerStatus?.raftId ?? 0))
+          .map((n) => ({
+            nodeId: n.id,
+            reachable: manager.raft.peerConnected(n.managerStatus?.raftId ?? 0),
+          })),
+      );
+    },
   });
   const router = new LeaderRouter(manager);
   return forwardingControl(local, () => router.route(), { authorize, selfName: manager.nodeId });

@@ -42,6 +42,7 @@ import { MemoryStore, type AppliedResult } from '../store';
 import { formatHostPort, joinAddress, parseHostPort } from './addr';
 import type { DataDirLayout, NodeState } from './datadir';
 import { LeaderLoops, type LeaderLoop } from './leader_loops';
+import { managerStatusLoop } from './manager_status';
 
 /** How often leadership is observed to start/stop the leader loops and refresh manager status. */
 export const LEADERSHIP_POLL_MS = 50;
@@ -202,7 +203,16 @@ export class Manager {
       ),
     );
 
-    this.loops = new LeaderLoops(this.options.loops?.(this) ?? [], this.logger);
+    const statusLoop = managerStatusLoop(
+      this.store,
+      {
+        selfRaftId: raftId,
+        isLeader: () => this.raft.isLeader(),
+        peerConnected: (id) => this.raft.peerConnected(id),
+      },
+      this.logger,
+    );
+    this.loops = new LeaderLoops([statusLoop, ...(this.options.loops?.(this) ?? [])], this.logger);
     this.poller = setInterval(() => this.observeLeadership(), LEADERSHIP_POLL_MS);
   }
 
@@ -286,7 +296,8 @@ export class Manager {
     const existing = this.store.view((tx) => tx.nodes.get(who.nodeId));
     if (!existing) throw new ClusterError('NOT_FOUND', `node ${who.nodeId} is not known to this cluster`);
     const raftId = existing.managerStatus?.raftId || newRaftId();
-    if (!this.raft.status().voters.includes(raftId)) await this.raft.addMember(raftId, addr);
+    // Record the member before adding it: once the conf change applies, every write needs the
+    // new member's vote too, and it starts its Raft node only after this call returns.
     await this.store.update((tx) => {
       const node = tx.nodes.get(who.nodeId);
       if (!node) throw new ClusterError('NOT_FOUND', `node ${who.nodeId} is not known to this cluster`);
@@ -296,6 +307,7 @@ export class Manager {
         managerStatus: { raftId, addr, leader: false, reachability: 'reachable' },
       });
     });
+    if (!this.raft.status().voters.includes(raftId)) await this.raft.addMember(raftId, addr);
     const members = this.store.view((tx) =>
       tx.nodes
         .list((n) => n.role === NodeRole.NODE_ROLE_MANAGER && (n.managerStatus?.raftId ?? 0) > 0)

@@ -8,6 +8,8 @@ import { ClusterError } from '../common/errors';
 import { formatHostPort, joinAddress, parseHostPort } from './addr';
 import { clearClusterState, loadState, loadTls, prepareDataDir, saveState, saveTls } from './datadir';
 import { LeaderLoops, type LeaderLoop } from './leader_loops';
+import { staleManagerStatus } from './manager_status';
+import { NodeRole, type Node as ClusterNode } from '../gen/cluster/v1/objects';
 
 function tempDir(t: { after(fn: () => void): void }): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'node-test-'));
@@ -121,4 +123,30 @@ test('leader loops run while leading, stop on losing leadership, and restart aft
   await loops.setLeader(false);
   assert.deepEqual(stopped, ['steady']);
   assert.equal(loops.active, false);
+});
+
+test('manager status follows what Raft sees: one leader, unreachable peers marked', () => {
+  const manager = (id: string, raftId: number, leader: boolean, reachability: string): ClusterNode => ({
+    id,
+    role: NodeRole.NODE_ROLE_MANAGER,
+    managerStatus: { raftId, addr: `10.0.0.${raftId}:4242`, leader, reachability },
+  });
+  const worker: ClusterNode = { id: 'w', role: NodeRole.NODE_ROLE_WORKER };
+  const nodes = [
+    manager('a', 1, true, 'reachable'),
+    manager('b', 2, false, 'reachable'),
+    manager('c', 3, false, 'reachable'),
+    worker,
+  ];
+  // Node 2 now leads and cannot reach node 1 (the old leader, killed).
+  const view = { selfRaftId: 2, isLeader: () => true, peerConnected: (id: number) => id !== 1 };
+  const changed = staleManagerStatus(nodes, view);
+  assert.deepEqual(
+    changed.map((n) => [n.id, n.managerStatus?.leader, n.managerStatus?.reachability]),
+    [
+      ['a', false, 'unreachable'],
+      ['b', true, 'reachable'],
+    ],
+  );
+  assert.deepEqual(staleManagerStatus(changed.concat(nodes.slice(2)), view), [], 'nothing left to change');
 });

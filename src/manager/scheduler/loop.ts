@@ -10,16 +10,20 @@ import { reconcilerLoop, type ReconcilerOptions } from '../orchestrator/reconcil
 import { isLive, stateOf } from '../orchestrator/tasks';
 import { placeTasks } from './placement';
 
-function withStatus(task: Task, state: TaskState, message: string): Task {
+function withStatus(task: Task, state: TaskState, message: string, err = ''): Task {
   const next = structuredClone(task);
-  next.status = TaskStatus.fromPartial({ ...task.status, state, message });
+  next.status = TaskStatus.fromPartial({ ...task.status, state, message, err });
   return next;
 }
 
-/** Records why a task waits, writing only when the reason changed (no churn while it waits). */
+/**
+ * Records why a task waits, writing only when the reason changed (no churn while it waits). The
+ * reason goes in `err` too: that is what `service ps` shows under ERROR, as SwarmKit's "no
+ * suitable node (...)".
+ */
 function explain(task: Task, reason: string, plan: Plan): void {
-  if (task.status?.message !== reason)
-    plan.updateTask(withStatus(task, TaskState.TASK_STATE_PENDING, reason));
+  if (task.status?.message !== reason || task.status.err !== reason)
+    plan.updateTask(withStatus(task, TaskState.TASK_STATE_PENDING, reason, reason));
 }
 
 export function planScheduling(state: ClusterState, plan: Plan): void {

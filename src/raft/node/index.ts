@@ -284,6 +284,11 @@ export class RaftNode<Result = unknown> {
     };
   }
 
+  /** Whether a stream to this peer is up now (the leader's view of a member's reachability). */
+  peerConnected(id: NodeId): boolean {
+    return id === this.options.id || this.transport.isConnected(id);
+  }
+
   /**
    * Replicates `data` and resolves with the state machine's result once this node has applied
    * it. Only the leader accepts proposals; elsewhere this rejects with NotLeaderError naming
