@@ -20,8 +20,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { credentials, type ServiceError } from '@grpc/grpc-js';
-import { ControlClient, type ListTasksResponse } from '../../src/gen/cluster/v1/control';
-import { TaskState } from '../../src/gen/cluster/v1/objects';
+import {
+  ControlClient,
+  type GetServiceResponse,
+  type ListTasksResponse,
+} from '../../src/gen/cluster/v1/control';
+import { TaskState, type Task } from '../../src/gen/cluster/v1/objects';
 
 const REPO = path.resolve(__dirname, '..', '..', '..');
 const CLI = path.join(REPO, 'bin', 'cluster.js');
@@ -175,7 +179,8 @@ class OurCluster {
     return run(process.execPath, [CLI, ...args], this.env);
   }
 
-  running(serviceId: string): Promise<number> {
+  /** The service's tasks that run now. */
+  running(serviceId: string): Promise<Task[]> {
     return new Promise((resolve, reject) => {
       this.control.listTasks(
         { filters: { service: serviceId } },
@@ -190,10 +195,19 @@ class OurCluster {
                 t.serviceId === serviceId &&
                 t.desiredState === TaskState.TASK_STATE_RUNNING &&
                 t.status?.state === TaskState.TASK_STATE_RUNNING,
-            ).length,
+            ),
           );
         },
       );
+    });
+  }
+
+  createdAt(serviceId: string): Promise<Date | undefined> {
+    return new Promise((resolve, reject) => {
+      this.control.getService({ serviceId }, (err: ServiceError | null, res?: GetServiceResponse) => {
+        if (err || !res) reject(err ?? new Error('empty GetService answer'));
+        else resolve(res.service?.meta?.createdAt);
+      });
     });
   }
 
@@ -224,6 +238,15 @@ class OurCluster {
 interface Timed {
   totalMs: number;
   createCmdMs: number;
+  /** The last task's RUNNING timestamp minus the service's creation time, as the engines record them. */
+  serverMs: number;
+}
+
+/** Server-side convergence in ms; NaN when a timestamp is missing. */
+function serverSpan(createdAt: Date | undefined, runningAt: (Date | undefined)[]): number {
+  if (!createdAt || runningAt.some((d) => d === undefined)) return NaN;
+  const last = Math.max(...runningAt.map((d) => d?.getTime() ?? 0));
+  return last - createdAt.getTime();
 }
 
 async function timeOurs(
@@ -249,14 +272,20 @@ async function timeOurs(
     const createCmdMs = performance.now() - t0;
     serviceId = out.stdout.trim();
     if (!serviceId) throw new Error('service create printed no id');
+    let tasks: Task[];
     for (;;) {
-      if ((await cluster.running(serviceId)) >= replicas) break;
+      tasks = await cluster.running(serviceId);
+      if (tasks.length >= replicas) break;
       if (performance.now() - t0 > CONVERGE_TIMEOUT_MS) throw new Error(`${name} did not converge`);
       await sleep(POLL_MS);
     }
     const totalMs = performance.now() - t0;
+    const serverMs = serverSpan(
+      await cluster.createdAt(serviceId),
+      tasks.map((t) => t.status?.timestamp),
+    );
     await whileRunning?.();
-    return { totalMs, createCmdMs };
+    return { totalMs, createCmdMs, serverMs };
   } finally {
     await cluster.cli(['service', 'rm', name]).catch((err: unknown) => console.error(String(err)));
     if (serviceId) await waitContainersGone(`cluster.service.id=${serviceId}`);
@@ -266,7 +295,24 @@ async function timeOurs(
 // ------------------------------------------------------------------ Swarm
 
 interface SwarmService {
+  CreatedAt?: string;
   ServiceStatus?: { RunningTasks?: number; DesiredTasks?: number };
+}
+
+interface SwarmTask {
+  DesiredState?: string;
+  Status?: { State?: string; Timestamp?: string };
+}
+
+async function swarmServerMs(serviceId: string): Promise<number> {
+  const service = await dockerGet<SwarmService>(`/v1.41/services/${serviceId}`);
+  const filters = encodeURIComponent(JSON.stringify({ service: [serviceId], 'desired-state': ['running'] }));
+  const tasks = await dockerGet<SwarmTask[]>(`/v1.41/tasks?filters=${filters}`);
+  const at = (s: string | undefined) => (s ? new Date(s) : undefined);
+  return serverSpan(
+    at(service.CreatedAt),
+    tasks.filter((t) => t.Status?.State === 'running').map((t) => at(t.Status?.Timestamp)),
+  );
 }
 
 async function swarmRunning(serviceId: string): Promise<number> {
@@ -304,7 +350,8 @@ async function timeSwarm(name: string, replicas: number): Promise<Timed> {
       if (performance.now() - t0 > CONVERGE_TIMEOUT_MS) throw new Error(`${name} did not converge`);
       await sleep(POLL_MS);
     }
-    return { totalMs: performance.now() - t0, createCmdMs };
+    const totalMs = performance.now() - t0;
+    return { totalMs, createCmdMs, serverMs: await swarmServerMs(serviceId) };
   } finally {
     await run('docker', ['service', 'rm', name]).catch((err: unknown) => console.error(String(err)));
     if (serviceId) await waitContainersGone(`com.docker.swarm.service.id=${serviceId}`);
@@ -383,21 +430,31 @@ async function main(): Promise<void> {
     `create → N running, ${IMAGE}, single node, median of ${runs} run(s), poll every ${POLL_MS} ms`,
   );
   console.log(`host: ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? '?'}, node ${process.version}`);
-  console.log('   N   ours (s)  create cmd   swarm (s)  create cmd   ours/swarm  swarm ref (s)');
+  console.log(
+    '   N   ours (s)  create cmd  server   swarm (s)  create cmd  server   ours/swarm  swarm ref (s)',
+  );
   const json: Record<string, number | boolean | string> = {};
   for (const n of sizes) {
     const o = ours.get(n) ?? [];
     const s = swarm.get(n) ?? [];
     const om = median(o.map((x) => x.totalMs));
     const sm = median(s.map((x) => x.totalMs));
-    console.log(
-      `${String(n).padStart(4)}  ${fmt(om)}    ${fmt(median(o.map((x) => x.createCmdMs)))}   ${fmt(sm)}    ${fmt(
-        median(s.map((x) => x.createCmdMs)),
-      )}      ${(om / sm).toFixed(2).padStart(5)}     ${SWARM_REFERENCE_S[n]?.toFixed(2) ?? '-'}`,
-    );
+    const cols = [
+      fmt(om),
+      fmt(median(o.map((x) => x.createCmdMs))),
+      fmt(median(o.map((x) => x.serverMs))),
+      fmt(sm),
+      fmt(median(s.map((x) => x.createCmdMs))),
+      fmt(median(s.map((x) => x.serverMs))),
+      (om / sm).toFixed(2).padStart(9),
+      SWARM_REFERENCE_S[n]?.toFixed(2).padStart(9) ?? '-',
+    ];
+    console.log(`${String(n).padStart(4)}  ${cols.join('   ')}`);
     json[`ours${n}Ms`] = Math.round(om);
     json[`swarm${n}Ms`] = Math.round(sm);
     json[`ratio${n}`] = Number((om / sm).toFixed(3));
+    json[`oursServer${n}Ms`] = Math.round(median(o.map((x) => x.serverMs)));
+    json[`swarmServer${n}Ms`] = Math.round(median(s.map((x) => x.serverMs)));
   }
   const rss = rssSamples.length > 0 ? Math.max(...rssSamples) : 0;
   console.log(
