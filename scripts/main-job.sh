@@ -53,7 +53,7 @@ bash scripts/lab exec manager1 -- cluster node ls
 
 # What the built node process runs: the agent runs tasks, the routing mesh makes the port
 # answer on every node. Read from the build, so this script tells the truth as pieces land.
-wired() { cat dist/src/node/*.js 2>/dev/null | grep -q "require(\"\\.\\./$1"; }
+wired() { grep -qs "require(\"\\.\\./$1" dist/src/node/*.js; }
 
 # The replicas write their container hostname into the page, so each answer names its replica.
 service_args=(--name web --replicas 3 --publish "$PORT:80" local/busybox:1
