@@ -240,6 +240,42 @@ export function addMembershipCommands(program: Command, rt: Runtime): void {
       await conn.call(conn.local.leave.bind(conn.local), { force: flags.force ?? false });
       rt.out('Node left the cluster.\n');
     });
+
+  program
+    .command('info')
+    .description("Show this node's cluster membership (as 'docker info' shows Swarm's)")
+    .action(async () => {
+      const conn = rt.connection();
+      const info = await conn.call(conn.local.info.bind(conn.local), {});
+      if (rt.format() === 'json') {
+        rt.out(
+          JSON.stringify({
+            LocalNodeState: info.state,
+            NodeID: info.nodeId,
+            NodeAddr: info.nodeAddr,
+            ControlAvailable: info.role === 'manager',
+            IsLeader: info.isLeader,
+            ClusterID: info.clusterId,
+            RemoteManagers: info.managers,
+            Error: info.error,
+          }) + '\n',
+        );
+        return;
+      }
+      const lines = [`Cluster: ${info.state}`];
+      if (info.state === 'active') {
+        lines.push(
+          ` NodeID: ${info.nodeId}`,
+          ` Is Manager: ${info.role === 'manager'}`,
+          ` Is Leader: ${info.isLeader}`,
+          ` ClusterID: ${info.clusterId}`,
+          ` Node Address: ${info.nodeAddr}`,
+          ` Managers: ${info.managers.join(', ')}`,
+        );
+      }
+      if (info.error) lines.push(` Error: ${info.error}`);
+      rt.out(lines.join('\n') + '\n');
+    });
 }
 
 /** The address joiners should dial: this manager's, as the cluster knows it. */
