@@ -19,6 +19,8 @@ import {
 /** A UDP "connection" (client address → chosen backend) ends after this long without traffic. */
 export const UDP_SESSION_IDLE_MS = 30_000;
 const UDP_SWEEP_INTERVAL_MS = 5_000;
+/** Read buffer per proxied connection for the backend-to-client direction. */
+const READ_BUFFER_BYTES = 16 * 1024;
 /** Limit on concurrent UDP sessions per frontend; beyond it new clients are dropped. */
 export const MAX_UDP_SESSIONS = 4096;
 
@@ -98,16 +100,25 @@ class TcpFrontend implements ProxyFrontend {
       client.resetAndDestroy(); // no endpoint: refuse like the kernel's reject
       return;
     }
+    // Replies are read straight into a per-connection buffer (onread) instead of through the
+    // stream machinery: the reply direction carries most bytes, and this saves CPU per request.
     const upstream = net.connect({
       host: backend.ip,
       port: backend.port,
       localAddress: this.snatTo,
       noDelay: true,
+      onread: {
+        buffer: Buffer.allocUnsafe(READ_BUFFER_BYTES),
+        callback: (bytes: number, buffer: Uint8Array): boolean =>
+          // The copy lets the buffer be reused while a write that did not complete holds its data.
+          client.write(Buffer.from(buffer.subarray(0, bytes))),
+      },
     });
+    client.on('drain', () => upstream.resume());
+    upstream.on('end', () => client.end());
     this.sockets.add(client);
     this.sockets.add(upstream);
     relay(client, upstream);
-    relay(upstream, client);
     const done = (): void => {
       client.destroy();
       upstream.destroy();
