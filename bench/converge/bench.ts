@@ -1,7 +1,8 @@
 // Convergence benchmark (issue 5): the time from `cluster service create --replicas N` to N tasks
 // running with the Docker runtime, beside `docker service create --replicas N` on a single-node
-// Docker Swarm on the same engine, in one run, for N = 3 and 100; and the daemon's RSS while
-// 100 tasks run (on one node the daemon is manager and agent in one process).
+// Docker Swarm on the same engine, in one run, for N = 3 and 100; and the agent's RSS while 100
+// tasks run: a second daemon joins as a worker (the manager drained) and its process's VmRSS is
+// read; the single-node daemon's (manager and agent in one process) is printed too.
 //
 // Both sides are timed the same way: the clock starts before the create command is spawned (its
 // CLI start-up counts), then the bench polls each side's API every POLL_MS (ours: ListTasks on
@@ -23,9 +24,10 @@ import { credentials, type ServiceError } from '@grpc/grpc-js';
 import {
   ControlClient,
   type GetServiceResponse,
+  type ListNodesResponse,
   type ListTasksResponse,
 } from '../../src/gen/cluster/v1/control';
-import { TaskState, type Task } from '../../src/gen/cluster/v1/objects';
+import { NodeState, TaskState, type Node as ClusterNode, type Task } from '../../src/gen/cluster/v1/objects';
 
 const REPO = path.resolve(__dirname, '..', '..', '..');
 const CLI = path.join(REPO, 'bin', 'cluster.js');
@@ -141,12 +143,14 @@ function freePortPair(): Promise<number> {
 class OurCluster {
   private constructor(
     readonly dir: string,
+    readonly addr: string,
     readonly daemon: ChildProcess,
     readonly env: NodeJS.ProcessEnv,
     readonly control: ControlClient,
   ) {}
 
-  static async start(): Promise<OurCluster> {
+  /** A daemon that inits a cluster, or joins one when `join` is given. */
+  static async start(join?: { token: string; managerAddr: string }): Promise<OurCluster> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cluster-bench-converge-'));
     const port = await freePortPair();
     const addr = `127.0.0.1:${port}`;
@@ -159,7 +163,7 @@ class OurCluster {
     });
     fs.closeSync(log);
     const control = new ControlClient(`unix://${socket}`, credentials.createInsecure());
-    const cluster = new OurCluster(dir, daemon, env, control);
+    const cluster = new OurCluster(dir, addr, daemon, env, control);
     try {
       const deadline = Date.now() + 30_000;
       while (!fs.existsSync(socket)) {
@@ -167,7 +171,10 @@ class OurCluster {
         if (Date.now() > deadline) throw new Error('the daemon did not open its socket within 30 s');
         await sleep(50);
       }
-      await run(process.execPath, [CLI, 'init', '--advertise-addr', addr], env);
+      const args = join
+        ? ['join', '--token', join.token, '--advertise-addr', addr, join.managerAddr]
+        : ['init', '--advertise-addr', addr];
+      await run(process.execPath, [CLI, ...args], env);
     } catch (err) {
       await cluster.stop();
       throw err;
@@ -207,6 +214,15 @@ class OurCluster {
       this.control.getService({ serviceId }, (err: ServiceError | null, res?: GetServiceResponse) => {
         if (err || !res) reject(err ?? new Error('empty GetService answer'));
         else resolve(res.service?.meta?.createdAt);
+      });
+    });
+  }
+
+  nodes(role: string): Promise<ClusterNode[]> {
+    return new Promise((resolve, reject) => {
+      this.control.listNodes({ filters: { role } }, (err: ServiceError | null, res?: ListNodesResponse) => {
+        if (err || !res) reject(err ?? new Error('empty ListNodes answer'));
+        else resolve(res.nodes);
       });
     });
   }
@@ -381,6 +397,9 @@ async function main(): Promise<void> {
   const swarm = new Map<number, Timed[]>();
   const rssSamples: number[] = [];
   let rssTasks = 0;
+  const workerRss: number[] = [];
+  let workerRssTasks = 0;
+  let workerRun: Timed | undefined;
 
   // Ours first, before any swarm exists on the engine.
   const cluster = await OurCluster.start();
@@ -402,6 +421,30 @@ async function main(): Promise<void> {
         results.push(await timeOurs(cluster, `bench-conv-${tag}-${n}-${r}`, n, sampleRss));
       }
       ours.set(n, results);
+    }
+    // The agent alone: a second daemon joins as a worker, the manager is drained, and the
+    // worker daemon's RSS is read while the largest service's tasks run on it.
+    const n = Math.max(...sizes);
+    const token = (await cluster.cli(['join-token', '--quiet', 'worker'])).stdout.trim();
+    const worker = await OurCluster.start({ token, managerAddr: cluster.addr });
+    try {
+      const deadline = Date.now() + 30_000;
+      while (!(await cluster.nodes('worker')).some((w) => w.status?.state === NodeState.NODE_STATE_READY)) {
+        if (Date.now() > deadline) throw new Error('the worker did not become ready within 30 s');
+        await sleep(100);
+      }
+      for (const m of await cluster.nodes('manager')) {
+        await cluster.cli(['node', 'update', '--availability', 'drain', m.id]);
+      }
+      workerRun = await timeOurs(cluster, `bench-conv-${tag}-worker-${n}`, n, async () => {
+        workerRssTasks = n;
+        for (let i = 0; i < 5; i++) {
+          workerRss.push(worker.rssMb());
+          await sleep(500);
+        }
+      });
+    } finally {
+      await worker.stop();
     }
   } finally {
     await cluster.stop();
@@ -457,12 +500,23 @@ async function main(): Promise<void> {
     json[`swarmServer${n}Ms`] = Math.round(median(s.map((x) => x.serverMs)));
   }
   const rss = rssSamples.length > 0 ? Math.max(...rssSamples) : 0;
+  const agentRss = workerRss.length > 0 ? Math.max(...workerRss) : 0;
+  if (workerRun) {
+    console.log(
+      `2 nodes (manager drained, 1 worker daemon): ${workerRssTasks} replicas → running in ${fmt(workerRun.totalMs).trim()} s`,
+    );
+  }
   console.log(
-    `daemon (manager + agent) RSS with ${rssTasks} tasks running: ${rss.toFixed(1)} MiB (max of ${rssSamples.length} samples; target ≤ ${RSS_TARGET_MB})`,
+    `agent RSS (worker daemon) with ${workerRssTasks} tasks running: ${agentRss.toFixed(1)} MiB (max of ${workerRss.length} samples; target ≤ ${RSS_TARGET_MB})`,
+  );
+  console.log(
+    `single-node daemon (manager + agent) RSS with ${rssTasks} tasks running: ${rss.toFixed(1)} MiB (max of ${rssSamples.length} samples)`,
   );
   console.log(`targets: ours ≤ 0.5 × Swarm's time; agent RSS ≤ ${RSS_TARGET_MB} MB`);
-  json.agentRssMb = Number(rss.toFixed(1));
-  json.rssTasks = rssTasks;
+  json.agentRssMb = Number(agentRss.toFixed(1));
+  json.agentRssTasks = workerRssTasks;
+  json.singleNodeDaemonRssMb = Number(rss.toFixed(1));
+  if (workerRun) json[`workerNode${workerRssTasks}Ms`] = Math.round(workerRun.totalMs);
   json.runs = runs;
   console.log(JSON.stringify(json));
 }
