@@ -3,7 +3,7 @@
 // proxy, all in one run, in the same setup as the peer baselines (RESULTS.md section D).
 // Options: --runs N (default 3, the median is reported), --duration S (default 10),
 // --configs direct,haproxy,nft,userspace (a subset, for quick comparisons).
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { NetnsLab, sh } from '../../src/agent/lb/netlab';
@@ -19,15 +19,18 @@ const USERSPACE_VIP = '127.0.0.12';
 const WRK_ARGS = ['-t2', '-c64', '--latency'];
 
 /** Peer figures, RESULTS.md section D (medians of 3 runs, 2026-11-22, same VM and wrk flags). */
-const PEERS: Record<string, { rps: number; p50: number; p99: number; what: string }> = {
-  direct: { rps: 34141, p50: 1.61, p99: 2.87, what: 'direct' },
-  haproxy: { rps: 43265, p50: 1.39, p99: 4.14, what: 'HAProxy tcp nbthread 2' },
-  nft: { rps: 47183, p50: 1.03, p99: 7.73, what: 'bare nft DNAT numgen inc' },
-  userspace: { rps: 27814, p50: 2.21, p99: 5.08, what: 'naive Node tcp-proxy.js' },
+const PEERS: Record<string, { rps: number; p50: number; p99: number; cpu: string; what: string }> = {
+  direct: { rps: 34141, p50: 1.61, p99: 2.87, cpu: '–', what: 'direct' },
+  haproxy: { rps: 43265, p50: 1.39, p99: 4.14, cpu: '12.7', what: 'HAProxy tcp nbthread 2' },
+  nft: { rps: 47183, p50: 1.03, p99: 7.73, cpu: 'kernel', what: 'bare nft DNAT numgen inc' },
+  userspace: { rps: 27814, p50: 2.21, p99: 5.08, cpu: '25.5', what: 'naive Node tcp-proxy.js' },
 };
 
 interface WrkResult {
   rps: number;
+  requests: number;
+  /** CPU the load balancer process used per request (user + system), when it is a process. */
+  lbCpuUsPerReq?: number;
   p50Ms: number;
   p99Ms: number;
   errors: string;
@@ -49,6 +52,7 @@ function toMs(text: string): number {
 
 export function parseWrk(output: string): WrkResult {
   const rps = /Requests\/sec:\s+([\d.]+)/.exec(output);
+  const requests = /(\d+) requests in/.exec(output);
   const p50 = /^\s+50%\s+(\S+)/m.exec(output);
   const p99 = /^\s+99%\s+(\S+)/m.exec(output);
   if (rps?.[1] === undefined || p50?.[1] === undefined || p99?.[1] === undefined) {
@@ -59,7 +63,24 @@ export function parseWrk(output: string): WrkResult {
     .filter((line) => /Socket errors|Non-2xx/.test(line))
     .map((line) => line.trim())
     .join('; ');
-  return { rps: Number(rps[1]), p50Ms: toMs(p50[1]), p99Ms: toMs(p99[1]), errors };
+  return {
+    rps: Number(rps[1]),
+    requests: Number(requests?.[1] ?? 0),
+    p50Ms: toMs(p50[1]),
+    p99Ms: toMs(p99[1]),
+    errors,
+  };
+}
+
+const CLOCK_TICKS_PER_S = 100; // USER_HZ on Linux
+
+/** User + system CPU seconds of a process so far, from /proc (0 when it is gone). */
+async function cpuSeconds(pid: number | undefined): Promise<number> {
+  if (pid === undefined) return 0;
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  // Fields after the parenthesized command name; utime and stime are fields 14 and 15.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) / CLOCK_TICKS_PER_S;
 }
 
 function median(values: number[]): number {
@@ -128,9 +149,9 @@ async function main(): Promise<void> {
     const wrk = async (url: string, seconds: number): Promise<WrkResult> =>
       parseWrk(await lab.exec(ns, ['wrk', ...WRK_ARGS, `-d${seconds}s`, url]));
 
-    const targets: Array<{ name: string; url: string }> = [];
-    const add = (name: string, address: string): void => {
-      if (configs.has(name)) targets.push({ name, url: `http://${address}:${PORT}/` });
+    const targets: Array<{ name: string; url: string; pid?: number }> = [];
+    const add = (name: string, address: string, pid?: number): void => {
+      if (configs.has(name)) targets.push({ name, url: `http://${address}:${PORT}/`, pid });
     };
     add('direct', BACKEND_IPS[0] ?? '');
     // Every load balancer is up at once on its own address, so runs can be interleaved: on a
@@ -141,7 +162,7 @@ async function main(): Promise<void> {
       const haproxy = lab.spawnIn(ns, ['haproxy', '-db', '-f', cfg]);
       await new Promise((resolve) => setTimeout(resolve, 700));
       if (haproxy.exitCode !== null) throw new Error('haproxy did not start');
-      add('haproxy', HAPROXY_VIP);
+      add('haproxy', HAPROXY_VIP, haproxy.pid);
     }
     if (configs.has('nft')) {
       const nft = new NftLoadBalancer({ table: 'cluster_lb_bench', netns: ns });
@@ -154,7 +175,7 @@ async function main(): Promise<void> {
       const proxy = new ProxyProcess({ netns: ns });
       active.push(proxy);
       await proxy.apply(lbConfig(USERSPACE_VIP));
-      add('userspace', USERSPACE_VIP);
+      add('userspace', USERSPACE_VIP, proxy.pid);
     }
 
     for (const { name, url } of targets) {
@@ -168,8 +189,12 @@ async function main(): Promise<void> {
       results.set(name, []);
     }
     for (let run = 1; run <= runs; run++) {
-      for (const { name, url } of targets) {
+      for (const { name, url, pid } of targets) {
+        const cpuBefore = await cpuSeconds(pid);
         const result = await wrk(url, durationS);
+        if (pid !== undefined && result.requests > 0) {
+          result.lbCpuUsPerReq = (((await cpuSeconds(pid)) - cpuBefore) * 1e6) / result.requests;
+        }
         const errors = result.errors ? `, ${result.errors}` : '';
         console.log(
           `[${name}] run ${run}: ${result.rps.toFixed(0)} req/s, p50 ${result.p50Ms} ms, p99 ${result.p99Ms} ms${errors}`,
@@ -185,12 +210,14 @@ async function main(): Promise<void> {
     process.off('SIGTERM', interrupted);
   }
 
-  const summary = (name: string): { rps: number; p50: number; p99: number } => {
+  const summary = (name: string): { rps: number; p50: number; p99: number; cpu: string } => {
     const list = results.get(name) ?? [];
+    const cpu = list.flatMap((r) => (r.lbCpuUsPerReq === undefined ? [] : [r.lbCpuUsPerReq]));
     return {
       rps: median(list.map((r) => r.rps)),
       p50: median(list.map((r) => r.p50Ms)),
       p99: median(list.map((r) => r.p99Ms)),
+      cpu: cpu.length > 0 ? median(cpu).toFixed(1) : name === 'nft' ? 'kernel' : '–',
     };
   };
   const ours = {
@@ -203,13 +230,15 @@ async function main(): Promise<void> {
   rows.push(
     `wrk ${WRK_ARGS.join(' ')} -d${durationS}s, 3 Node backends, netns loopback, median of ${runs} interleaved run(s)`,
   );
-  rows.push('| config | req/s | p50 ms | p99 ms | peer (RESULTS.md D) req/s, p50, p99 |');
-  rows.push('|---|---|---|---|---|');
+  rows.push(
+    '| config | req/s | p50 ms | p99 ms | LB CPU µs/req | peer (RESULTS.md D) req/s, p50, p99, µs/req |',
+  );
+  rows.push('|---|---|---|---|---|---|');
   for (const name of ['direct', 'haproxy', 'nft', 'userspace'] as const) {
     const o = ours[name];
     const p = PEERS[name];
     rows.push(
-      `| ${name} | ${o.rps.toFixed(0)} | ${o.p50.toFixed(2)} | ${o.p99.toFixed(2)} | ${p ? `${p.what}: ${p.rps}, ${p.p50}, ${p.p99}` : ''} |`,
+      `| ${name} | ${o.rps.toFixed(0)} | ${o.p50.toFixed(2)} | ${o.p99.toFixed(2)} | ${o.cpu} | ${p ? `${p.what}: ${p.rps}, ${p.p50}, ${p.p99}, ${p.cpu}` : ''} |`,
     );
   }
   const nftRatio = ours.nft.rps / ours.haproxy.rps;
@@ -238,6 +267,8 @@ async function main(): Promise<void> {
       haproxyP99Ms: ours.haproxy.p99,
       nftP99Ms: ours.nft.p99,
       userspaceP99Ms: ours.userspace.p99,
+      haproxyCpuUsPerReq: Number(ours.haproxy.cpu) || null,
+      userspaceCpuUsPerReq: Number(ours.userspace.cpu) || null,
       nftVsHaproxy: Number(nftRatio.toFixed(3)),
       userspaceVsHaproxy: Number(userspaceRatio.toFixed(3)),
     }),
