@@ -26,7 +26,14 @@ export type ParentMessage = AgentsSetup | { kind: 'stop' };
 
 export type ChildMessage =
   | { kind: 'ready'; sessions: number }
-  | { kind: 'stats'; statusRequests: number; statusUpdates: number; errors: number }
+  | {
+      kind: 'stats';
+      statusRequests: number;
+      statusUpdates: number;
+      errors: number;
+      sessionRestarts: number;
+      errorKinds: [string, number][];
+    }
   | { kind: 'error'; message: string };
 
 const RUNNING_PATH: readonly TaskState[] = [
@@ -37,13 +44,22 @@ const RUNNING_PATH: readonly TaskState[] = [
   TaskState.TASK_STATE_RUNNING,
 ];
 
-const stats = { statusRequests: 0, statusUpdates: 0, errors: 0 };
+const stats = { statusRequests: 0, statusUpdates: 0, errors: 0, sessionRestarts: 0 };
+/** How often each distinct error was seen, to tell a slow manager from a broken one. */
+const errorKinds = new Map<string, number>();
+
+function noteError(err: Error): void {
+  stats.errors++;
+  const key = err.message.slice(0, 120);
+  errorKinds.set(key, (errorKinds.get(key) ?? 0) + 1);
+}
 
 class SimAgent {
   private readonly client: DispatcherClient;
   private session?: ClientReadableStream<SessionMessage>;
   private assignments?: ClientReadableStream<AssignmentsMessage>;
   private heartbeatTimer?: NodeJS.Timeout;
+  private retryTimer?: NodeJS.Timeout;
   private stopped = false;
   /** The furthest state reported per task, so a repeated assignment is not reported twice. */
   private readonly reported = new Map<string, TaskState>();
@@ -56,52 +72,69 @@ class SimAgent {
     this.client = new DispatcherClient(managerAddr, clientCredentials(tls, 'manager'), NODE_CHANNEL_OPTIONS);
   }
 
-  /** Resolves once the session is open and the first (full) assignment set has arrived. */
+  /** Resolves once the first session is open and its (full) assignment set has arrived. */
   start(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const fail = (err: Error) => {
-        if (this.stopped) return;
-        stats.errors++;
-        reject(err);
-      };
-      this.session = this.client.session(
-        SessionRequest.fromPartial({
-          description: {
-            hostname: this.name,
-            os: 'linux',
-            architecture: 'x86_64',
-            resources: { nanoCpus: 4e9, memoryBytes: 8 * 2 ** 30 },
-            runtimeName: 'simulated',
-            runtimeVersion: '0',
-            engineLabels: {},
-          },
-        }),
-      );
-      this.session.on('error', (err: ServiceError) => fail(err));
-      this.session.on('data', (msg: SessionMessage) => {
-        if (this.assignments) return;
-        this.heartbeat(msg.sessionId);
-        this.assignments = this.client.assignments({ sessionId: msg.sessionId });
-        let first = true;
-        this.assignments.on('data', (m: AssignmentsMessage) => {
-          this.apply(msg.sessionId, m.updatedTasks);
-          if (first) {
-            first = false;
-            resolve();
-          }
-        });
-        this.assignments.on('error', (err: ServiceError) => fail(err));
+    return new Promise((resolve) => this.openSession(resolve));
+  }
+
+  /** One session; when it ends (an error, an expiry) a new one opens, as a real agent does. */
+  private openSession(onFirstAssignments?: () => void): void {
+    let ended = false;
+    const end = (err: Error) => {
+      if (ended || this.stopped) return;
+      ended = true;
+      noteError(err);
+      stats.sessionRestarts++;
+      clearTimeout(this.heartbeatTimer);
+      this.assignments?.cancel();
+      this.session?.cancel();
+      this.assignments = undefined;
+      this.retryTimer = setTimeout(() => this.openSession(onFirstAssignments), 100);
+    };
+    const session = this.client.session(
+      SessionRequest.fromPartial({
+        description: {
+          hostname: this.name,
+          os: 'linux',
+          architecture: 'x86_64',
+          resources: { nanoCpus: 4e9, memoryBytes: 8 * 2 ** 30 },
+          runtimeName: 'simulated',
+          runtimeVersion: '0',
+          engineLabels: {},
+        },
+      }),
+    );
+    this.session = session;
+    session.on('error', (err: ServiceError) => end(err));
+    session.on('end', () => end(new Error('the dispatcher ended the session')));
+    let opened = false;
+    session.on('data', (msg: SessionMessage) => {
+      if (opened || ended) return;
+      opened = true;
+      this.heartbeat(msg.sessionId, end);
+      const assignments = this.client.assignments({ sessionId: msg.sessionId });
+      this.assignments = assignments;
+      assignments.on('data', (m: AssignmentsMessage) => {
+        if (ended) return;
+        this.apply(msg.sessionId, m.updatedTasks);
+        onFirstAssignments?.();
+        onFirstAssignments = undefined;
       });
+      assignments.on('error', (err: ServiceError) => end(err));
+      assignments.on('end', () => end(new Error('the dispatcher ended the assignments')));
     });
   }
 
-  private heartbeat(sessionId: string): void {
+  private heartbeat(sessionId: string, end: (err: Error) => void): void {
     this.client.heartbeat({ sessionId }, new Metadata(), { deadline: Date.now() + 5000 }, (err, res) => {
       if (this.stopped) return;
-      if (err) stats.errors++;
-      const p = res?.period;
+      if (err || !res) {
+        end(err ?? new Error('empty heartbeat answer'));
+        return;
+      }
+      const p = res.period;
       const periodMs = p ? p.seconds * 1000 + Math.floor(p.nanos / 1e6) : 1000;
-      this.heartbeatTimer = setTimeout(() => this.heartbeat(sessionId), Math.max(100, periodMs));
+      this.heartbeatTimer = setTimeout(() => this.heartbeat(sessionId, end), Math.max(100, periodMs));
     });
   }
 
@@ -127,13 +160,14 @@ class SimAgent {
     stats.statusRequests++;
     stats.statusUpdates += updates.length;
     this.client.updateTaskStatus(UpdateTaskStatusRequest.fromPartial({ sessionId, updates }), (err) => {
-      if (err && !this.stopped) stats.errors++;
+      if (err && !this.stopped) noteError(err);
     });
   }
 
   stop(): void {
     this.stopped = true;
     clearTimeout(this.heartbeatTimer);
+    clearTimeout(this.retryTimer);
     this.assignments?.cancel();
     this.session?.cancel();
     this.client.close();
@@ -150,7 +184,7 @@ function main(): void {
     if (message.kind === 'stop') {
       for (const a of agents) a.stop();
       agents = [];
-      send({ kind: 'stats', ...stats });
+      send({ kind: 'stats', ...stats, errorKinds: [...errorKinds] });
       process.disconnect();
       return;
     }

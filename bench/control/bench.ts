@@ -3,7 +3,7 @@
 // (bench/control/agents.ts), each a real Dispatcher client with its own node certificate signed by
 // the cluster's CA. Times CreateService with 1,000 replicas until all 1,000 tasks are RUNNING in
 // the manager's store. The manager node is drained so every task lands on a simulated worker.
-// The last line printed is one JSON object.
+// Prints the median of --runs N rounds (default 3); the last line printed is one JSON object.
 import { fork, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -126,16 +126,26 @@ function startAgents(setup: AgentsSetup): Promise<ChildProcess> {
     env: { ...process.env, CLUSTER_LOG_LEVEL: 'warn' },
   });
   return new Promise((resolve, reject) => {
+    // The agents retry until their sessions open: a manager that never answers must not hang us.
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error('the simulated agents did not all open sessions within 60 s'));
+    }, 60_000);
     const onMessage = (m: ChildMessage) => {
       if (m.kind === 'ready') {
+        clearTimeout(timer);
         child.off('message', onMessage);
         resolve(child);
       } else if (m.kind === 'error') {
+        clearTimeout(timer);
         reject(new Error(`simulated agents: ${m.message}`));
       }
     };
     child.on('message', onMessage);
-    child.once('exit', (code) => reject(new Error(`simulated agents exited early (code ${code})`)));
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`simulated agents exited early (code ${code})`));
+    });
     child.send(setup satisfies ParentMessage);
   });
 }
@@ -155,7 +165,24 @@ async function stopAgents(child: ChildProcess): Promise<ChildMessage | undefined
   return result;
 }
 
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? (sorted[mid] ?? 0) : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
+}
+
+/** `--runs N` (default 3): timed rounds of 1,000 replicas, each a new service after the last is removed. */
+function parseRuns(argv: string[]): number {
+  if (argv.length === 0) return 3;
+  const n = Number(argv[1]);
+  if (argv[0] !== '--runs' || argv.length !== 2 || !Number.isInteger(n) || n < 1) {
+    throw new Error('usage: bench.js [--runs N]');
+  }
+  return n;
+}
+
 async function main(): Promise<void> {
+  const runCount = parseRuns(process.argv.slice(2));
   setLogLevel('warn');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cluster-bench-control-'));
   let daemon: Daemon | undefined;
@@ -228,22 +255,35 @@ async function main(): Promise<void> {
     );
     const setupMs = performance.now() - tSetup;
 
+    const removeAndWait = async (serviceId: string) => {
+      await unary((cb) => controlClient.removeService({ serviceId }, cb));
+      await waitUntil(
+        'the removed service’s tasks to stop',
+        () =>
+          manager.store.view(
+            (tx) =>
+              tx.tasks
+                .find('serviceId', serviceId)
+                .filter((t) => t.status?.state === TaskState.TASK_STATE_RUNNING).length,
+          ) === 0,
+        60_000,
+      );
+    };
     // One untimed round first: JIT warm-up of every path (create, schedule, dispatch, status).
     const warm = await createAndConverge(controlClient, manager, 'warmup', WARMUP_REPLICAS);
-    await unary((cb) => controlClient.removeService({ serviceId: warm.serviceId }, cb));
-    await waitUntil(
-      'the warm-up tasks to go',
-      () =>
-        manager.store.view(
-          (tx) =>
-            tx.tasks
-              .find('serviceId', warm.serviceId)
-              .filter((t) => t.status?.state === TaskState.TASK_STATE_RUNNING).length,
-        ) === 0,
-      30_000,
-    );
+    await removeAndWait(warm.serviceId);
 
-    const run = await createAndConverge(controlClient, manager, 'bench', REPLICAS);
+    const runs: Converged[] = [];
+    for (let r = 1; r <= runCount; r++) {
+      const one = await createAndConverge(controlClient, manager, `bench-${r}`, REPLICAS);
+      runs.push(one);
+      if (r < runCount) await removeAndWait(one.serviceId);
+    }
+    const run: Converged = {
+      createRpcMs: median(runs.map((x) => x.createRpcMs)),
+      assignedMs: median(runs.map((x) => x.assignedMs)),
+      runningMs: median(runs.map((x) => x.runningMs)),
+    };
     const stats = await stopAgents(agents);
     agents = undefined;
 
@@ -255,6 +295,9 @@ async function main(): Promise<void> {
     console.log(`host: ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? '?'}, node ${process.version}`);
     row('setup (init, drain, certs, sessions)', setupMs);
     row(`warm-up ${WARMUP_REPLICAS} replicas: create → all RUNNING`, warm.runningMs);
+    console.log(
+      `median of ${runCount} run(s); each: ${runs.map((x) => x.runningMs.toFixed(0)).join(', ')} ms`,
+    );
     row(`${REPLICAS} replicas: CreateService RPC`, run.createRpcMs);
     row(`${REPLICAS} replicas: create → all assigned`, run.assignedMs);
     row(
@@ -264,8 +307,9 @@ async function main(): Promise<void> {
     );
     if (stats?.kind === 'stats') {
       console.log(
-        `agents: ${stats.statusRequests} status requests, ${stats.statusUpdates} updates, ${stats.errors} errors`,
+        `agents: ${stats.statusRequests} status requests, ${stats.statusUpdates} updates, ${stats.errors} errors, ${stats.sessionRestarts} session restarts`,
       );
+      for (const [message, count] of stats.errorKinds) console.log(`  ${count} × ${message}`);
     }
     console.log(
       JSON.stringify({
@@ -274,6 +318,7 @@ async function main(): Promise<void> {
         createRpcMs: Math.round(run.createRpcMs),
         warmup100Ms: Math.round(warm.runningMs),
         targetMs: TARGET_MS,
+        runs: runCount,
       }),
     );
   } finally {
