@@ -33,6 +33,7 @@ import {
   clientCredentials,
   createRootCA,
   generateNodeKey,
+  joinClientCredentials,
   makeJoinToken,
   NODE_CHANNEL_OPTIONS,
   signNodeCertificate,
@@ -212,9 +213,13 @@ export class Daemon {
       throw new ClusterError('FAILED_PRECONDITION', 'another init, join or leave is in progress');
     this.busy = true;
     try {
-      return await work();
+      const result = await work();
+      this.lastError = '';
+      return result;
     } catch (err) {
-      this.lastError = toClusterError(err).message;
+      const e = toClusterError(err);
+      // A refused request changed nothing: it is not this node's error state.
+      if (e.code !== 'FAILED_PRECONDITION' && e.code !== 'INVALID_ARGUMENT') this.lastError = e.message;
       throw err;
     } finally {
       this.busy = false;
@@ -304,9 +309,10 @@ export class Daemon {
           role: NodeRole.NODE_ROLE_MANAGER,
         });
       });
-      this.state = saveState(this.dirs, state);
+      const saved = saveState(this.dirs, state);
+      await this.startAgent(saved);
+      this.state = saved;
       this.manager = manager;
-      await this.startAgent(this.state);
       this.logger.info({ nodeId, clusterId, advertise }, 'cluster initialized');
       return {
         nodeId,
@@ -349,10 +355,7 @@ export class Daemon {
 
     // 2. Ask for a certificate, now over TLS pinned to that CA.
     const key = await generateNodeKey();
-    const pinned = ChannelCredentials.createSsl(Buffer.from(caCertPem), null, null, {
-      checkServerIdentity: () => undefined,
-    });
-    const ca = new NodeCAClient(joinAddress(remote), pinned, NODE_CHANNEL_OPTIONS);
+    const ca = new NodeCAClient(joinAddress(remote), joinClientCredentials(caCertPem), NODE_CHANNEL_OPTIONS);
     let issued;
     try {
       issued = await callUnary<{
@@ -392,38 +395,92 @@ export class Daemon {
       return { nodeId: issued.nodeId, role, clusterId: issued.clusterId };
     }
 
-    // 3. A manager joins the Raft group through the leader, then starts its own Raft node.
-    const membership = new RaftMembershipClient(
-      remote,
-      clientCredentials(tls, 'manager'),
-      NODE_CHANNEL_OPTIONS,
-    );
-    let joined;
-    try {
-      joined = await callUnary<{
-        raftId: number;
-        members: { raftId: number; nodeId: string; addr: string }[];
-      }>((m, o, cb) => membership.join({ addr: advertise }, m, o, cb));
-    } finally {
-      membership.close();
-    }
+    // 3. A manager joins the Raft group, then starts its own Raft node. Only the leader admits a
+    // member (it must see the joiner's own certificate): ask the managers in turn, the leader
+    // first as the cluster listed them, until one accepts.
+    const candidates = [...new Set([...managers, remote])];
+    const joined = await this.joinRaft(tls, candidates, advertise);
     const peers = new Map<number, string>();
     for (const member of joined.members)
       if (member.raftId !== joined.raftId) peers.set(member.raftId, member.addr);
-    const state = saveState(this.dirs, {
-      nodeId: issued.nodeId,
-      clusterId: issued.clusterId,
-      role,
-      raftId: joined.raftId,
-      advertiseAddr: advertise,
-      listenAddr: listen,
-      managers,
-    });
-    this.manager = await Manager.start(this.managerOptions(state, tls, { peers }));
+    let state: NodeState;
+    let manager: Manager;
+    try {
+      state = saveState(this.dirs, {
+        nodeId: issued.nodeId,
+        clusterId: issued.clusterId,
+        role,
+        raftId: joined.raftId,
+        advertiseAddr: advertise,
+        listenAddr: listen,
+        managers,
+      });
+      manager = await Manager.start(this.managerOptions(state, tls, { peers }));
+    } catch (err) {
+      // A voter that never starts would cost the cluster its quorum: leave the group again.
+      this.logger.error({ err }, 'joined the Raft group but could not start: leaving it again');
+      await this.leaveRaft(tls, candidates, joined.raftId);
+      clearClusterState(this.dirs);
+      throw err;
+    }
+    this.manager = manager;
     this.state = state;
     await this.startAgent(state);
     this.logger.info({ nodeId: issued.nodeId, raftId: joined.raftId }, 'joined as a manager');
     return { nodeId: issued.nodeId, role, clusterId: issued.clusterId };
+  }
+
+  private async joinRaft(
+    tls: NodeTls,
+    managers: string[],
+    advertise: string,
+  ): Promise<{ raftId: number; members: { raftId: number; nodeId: string; addr: string }[] }> {
+    const deadline = Date.now() + JOIN_DEADLINE_MS;
+    let lastError: unknown;
+    while (Date.now() < deadline) {
+      for (const addr of managers) {
+        const membership = new RaftMembershipClient(
+          addr,
+          clientCredentials(tls, 'manager'),
+          NODE_CHANNEL_OPTIONS,
+        );
+        try {
+          return await callUnary<{
+            raftId: number;
+            members: { raftId: number; nodeId: string; addr: string }[];
+          }>((m, o, cb) => membership.join({ addr: advertise }, m, o, cb));
+        } catch (err) {
+          lastError = err;
+          if (toClusterError(err).code === 'PERMISSION_DENIED') throw err;
+        } finally {
+          membership.close();
+        }
+      }
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    throw new ClusterError(
+      'UNAVAILABLE',
+      `no manager admitted this node to the Raft group: ${toClusterError(lastError).message}`,
+    );
+  }
+
+  /** Best effort: undoes joinRaft when this node cannot start after all. */
+  private async leaveRaft(tls: NodeTls, managers: string[], raftId: number): Promise<void> {
+    for (const addr of managers) {
+      const membership = new RaftMembershipClient(
+        addr,
+        clientCredentials(tls, 'manager'),
+        NODE_CHANNEL_OPTIONS,
+      );
+      try {
+        await callUnary((m, o, cb) => membership.leave({ raftId }, m, o, cb), 5_000);
+        return;
+      } catch {
+        // Try the next manager.
+      } finally {
+        membership.close();
+      }
+    }
   }
 
   private async leave(request: LeaveRequest): Promise<LeaveResponse> {
@@ -431,7 +488,7 @@ export class Daemon {
     if (this.manager && !request.force) {
       throw new ClusterError(
         'FAILED_PRECONDITION',
-        "this node is a manager: leaving may cost the managers their quorum. Demote it first with 'cluster node demote', or use --force",
+        "this node is a manager: leaving may cost the managers their quorum; use 'cluster leave --force' to leave anyway",
       );
     }
     if (this.agent) {

@@ -2,7 +2,6 @@
 // Raft membership, control API), the join port (TLS, NodeCA), and the leader-only control
 // loops started and stopped with leadership.
 import {
-  ChannelCredentials,
   Metadata,
   Server,
   ServerCredentials,
@@ -30,6 +29,7 @@ import { ClusterError, toClusterError } from '../common/errors';
 import { componentLogger, type Logger } from '../common/logger';
 import {
   clientCredentials,
+  joinClientCredentials,
   NODE_CHANNEL_OPTIONS,
   nodeIdentityFromPeer,
   serverCredentials,
@@ -220,9 +220,16 @@ export class Manager {
   private observeLeadership(): void {
     if (this.observing || this.stopped || !this.loops) return;
     this.observing = true;
+    const loops = this.loops;
     const isLeader = this.raft.isLeader();
-    this.loops
-      .setLeader(isLeader)
+    // A new leader first catches up (a read index round commits an entry of its term and waits
+    // for it to be applied), so the loops never plan from a store missing the old leader's writes.
+    const ready =
+      isLeader && !loops.active
+        ? this.raft.readIndex().then(() => this.raft.isLeader())
+        : Promise.resolve(isLeader);
+    ready
+      .then((leading) => loops.setLeader(leading))
       .catch((err: unknown) => this.logger.error({ err }, 'leader loops failed to change state'))
       .finally(() => {
         this.observing = false;
@@ -241,9 +248,7 @@ export class Manager {
     let clients = this.leaderClients.get(addr);
     if (!clients) {
       const creds = clientCredentials(this.options.tls, 'manager');
-      const joinCreds = ChannelCredentials.createSsl(Buffer.from(this.options.tls.caCertPem), null, null, {
-        checkServerIdentity: () => undefined,
-      });
+      const joinCreds = joinClientCredentials(this.options.tls.caCertPem);
       clients = {
         membership: new RaftMembershipClient(addr, creds, NODE_CHANNEL_OPTIONS),
         ca: new NodeCAClient(joinAddress(addr), joinCreds, NODE_CHANNEL_OPTIONS),
@@ -282,14 +287,12 @@ export class Manager {
       );
     }
     if (!this.raft.isLeader()) {
-      const { membership } = this.clientsFor(this.leaderOrThrow());
-      return new Promise((resolve, reject) =>
-        membership.join(
-          call.request,
-          new Metadata(),
-          { deadline: Date.now() + FORWARD_DEADLINE_MS },
-          (e, r) => (e ? reject(toClusterError(e)) : resolve(r)),
-        ),
+      // Not forwarded: the leader must see the joiner's own certificate (a forwarded call would
+      // carry this manager's identity). The joiner asks the leader itself.
+      const leader = this.leaderAddress();
+      throw new ClusterError(
+        'NOT_LEADER',
+        `this manager is not the leader${leader ? `; the leader is at ${leader}` : ' (no leader elected yet)'}: retry there`,
       );
     }
     const addr = formatHostPort(parseHostPort(call.request.addr));

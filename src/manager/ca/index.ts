@@ -256,6 +256,24 @@ export interface NodeTls {
   keyPem: string;
 }
 
+/**
+ * Credentials for the join port: the caller has no certificate yet, so only the server is
+ * checked: signed by `caCertPem` (pinned by the join token) and holding a manager certificate
+ * (a worker's certificate is signed by the same CA and must not collect join requests).
+ */
+export function joinClientCredentials(caCertPem: string): ChannelCredentials {
+  return ChannelCredentials.createSsl(Buffer.from(caCertPem), null, null, {
+    checkServerIdentity: (_host, cert) => {
+      try {
+        const who = nodeIdentityFromPeer(cert);
+        return who.role === 'manager' ? undefined : new Error(`peer ${who.nodeId} is not a manager`);
+      } catch (e) {
+        return e instanceof Error ? e : new Error(String(e));
+      }
+    },
+  });
+}
+
 /** Server side of mutual TLS: clients must present a certificate signed by the cluster CA. */
 export function serverCredentials(tls: NodeTls): ServerCredentials {
   return ServerCredentials.createSsl(

@@ -111,7 +111,9 @@ export function createNodeCAServer(deps: NodeCADeps): NodeCAServer {
               engineLabels: {},
             },
             status: { state: NodeState.NODE_STATE_UNKNOWN, message: 'joining', addr: request.advertiseAddr },
-            role: role === 'manager' ? NodeRole.NODE_ROLE_MANAGER : NodeRole.NODE_ROLE_WORKER,
+            // A manager counts as one (quorum, MANAGER STATUS) only once it has joined the Raft
+            // group; a join interrupted before that leaves a removable worker record.
+            role: NodeRole.NODE_ROLE_WORKER,
           };
           await store.update((tx) => tx.nodes.create(node));
           logger.info({ nodeId, role, hostname }, 'node joined');

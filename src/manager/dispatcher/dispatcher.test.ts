@@ -189,6 +189,22 @@ test('a session marks the node READY with its description and address', async ()
   }
 });
 
+test('a removed node (no record) cannot come back through a session, and nothing is written', async () => {
+  const h = await start();
+  try {
+    await assert.rejects(
+      openSession(h, 'removed'),
+      (e: ServiceError) => e.code === GrpcStatus.PERMISSION_DENIED && /was removed/.test(e.details),
+    );
+    assert.equal(
+      h.store.view((tx) => tx.nodes.get('removed')),
+      undefined,
+    );
+  } finally {
+    await h.close();
+  }
+});
+
 test('a follower answers UNAVAILABLE naming the leader', async () => {
   const h = await start();
   try {

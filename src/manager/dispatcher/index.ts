@@ -188,6 +188,14 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
   ): Promise<void> {
     const description: NodeDescription | undefined = call.request.description;
     const addr = peerHost(call.getPeer());
+    // Every member's record is made when it joins (or at init): a node without one was removed,
+    // and its still-valid certificate must not bring it back.
+    if (!store.view((tx) => tx.nodes.get(who.nodeId))) {
+      throw new ClusterError(
+        'PERMISSION_DENIED',
+        `node ${who.nodeId} is not a member of this cluster (it was removed): leave and join again`,
+      );
+    }
     await writeNode(
       who.nodeId,
       (node) => {
@@ -204,7 +212,7 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
         next.status = { state: NodeState.NODE_STATE_READY, message: '', addr };
         return next;
       },
-      true,
+      false,
     );
     checkLeader();
     const previous = sessions.get(who.nodeId);
