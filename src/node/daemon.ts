@@ -282,6 +282,7 @@ export class Daemon {
         });
         tx.nodes.create({
           id: nodeId,
+          attachments: [],
           spec: {
             annotations: { name: hostname, labels: {} },
             desiredRole: NodeRole.NODE_ROLE_MANAGER,
