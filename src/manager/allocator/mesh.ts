@@ -189,7 +189,10 @@ export function meshStateFor(tx: ReadTx, nodeId: string): MeshState {
       endpoints.push({ ip: bare(address), host });
     }
     // Only tasks running and meant to run take traffic.
-    if (stateOf(task as Task) === TaskState.TASK_STATE_RUNNING && task.desiredState === TaskState.TASK_STATE_RUNNING) {
+    if (
+      stateOf(task as Task) === TaskState.TASK_STATE_RUNNING &&
+      task.desiredState === TaskState.TASK_STATE_RUNNING
+    ) {
       const list = byService.get(task.serviceId) ?? [];
       list.push(task);
       byService.set(task.serviceId, list);
@@ -203,9 +206,7 @@ export function meshStateFor(tx: ReadTx, nodeId: string): MeshState {
         protocol: port.protocol,
         publishedPort: port.publishedPort,
         targetPort: port.targetPort,
-        backends: running
-          .map((t) => bare(attachmentOn(t.networks, network.id)?.addresses[0] ?? ''))
-          .sort(),
+        backends: running.map((t) => bare(attachmentOn(t.networks, network.id)?.addresses[0] ?? '')).sort(),
       });
     }
   }

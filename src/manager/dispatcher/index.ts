@@ -315,7 +315,12 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
       });
     for (const t of initial) remember(t);
     call.write(
-      AssignmentsMessage.fromPartial({ full: true, updatedTasks: initial, removedTaskIds: [], mesh: meshUpdate() }),
+      AssignmentsMessage.fromPartial({
+        full: true,
+        updatedTasks: initial,
+        removedTaskIds: [],
+        mesh: meshUpdate(),
+      }),
     );
 
     let updated = new Map<string, Task>();
