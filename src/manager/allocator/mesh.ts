@@ -185,12 +185,12 @@ export function meshStateFor(tx: ReadTx, nodeId: string): MeshState {
     const address = attachmentOn(task.networks, network.id)?.addresses[0];
     const host = nodes.get(task.nodeId)?.status?.addr;
     if (address === undefined) continue;
-    if (task.nodeId !== nodeId && host && stateOf(task as Task) < TaskState.TASK_STATE_COMPLETE) {
+    if (task.nodeId !== nodeId && host && stateOf(task) < TaskState.TASK_STATE_COMPLETE) {
       endpoints.push({ ip: bare(address), host });
     }
     // Only tasks running and meant to run take traffic.
     if (
-      stateOf(task as Task) === TaskState.TASK_STATE_RUNNING &&
+      stateOf(task) === TaskState.TASK_STATE_RUNNING &&
       task.desiredState === TaskState.TASK_STATE_RUNNING
     ) {
       const list = byService.get(task.serviceId) ?? [];
