@@ -150,3 +150,9 @@ test('meshLoop creates the ingress network and addresses; meshStateFor lists wha
   assert.equal(state.ports[0]?.publishedPort, 8080);
   assert.deepEqual(state.ports[0]?.backends, [addrOf(tasks[0]?.id ?? ''), addrOf(tasks[1]?.id ?? '')].sort());
 });
+
+test('planAddresses: no node address while no service publishes a port', () => {
+  const network = defaultIngressNetwork();
+  const plan = planAddresses(network, [service('plain')], [], [node('a'), node('b')]);
+  assert.deepEqual(plan, { nodes: [], tasks: [] });
+});

@@ -86,11 +86,13 @@ export function planAddresses(
 ): Assignments {
   const ipam = Ipam.fromObjects([network], [], tasks, nodes);
   const out: Assignments = { nodes: [], tasks: [] };
-  for (const node of nodes) {
+  const meshed = new Set(services.filter((s) => ingressPorts(s).length > 0).map((s) => s.id));
+  // Nodes get their address only once some service publishes a port: a node write races other
+  // writers of the node (a join recording its manager status), so none is made before it is needed.
+  for (const node of meshed.size === 0 ? [] : nodes) {
     if (attachmentOn(node.attachments, network.id)) continue;
     out.nodes.push({ id: node.id, address: ipam.allocateAddress(network.id, { kind: 'node', id: node.id }) });
   }
-  const meshed = new Set(services.filter((s) => ingressPorts(s).length > 0).map((s) => s.id));
   for (const task of tasks) {
     if (!meshed.has(task.serviceId) || !isLive(task as Task)) continue;
     if (stateOf(task as Task) >= TaskState.TASK_STATE_COMPLETE) continue;
