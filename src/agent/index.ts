@@ -9,6 +9,7 @@ import {
   SessionRequest,
   UpdateTaskStatusRequest,
   type AssignmentsMessage,
+  type MeshState,
   type SessionMessage,
   type TaskStatusUpdate,
 } from '../gen/cluster/v1/dispatcher';
@@ -45,6 +46,8 @@ export interface AgentOptions {
   logger: Logger;
   /** Node labels reported in the description (engine labels). */
   labels?: Record<string, string>;
+  /** Takes the routing mesh state the dispatcher sends (src/agent/mesh.ts); ignored when absent. */
+  mesh?: { apply(state: MeshState): void; close(): void };
 }
 
 /** Full jitter over an exponential backoff: many agents reconnecting do not move in step. */
@@ -276,6 +279,7 @@ export class Agent {
   }
 
   private applyAssignments(message: AssignmentsMessage): void {
+    if (message.mesh) this.options.mesh?.apply(message.mesh);
     if (message.full) {
       const named = new Set(message.updatedTasks.map((t) => t.id));
       for (const id of [...this.tasks.keys()]) if (!named.has(id)) this.unassign(id);
@@ -466,6 +470,7 @@ export class Agent {
    */
   async stop(): Promise<void> {
     this.stopController.abort();
+    this.options.mesh?.close();
     await this.loop;
     await Promise.all([...this.controllers.values()].map((c) => c.detach()));
     this.controllers.clear();

@@ -287,6 +287,7 @@ export class Daemon {
         });
         tx.nodes.create({
           id: nodeId,
+          attachments: [],
           spec: {
             annotations: { name: hostname, labels: {} },
             desiredRole: NodeRole.NODE_ROLE_MANAGER,

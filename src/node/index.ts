@@ -14,7 +14,9 @@ import { controlLoops } from '../manager/orchestrator';
 import { dispatcherFor } from '../manager/dispatcher';
 import { DispatcherService } from '../gen/cluster/v1/dispatcher';
 import { Agent } from '../agent';
+import { Mesh } from '../agent/mesh';
 import { DockerRuntime } from '../agent/runtime/docker';
+import { ingressGate, meshLoop } from '../manager/allocator/mesh';
 import { Daemon, type DaemonOptions } from './daemon';
 import type { Manager } from './manager';
 
@@ -125,19 +127,27 @@ export function daemonOptions(base: DaemonOptions): DaemonOptions {
         { definition: ControlService, implementation: controlFor(manager, requireManagerCert) },
         { definition: DispatcherService, implementation: dispatcherOf(manager).server },
       ],
-      loops: (manager) => [...controlLoops(manager.store), dispatcherOf(manager).loop],
+      loops: (manager) => [
+        ...controlLoops(manager.store, { taskAllocators: [ingressGate] }),
+        meshLoop(manager.store, componentLogger('mesh', { nodeId: manager.nodeId })),
+        dispatcherOf(manager).loop,
+      ],
       onStop: (manager) => dispatcherOf(manager).close(),
     },
     localServices: (current) => [{ definition: ControlService, implementation: socketControl(current) }],
-    startAgent: (dirs, state, tls) =>
-      Agent.start({
+    startAgent: (dirs, state, tls) => {
+      const logger = componentLogger('agent', { nodeId: state.nodeId });
+      const mesh = new Mesh(logger);
+      return Agent.start({
         dataDir: dirs.agentDir,
         tls,
         managers: state.managers,
         nodeId: state.nodeId,
-        runtime: new DockerRuntime(),
-        logger: componentLogger('agent', { nodeId: state.nodeId }),
-      }),
+        runtime: mesh.wrap(new DockerRuntime()),
+        logger,
+        mesh,
+      });
+    },
   };
 }
 

@@ -44,6 +44,8 @@ import type { DataDirLayout, NodeState } from './datadir';
 import { LeaderLoops, type LeaderLoop } from './leader_loops';
 import { managerStatusLoop } from './manager_status';
 
+/** Attempts at recording a joining manager when its node record changes under the write. */
+const JOIN_WRITE_ATTEMPTS = 5;
 /** How often leadership is observed to start/stop the leader loops and refresh manager status. */
 export const LEADERSHIP_POLL_MS = 50;
 export const FORWARD_DEADLINE_MS = 10_000;
@@ -301,15 +303,25 @@ export class Manager {
     const raftId = existing.managerStatus?.raftId || newRaftId();
     // Record the member before adding it: once the conf change applies, every write needs the
     // new member's vote too, and it starts its Raft node only after this call returns.
-    await this.store.update((tx) => {
-      const node = tx.nodes.get(who.nodeId);
-      if (!node) throw new ClusterError('NOT_FOUND', `node ${who.nodeId} is not known to this cluster`);
-      tx.nodes.update({
-        ...node,
-        role: NodeRole.NODE_ROLE_MANAGER,
-        managerStatus: { raftId, addr, leader: false, reachability: 'reachable' },
-      });
-    });
+    // The write is checked against the node's version when it applies: another writer of the
+    // node (its session, the mesh giving it an address) may get there first, so retry a few times.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.store.update((tx) => {
+          const node = tx.nodes.get(who.nodeId);
+          if (!node) throw new ClusterError('NOT_FOUND', `node ${who.nodeId} is not known to this cluster`);
+          tx.nodes.update({
+            ...node,
+            role: NodeRole.NODE_ROLE_MANAGER,
+            managerStatus: { raftId, addr, leader: false, reachability: 'reachable' },
+          });
+        });
+        break;
+      } catch (err) {
+        if (!(err instanceof ClusterError && err.code === 'CONFLICT') || attempt >= JOIN_WRITE_ATTEMPTS)
+          throw err;
+      }
+    }
     if (!this.raft.status().voters.includes(raftId)) await this.raft.addMember(raftId, addr);
     const members = this.store.view((tx) =>
       tx.nodes

@@ -127,11 +127,12 @@ test('leader loops run while leading, stop on losing leadership, and restart aft
 
 test('manager status follows what Raft sees: one leader, unreachable peers marked', () => {
   const manager = (id: string, raftId: number, leader: boolean, reachability: string): ClusterNode => ({
+    attachments: [],
     id,
     role: NodeRole.NODE_ROLE_MANAGER,
     managerStatus: { raftId, addr: `10.0.0.${raftId}:4242`, leader, reachability },
   });
-  const worker: ClusterNode = { id: 'w', role: NodeRole.NODE_ROLE_WORKER };
+  const worker: ClusterNode = { id: 'w', role: NodeRole.NODE_ROLE_WORKER, attachments: [] };
   const nodes = [
     manager('a', 1, true, 'reachable'),
     manager('b', 2, false, 'reachable'),

@@ -109,3 +109,14 @@ test('image references and container names', () => {
     'cluster.web-1.abc',
   );
 });
+
+test('a task with an overlay address gets no Docker network: the mesh plumbs it', () => {
+  const spec = { container: { image: 'x' } };
+  const bridged = containerConfig(Task.fromPartial({ id: 't', spec }), 'n');
+  assert.equal((bridged.HostConfig as { NetworkMode: string }).NetworkMode, 'bridge');
+  const meshed = containerConfig(
+    Task.fromPartial({ id: 't', spec, networks: [{ networkId: 'ingress', addresses: ['10.255.0.5/16'] }] }),
+    'n',
+  );
+  assert.equal((meshed.HostConfig as { NetworkMode: string }).NetworkMode, 'none');
+});

@@ -117,7 +117,8 @@ export function containerConfig(task: Task, nodeId: string): Json {
     PortBindings: bindings,
     ReadonlyRootfs: spec.readOnly,
     Init: spec.init,
-    NetworkMode: 'bridge',
+    // A task on an overlay network gets its interface from the agent (the routing mesh), not Docker.
+    NetworkMode: task.networks.some((n) => n.addresses.length > 0) ? 'none' : 'bridge',
   };
   if (limits?.memoryBytes) hostConfig.Memory = limits.memoryBytes;
   if (limits?.nanoCpus) hostConfig.NanoCpus = limits.nanoCpus;

@@ -97,6 +97,7 @@ export function createNodeCAServer(deps: NodeCADeps): NodeCAServer {
           const hostname = request.hostname || os.hostname();
           const node: ClusterNode = {
             id: nodeId,
+            attachments: [],
             spec: {
               annotations: { name: hostname, labels: {} },
               desiredRole: role === 'manager' ? NodeRole.NODE_ROLE_MANAGER : NodeRole.NODE_ROLE_WORKER,

@@ -10,6 +10,7 @@ import {
 } from '@grpc/grpc-js';
 import {
   AssignmentsMessage,
+  MeshState,
   SessionMessage,
   type AssignmentsRequest,
   type DispatcherServer,
@@ -35,6 +36,7 @@ import type { LeaderLoop } from '../../node/leader_loops';
 import { newId, thaw, type DeepReadonly, type MemoryStore, type StoreEvent } from '../../store';
 import { managerAddresses } from '../ca/service';
 import { nodeIdentityFromPeer, type NodeIdentity } from '../ca';
+import { meshStateFor } from '../allocator/mesh';
 
 export const DEFAULT_HEARTBEAT_PERIOD_MS = 1000;
 /** Missed heartbeat periods after which a node is marked DOWN. */
@@ -201,6 +203,7 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
       (node) => {
         const next = node ?? {
           id: who.nodeId,
+          attachments: [],
           spec: {
             annotations: { name: '', labels: {} },
             desiredRole: who.role === 'manager' ? NodeRole.NODE_ROLE_MANAGER : NodeRole.NODE_ROLE_WORKER,
@@ -296,9 +299,19 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     s.streams.add(ender);
     call.on('cancelled', stop);
     const { value: initial, watcher } = store.viewAndWatch((tx) => tx.tasks.find('nodeId', nodeId), {
-      tables: ['tasks'],
+      tables: ['tasks', 'nodes', 'services', 'networks'],
       signal: abort.signal,
     });
+    // The routing mesh as last sent to this node: a message carries it only when it changed.
+    let meshSent = '';
+    const meshUpdate = (): MeshState | undefined => {
+      const mesh = store.view((tx) => meshStateFor(tx, nodeId));
+      const text = JSON.stringify(MeshState.toJSON(mesh));
+      if (text === meshSent) return undefined;
+      meshSent = text;
+      return mesh;
+    };
+    let meshDirty = false;
     // What this stream last sent per task: a change of status alone (the agent's own report)
     // is not worth a message, a new desired state or spec is.
     const sent = new Map<string, { desiredState: TaskState; specVersion: number; forceUpdate: number }>();
@@ -309,18 +322,29 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
         forceUpdate: t.spec?.forceUpdate ?? 0,
       });
     for (const t of initial) remember(t);
-    call.write(AssignmentsMessage.fromPartial({ full: true, updatedTasks: initial, removedTaskIds: [] }));
+    call.write(
+      AssignmentsMessage.fromPartial({
+        full: true,
+        updatedTasks: initial,
+        removedTaskIds: [],
+        mesh: meshUpdate(),
+      }),
+    );
 
     let updated = new Map<string, Task>();
     let removed = new Set<string>();
     let timer: NodeJS.Timeout | undefined;
     const flush = () => {
       timer = undefined;
-      if (abort.signal.aborted || (updated.size === 0 && removed.size === 0)) return;
+      if (abort.signal.aborted) return;
+      const mesh = meshDirty ? meshUpdate() : undefined;
+      meshDirty = false;
+      if (updated.size === 0 && removed.size === 0 && mesh === undefined) return;
       const message = AssignmentsMessage.fromPartial({
         full: false,
         updatedTasks: [...updated.values()],
         removedTaskIds: [...removed],
+        mesh,
       });
       updated = new Map();
       removed = new Set();
@@ -328,6 +352,9 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     };
     abort.signal.addEventListener('abort', () => clearTimeout(timer), { once: true });
     const onEvent = (event: StoreEvent) => {
+      // Any change may move the mesh (a task running, a node's address): recomputed at flush.
+      meshDirty = true;
+      timer ??= setTimeout(flush, batchMs);
       if (event.table !== 'tasks') return;
       const task = event.object;
       const mine = isTaskForNode(task, nodeId);

@@ -5,7 +5,7 @@
 // store (level-triggered), so a lost event or a refused write only delays convergence.
 import { ClusterError } from '../../common/errors';
 import type { Logger } from '../../common/logger';
-import { Service, Task } from '../../gen/cluster/v1/objects';
+import { Node, Service, Task } from '../../gen/cluster/v1/objects';
 import type { LeaderLoop } from '../../node/leader_loops';
 import {
   MAX_TRANSACTION_BYTES,
@@ -49,7 +49,7 @@ export function readClusterState(store: MemoryStore): ClusterState {
     return {
       services: services as unknown as Service[],
       tasks: tasks as unknown as Task[],
-      nodes,
+      nodes: nodes as unknown as Node[],
     };
   });
 }

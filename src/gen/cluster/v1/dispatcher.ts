@@ -19,7 +19,15 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { Duration } from "../../google/protobuf/duration";
-import { NodeDescription, Task, TaskStatus } from "./objects";
+import {
+  Network,
+  NodeDescription,
+  PortConfig_Protocol,
+  portConfig_ProtocolFromJSON,
+  portConfig_ProtocolToJSON,
+  Task,
+  TaskStatus,
+} from "./objects";
 
 /** The dispatcher API: worker sessions, heartbeats, assignments and task status. */
 
@@ -50,6 +58,36 @@ export interface AssignmentsMessage {
   full: boolean;
   updatedTasks: Task[];
   removedTaskIds: string[];
+  /** The routing mesh as this node must program it; set when it changed since the last message. */
+  mesh?: MeshState | undefined;
+}
+
+/** A remote endpoint of an overlay network: its overlay IP lives behind an underlay host. */
+export interface MeshEndpoint {
+  ip: string;
+  host: string;
+}
+
+/** An ingress-published port of a service and the overlay IPs of its running tasks. */
+export interface MeshPort {
+  serviceId: string;
+  protocol: PortConfig_Protocol;
+  publishedPort: number;
+  targetPort: number;
+  backends: string[];
+}
+
+export interface MeshState {
+  /** The ingress network (id, VNI, spec.ipam.subnet); absent until the leader created it. */
+  ingress?:
+    | Network
+    | undefined;
+  /** This node's address on it (CIDR) and its own underlay address. */
+  nodeAddress: string;
+  underlayAddr: string;
+  /** Every overlay IP on other hosts: their node addresses and their tasks'. */
+  endpoints: MeshEndpoint[];
+  ports: MeshPort[];
 }
 
 export interface TaskStatusUpdate {
@@ -439,7 +477,7 @@ export const AssignmentsRequest: MessageFns<AssignmentsRequest> = {
 };
 
 function createBaseAssignmentsMessage(): AssignmentsMessage {
-  return { full: false, updatedTasks: [], removedTaskIds: [] };
+  return { full: false, updatedTasks: [], removedTaskIds: [], mesh: undefined };
 }
 
 export const AssignmentsMessage: MessageFns<AssignmentsMessage> = {
@@ -452,6 +490,9 @@ export const AssignmentsMessage: MessageFns<AssignmentsMessage> = {
     }
     for (const v of message.removedTaskIds) {
       writer.uint32(26).string(v!);
+    }
+    if (message.mesh !== undefined) {
+      MeshState.encode(message.mesh, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -493,6 +534,14 @@ export const AssignmentsMessage: MessageFns<AssignmentsMessage> = {
             message.removedTaskIds.push(reader.string());
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.mesh = MeshState.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -518,6 +567,7 @@ export const AssignmentsMessage: MessageFns<AssignmentsMessage> = {
         : globalThis.Array.isArray(object?.removed_task_ids)
         ? object.removed_task_ids.map((e: any) => globalThis.String(e))
         : [],
+      mesh: isSet(object.mesh) ? MeshState.fromJSON(object.mesh) : undefined,
     };
   },
 
@@ -532,6 +582,9 @@ export const AssignmentsMessage: MessageFns<AssignmentsMessage> = {
     if (message.removedTaskIds?.length) {
       obj.removedTaskIds = message.removedTaskIds;
     }
+    if (message.mesh !== undefined) {
+      obj.mesh = MeshState.toJSON(message.mesh);
+    }
     return obj;
   },
 
@@ -543,6 +596,382 @@ export const AssignmentsMessage: MessageFns<AssignmentsMessage> = {
     message.full = object.full ?? false;
     message.updatedTasks = object.updatedTasks?.map((e) => Task.fromPartial(e)) || [];
     message.removedTaskIds = object.removedTaskIds?.map((e) => e) || [];
+    message.mesh = (object.mesh !== undefined && object.mesh !== null) ? MeshState.fromPartial(object.mesh) : undefined;
+    return message;
+  },
+};
+
+function createBaseMeshEndpoint(): MeshEndpoint {
+  return { ip: "", host: "" };
+}
+
+export const MeshEndpoint: MessageFns<MeshEndpoint> = {
+  encode(message: MeshEndpoint, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.ip !== "") {
+      writer.uint32(10).string(message.ip);
+    }
+    if (message.host !== "") {
+      writer.uint32(18).string(message.host);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MeshEndpoint {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMeshEndpoint();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.ip = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.host = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MeshEndpoint {
+    return {
+      ip: isSet(object.ip) ? globalThis.String(object.ip) : "",
+      host: isSet(object.host) ? globalThis.String(object.host) : "",
+    };
+  },
+
+  toJSON(message: MeshEndpoint): unknown {
+    const obj: any = {};
+    if (message.ip !== "") {
+      obj.ip = message.ip;
+    }
+    if (message.host !== "") {
+      obj.host = message.host;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MeshEndpoint>, I>>(base?: I): MeshEndpoint {
+    return MeshEndpoint.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MeshEndpoint>, I>>(object: I): MeshEndpoint {
+    const message = createBaseMeshEndpoint();
+    message.ip = object.ip ?? "";
+    message.host = object.host ?? "";
+    return message;
+  },
+};
+
+function createBaseMeshPort(): MeshPort {
+  return { serviceId: "", protocol: 0, publishedPort: 0, targetPort: 0, backends: [] };
+}
+
+export const MeshPort: MessageFns<MeshPort> = {
+  encode(message: MeshPort, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.serviceId !== "") {
+      writer.uint32(10).string(message.serviceId);
+    }
+    if (message.protocol !== 0) {
+      writer.uint32(16).int32(message.protocol);
+    }
+    if (message.publishedPort !== 0) {
+      writer.uint32(24).uint32(message.publishedPort);
+    }
+    if (message.targetPort !== 0) {
+      writer.uint32(32).uint32(message.targetPort);
+    }
+    for (const v of message.backends) {
+      writer.uint32(42).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MeshPort {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMeshPort();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.serviceId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.protocol = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.publishedPort = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.targetPort = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.backends.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MeshPort {
+    return {
+      serviceId: isSet(object.serviceId)
+        ? globalThis.String(object.serviceId)
+        : isSet(object.service_id)
+        ? globalThis.String(object.service_id)
+        : "",
+      protocol: isSet(object.protocol) ? portConfig_ProtocolFromJSON(object.protocol) : 0,
+      publishedPort: isSet(object.publishedPort)
+        ? globalThis.Number(object.publishedPort)
+        : isSet(object.published_port)
+        ? globalThis.Number(object.published_port)
+        : 0,
+      targetPort: isSet(object.targetPort)
+        ? globalThis.Number(object.targetPort)
+        : isSet(object.target_port)
+        ? globalThis.Number(object.target_port)
+        : 0,
+      backends: globalThis.Array.isArray(object?.backends) ? object.backends.map((e: any) => globalThis.String(e)) : [],
+    };
+  },
+
+  toJSON(message: MeshPort): unknown {
+    const obj: any = {};
+    if (message.serviceId !== "") {
+      obj.serviceId = message.serviceId;
+    }
+    if (message.protocol !== 0) {
+      obj.protocol = portConfig_ProtocolToJSON(message.protocol);
+    }
+    if (message.publishedPort !== 0) {
+      obj.publishedPort = Math.round(message.publishedPort);
+    }
+    if (message.targetPort !== 0) {
+      obj.targetPort = Math.round(message.targetPort);
+    }
+    if (message.backends?.length) {
+      obj.backends = message.backends;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MeshPort>, I>>(base?: I): MeshPort {
+    return MeshPort.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MeshPort>, I>>(object: I): MeshPort {
+    const message = createBaseMeshPort();
+    message.serviceId = object.serviceId ?? "";
+    message.protocol = object.protocol ?? 0;
+    message.publishedPort = object.publishedPort ?? 0;
+    message.targetPort = object.targetPort ?? 0;
+    message.backends = object.backends?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseMeshState(): MeshState {
+  return { ingress: undefined, nodeAddress: "", underlayAddr: "", endpoints: [], ports: [] };
+}
+
+export const MeshState: MessageFns<MeshState> = {
+  encode(message: MeshState, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.ingress !== undefined) {
+      Network.encode(message.ingress, writer.uint32(10).fork()).join();
+    }
+    if (message.nodeAddress !== "") {
+      writer.uint32(18).string(message.nodeAddress);
+    }
+    if (message.underlayAddr !== "") {
+      writer.uint32(26).string(message.underlayAddr);
+    }
+    for (const v of message.endpoints) {
+      MeshEndpoint.encode(v!, writer.uint32(34).fork()).join();
+    }
+    for (const v of message.ports) {
+      MeshPort.encode(v!, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MeshState {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMeshState();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.ingress = Network.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nodeAddress = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.underlayAddr = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.endpoints.push(MeshEndpoint.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.ports.push(MeshPort.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MeshState {
+    return {
+      ingress: isSet(object.ingress) ? Network.fromJSON(object.ingress) : undefined,
+      nodeAddress: isSet(object.nodeAddress)
+        ? globalThis.String(object.nodeAddress)
+        : isSet(object.node_address)
+        ? globalThis.String(object.node_address)
+        : "",
+      underlayAddr: isSet(object.underlayAddr)
+        ? globalThis.String(object.underlayAddr)
+        : isSet(object.underlay_addr)
+        ? globalThis.String(object.underlay_addr)
+        : "",
+      endpoints: globalThis.Array.isArray(object?.endpoints)
+        ? object.endpoints.map((e: any) => MeshEndpoint.fromJSON(e))
+        : [],
+      ports: globalThis.Array.isArray(object?.ports) ? object.ports.map((e: any) => MeshPort.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: MeshState): unknown {
+    const obj: any = {};
+    if (message.ingress !== undefined) {
+      obj.ingress = Network.toJSON(message.ingress);
+    }
+    if (message.nodeAddress !== "") {
+      obj.nodeAddress = message.nodeAddress;
+    }
+    if (message.underlayAddr !== "") {
+      obj.underlayAddr = message.underlayAddr;
+    }
+    if (message.endpoints?.length) {
+      obj.endpoints = message.endpoints.map((e) => MeshEndpoint.toJSON(e));
+    }
+    if (message.ports?.length) {
+      obj.ports = message.ports.map((e) => MeshPort.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MeshState>, I>>(base?: I): MeshState {
+    return MeshState.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MeshState>, I>>(object: I): MeshState {
+    const message = createBaseMeshState();
+    message.ingress = (object.ingress !== undefined && object.ingress !== null)
+      ? Network.fromPartial(object.ingress)
+      : undefined;
+    message.nodeAddress = object.nodeAddress ?? "";
+    message.underlayAddr = object.underlayAddr ?? "";
+    message.endpoints = object.endpoints?.map((e) => MeshEndpoint.fromPartial(e)) || [];
+    message.ports = object.ports?.map((e) => MeshPort.fromPartial(e)) || [];
     return message;
   },
 };

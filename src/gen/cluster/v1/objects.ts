@@ -303,6 +303,11 @@ export interface Node {
   status?: NodeStatus | undefined;
   managerStatus?: ManagerStatus | undefined;
   role: NodeRole;
+  /**
+   * The node's own addresses on overlay networks (the ingress network's: the routing mesh
+   * source-NATs to it), allocated by the leader.
+   */
+  attachments: NetworkAttachment[];
 }
 
 export interface Mount {
@@ -1925,6 +1930,7 @@ function createBaseNode(): Node {
     status: undefined,
     managerStatus: undefined,
     role: 0,
+    attachments: [],
   };
 }
 
@@ -1950,6 +1956,9 @@ export const Node: MessageFns<Node> = {
     }
     if (message.role !== 0) {
       writer.uint32(56).int32(message.role);
+    }
+    for (const v of message.attachments) {
+      NetworkAttachment.encode(v!, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -2023,6 +2032,14 @@ export const Node: MessageFns<Node> = {
             message.role = reader.int32() as any;
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.attachments.push(NetworkAttachment.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2048,6 +2065,9 @@ export const Node: MessageFns<Node> = {
         ? ManagerStatus.fromJSON(object.manager_status)
         : undefined,
       role: isSet(object.role) ? nodeRoleFromJSON(object.role) : 0,
+      attachments: globalThis.Array.isArray(object?.attachments)
+        ? object.attachments.map((e: any) => NetworkAttachment.fromJSON(e))
+        : [],
     };
   },
 
@@ -2074,6 +2094,9 @@ export const Node: MessageFns<Node> = {
     if (message.role !== 0) {
       obj.role = nodeRoleToJSON(message.role);
     }
+    if (message.attachments?.length) {
+      obj.attachments = message.attachments.map((e) => NetworkAttachment.toJSON(e));
+    }
     return obj;
   },
 
@@ -2095,6 +2118,7 @@ export const Node: MessageFns<Node> = {
       ? ManagerStatus.fromPartial(object.managerStatus)
       : undefined;
     message.role = object.role ?? 0;
+    message.attachments = object.attachments?.map((e) => NetworkAttachment.fromPartial(e)) || [];
     return message;
   },
 };
