@@ -231,16 +231,36 @@ async function main(): Promise<void> {
     if (!cluster) throw new Error('no cluster object in the store');
     const ca = { certPem: cluster.rootCaCert, keyPem: cluster.rootCaKey };
     const nodes: AgentsSetup['nodes'] = [];
+    const nodeIds: string[] = [];
     for (let i = 0; i < NODES; i++) {
       const key = await generateNodeKey();
+      const nodeId = newId();
       const certPem = await signNodeCertificate(ca, key.csrPem, {
-        nodeId: newId(),
+        nodeId,
         role: 'worker',
         clusterId: cluster.id,
       });
       const tls: NodeTls = { caCertPem: cluster.rootCaCert, certPem, keyPem: key.keyPem };
       nodes.push({ name: `sim-${String(i).padStart(3, '0')}`, tls });
+      nodeIds.push(nodeId);
     }
+    // The record NodeCA writes at join time: the dispatcher admits only members it knows.
+    await manager.store.update((tx) => {
+      for (const [i, id] of nodeIds.entries()) {
+        const name = `sim-${String(i).padStart(3, '0')}`;
+        tx.nodes.create({
+          id,
+          spec: {
+            annotations: { name, labels: {} },
+            desiredRole: NodeRole.NODE_ROLE_WORKER,
+            availability: NodeAvailability.NODE_AVAILABILITY_ACTIVE,
+          },
+          status: { state: NodeState.NODE_STATE_UNKNOWN, message: 'joining', addr: '' },
+          role: NodeRole.NODE_ROLE_WORKER,
+          attachments: [],
+        });
+      }
+    });
     agents = await startAgents({ kind: 'setup', managerAddr: addr, nodes });
     await waitUntil(
       `${NODES} ready workers`,
