@@ -9,14 +9,13 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { credentials, Server, ServerCredentials } from '@grpc/grpc-js';
-import { DispatcherService } from '../src/gen/cluster/v1/dispatcher';
+import { credentials } from '@grpc/grpc-js';
 import { Mount_Type, PortConfig_PublishMode, Task, TaskState } from '../src/gen/cluster/v1/objects';
 import { componentLogger } from '../src/common/logger';
-import { createDispatcher } from '../src/manager/dispatcher';
 import { localStores, makeNode } from '../src/store/testing';
 import { Agent } from '../src/agent';
 import { DockerRuntime } from '../src/agent/runtime/docker';
+import { startTestDispatcher } from '../src/agent/testing';
 import { NODE_ID_LABEL, TASK_ID_LABEL } from '../src/agent/runtime';
 
 const logger = componentLogger('agent-docker-test');
@@ -92,28 +91,12 @@ test(
     const store = stores[0];
     if (!store) throw new Error('no store');
     await store.update((tx) => tx.nodes.create(makeNode('h', { id: NODE_ID })));
-    const dispatcher = createDispatcher({
-      store,
-      isLeader: () => true,
-      leaderAddress: () => undefined,
-      heartbeatPeriodMs: 500,
-      logger,
-      identify: () => ({ nodeId: NODE_ID, role: 'worker', clusterId: 'c' }),
-    });
-    const server = new Server();
-    server.addService(DispatcherService, dispatcher.server);
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) =>
-        e ? reject(e) : resolve(p),
-      ),
-    );
-    const loop = new AbortController();
-    const loopDone = dispatcher.loop.run(loop.signal);
+    const served = await startTestDispatcher({ store, nodeId: NODE_ID, logger, heartbeatPeriodMs: 500 });
     const runtime = new DockerRuntime({ pullTimeoutMs: 10_000 });
     const agentOptions = {
       dataDir: path.join(tmp, 'agent'),
       credentials: credentials.createInsecure(),
-      managers: [`127.0.0.1:${port}`],
+      managers: [served.addr],
       nodeId: NODE_ID,
       runtime,
       logger,
@@ -121,10 +104,7 @@ test(
     let agent: Agent | undefined;
     t.after(async () => {
       await agent?.stop();
-      loop.abort();
-      await loopDone;
-      dispatcher.close();
-      server.forceShutdown();
+      await served.stop();
       const left = ourContainers();
       if (left.length) docker('rm', '-f', '-v', ...left);
       fs.rmSync(tmp, { recursive: true, force: true });

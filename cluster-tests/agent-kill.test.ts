@@ -6,13 +6,11 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Server, ServerCredentials } from '@grpc/grpc-js';
-import { DispatcherService } from '../src/gen/cluster/v1/dispatcher';
 import { Task, TaskState } from '../src/gen/cluster/v1/objects';
 import { componentLogger } from '../src/common/logger';
-import { createDispatcher } from '../src/manager/dispatcher';
 import { localStores, makeNode } from '../src/store/testing';
 import { NODE_ID_LABEL, TASK_ID_LABEL } from '../src/agent/runtime';
+import { startTestDispatcher } from '../src/agent/testing';
 
 const logger = componentLogger('agent-kill-test');
 logger.level = 'silent';
@@ -85,35 +83,16 @@ test(
     const store = stores[0];
     if (!store) throw new Error('no store');
     await store.update((tx) => tx.nodes.create(makeNode('h', { id: NODE_ID })));
-    const dispatcher = createDispatcher({
-      store,
-      isLeader: () => true,
-      leaderAddress: () => undefined,
-      heartbeatPeriodMs: 500,
-      logger,
-      identify: () => ({ nodeId: NODE_ID, role: 'worker', clusterId: 'c' }),
-    });
-    const server = new Server();
-    server.addService(DispatcherService, dispatcher.server);
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) =>
-        e ? reject(e) : resolve(p),
-      ),
-    );
-    const loop = new AbortController();
-    const loopDone = dispatcher.loop.run(loop.signal);
+    const served = await startTestDispatcher({ store, nodeId: NODE_ID, logger, heartbeatPeriodMs: 500 });
     const children: ChildProcess[] = [];
     t.after(async () => {
       for (const c of children) await killHard(c);
-      loop.abort();
-      await loopDone;
-      dispatcher.close();
-      server.forceShutdown();
+      await served.stop();
       const left = containers(`label=${TASK_ID_LABEL}`);
       if (left.length) docker('rm', '-f', '-v', ...left);
       fs.rmSync(tmp, { recursive: true, force: true });
     });
-    const config = { dataDir: path.join(tmp, 'agent'), manager: `127.0.0.1:${port}`, nodeId: NODE_ID };
+    const config = { dataDir: path.join(tmp, 'agent'), manager: served.addr, nodeId: NODE_ID };
     children.push(await startChild(config));
     await store.update((tx) =>
       tx.tasks.create(

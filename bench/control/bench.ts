@@ -6,7 +6,6 @@
 // Prints the median of --runs N rounds (default 3); the last line printed is one JSON object.
 import { fork, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -25,6 +24,7 @@ import { generateNodeKey, signNodeCertificate, type NodeTls } from '../../src/ma
 import { Daemon, daemonOptions, type Manager } from '../../src/node';
 import { newId } from '../../src/store';
 import type { AgentsSetup, ChildMessage, ParentMessage } from './agents';
+import { freeManagerPort } from '../../src/common/ports';
 
 const NODES = 100;
 const REPLICAS = 1_000;
@@ -39,29 +39,6 @@ function unary<Res>(invoke: (cb: (err: ServiceError | null, res?: Res) => void) 
       err || res === undefined ? reject(err ?? new Error('empty answer')) : resolve(res),
     );
   });
-}
-
-/** A port with its neighbour (the join port) free, for the manager to listen on. */
-async function freePortPair(): Promise<number> {
-  const listen = (port: number) =>
-    new Promise<net.Server | undefined>((resolve) => {
-      const s = net.createServer();
-      s.once('error', () => resolve(undefined));
-      s.listen(port, '127.0.0.1', () => resolve(s));
-    });
-  const close = (s: net.Server) => new Promise<void>((resolve) => s.close(() => resolve()));
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const a = await listen(0);
-    if (!a) continue;
-    const port = (a.address() as net.AddressInfo).port;
-    const b = await listen(port + 1);
-    await close(a);
-    if (b) {
-      await close(b);
-      return port;
-    }
-  }
-  throw new Error('no free pair of ports on 127.0.0.1');
 }
 
 function countTasks(manager: Manager, serviceId: string): { assigned: number; running: number } {
@@ -190,7 +167,7 @@ async function main(): Promise<void> {
   let local: LocalClient | undefined;
   let control: ControlClient | undefined;
   try {
-    const port = await freePortPair();
+    const port = await freeManagerPort();
     const addr = `127.0.0.1:${port}`;
     // The manager runs no agent of its own: it is drained below, as a dedicated manager.
     daemon = await Daemon.start({

@@ -16,7 +16,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -28,6 +27,7 @@ import {
   type ListTasksResponse,
 } from '../../src/gen/cluster/v1/control';
 import { NodeState, TaskState, type Node as ClusterNode, type Task } from '../../src/gen/cluster/v1/objects';
+import { freeManagerPort } from '../../src/common/ports';
 
 const REPO = path.resolve(__dirname, '..', '..', '..');
 const CLI = path.join(REPO, 'bin', 'cluster.js');
@@ -116,30 +116,6 @@ async function waitContainersGone(label: string): Promise<void> {
 
 // ------------------------------------------------------------------ ours
 
-function freePortPair(): Promise<number> {
-  const listen = (port: number) =>
-    new Promise<net.Server | undefined>((resolve) => {
-      const s = net.createServer();
-      s.once('error', () => resolve(undefined));
-      s.listen(port, '127.0.0.1', () => resolve(s));
-    });
-  const close = (s: net.Server) => new Promise<void>((resolve) => s.close(() => resolve()));
-  return (async () => {
-    for (let attempt = 0; attempt < 20; attempt++) {
-      const a = await listen(0);
-      if (!a) continue;
-      const port = (a.address() as net.AddressInfo).port;
-      const b = await listen(port + 1);
-      await close(a);
-      if (b) {
-        await close(b);
-        return port;
-      }
-    }
-    throw new Error('no free pair of ports on 127.0.0.1');
-  })();
-}
-
 class OurCluster {
   private constructor(
     readonly dir: string,
@@ -152,7 +128,7 @@ class OurCluster {
   /** A daemon that inits a cluster, or joins one when `join` is given. */
   static async start(join?: { token: string; managerAddr: string }): Promise<OurCluster> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cluster-bench-converge-'));
-    const port = await freePortPair();
+    const port = await freeManagerPort();
     const addr = `127.0.0.1:${port}`;
     const socket = path.join(dir, 'cluster.sock');
     const env = { ...process.env, CLUSTER_HOST: `unix://${socket}`, CLUSTER_LOG_LEVEL: 'warn' };

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { credentials, Server, ServerCredentials } from '@grpc/grpc-js';
+import { credentials, Server } from '@grpc/grpc-js';
 import { DispatcherService } from '../gen/cluster/v1/dispatcher';
 import { NodeState, TaskState } from '../gen/cluster/v1/objects';
 import { componentLogger } from '../common/logger';
@@ -17,58 +17,36 @@ import {
   signNodeCertificate,
   type NodeTls,
 } from '../manager/ca';
-import { createDispatcher, type Dispatcher } from '../manager/dispatcher';
+import { createDispatcher } from '../manager/dispatcher';
 import type { MemoryStore } from '../store';
 import { localStores, makeNode, makeTask } from '../store/testing';
 import { Agent, backoffMs } from './index';
-import { FakeRuntime } from './testing';
+import { FakeRuntime, startTestDispatcher, type TestDispatcher } from './testing';
 
 const logger = componentLogger('agent-test');
 logger.level = 'silent';
 
-interface Manager {
-  addr: string;
+interface Manager extends TestDispatcher {
   leading: boolean;
-  dispatcher: Dispatcher;
-  loop: AbortController;
-  loopDone: Promise<void>;
-  server: Server;
 }
 
 async function startManager(store: MemoryStore, leaderAddr: () => string): Promise<Manager> {
-  const self: Partial<Manager> & { leading: boolean } = { leading: false };
-  const dispatcher = createDispatcher({
+  const self = { leading: false };
+  const served = await startTestDispatcher({
     store,
-    isLeader: () => self.leading,
-    leaderAddress: leaderAddr,
+    nodeId: 'n1',
+    logger,
     heartbeatPeriodMs: 100,
     batchMs: 10,
-    logger,
-    identify: () => ({ nodeId: 'n1', role: 'worker', clusterId: 'c' }),
+    isLeader: () => self.leading,
+    leaderAddress: leaderAddr,
   });
-  const server = new Server();
-  server.addService(DispatcherService, dispatcher.server);
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) =>
-      e ? reject(e) : resolve(p),
-    ),
-  );
-  const loop = new AbortController();
-  return Object.assign(self, {
-    addr: `127.0.0.1:${port}`,
-    dispatcher,
-    loop,
-    loopDone: dispatcher.loop.run(loop.signal),
-    server,
-  });
+  return Object.assign(self, served);
 }
 
 async function stopManager(m: Manager): Promise<void> {
   m.leading = false;
-  m.loop.abort();
-  await m.loopDone;
-  m.dispatcher.close();
-  m.server.forceShutdown();
+  await m.stop();
 }
 
 async function until(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {

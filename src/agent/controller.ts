@@ -4,23 +4,11 @@
 import { TaskState, type Task, type TaskStatus } from '../gen/cluster/v1/objects';
 import type { Logger } from '../common/logger';
 import { RuntimeUnavailableError, TaskRuntimeError, type ContainerInfo, type Runtime } from './runtime';
+import { abortableSleep } from '../common/sleep';
 
 /** Retry pace while the runtime is down: the task waits for it instead of failing. */
 export const RUNTIME_RETRY_BASE_MS = 200;
 export const RUNTIME_RETRY_MAX_MS = 5000;
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
-}
 
 /** Stop grace when the spec gives none (Docker's and Swarm's default). */
 export const DEFAULT_STOP_GRACE_MS = 10_000;
@@ -139,7 +127,7 @@ export class TaskController {
             { taskId: this.task.id, err: err.message },
             'runtime unavailable; will retry',
           );
-          await sleep(
+          await abortableSleep(
             Math.min(RUNTIME_RETRY_MAX_MS, RUNTIME_RETRY_BASE_MS * 2 ** Math.min(attempt, 8)),
             signal,
           );

@@ -19,6 +19,7 @@ import type { Logger } from '../common/logger';
 import { clientCredentials, type NodeTls } from '../manager/ca';
 import { TaskController } from './controller';
 import type { ContainerInfo, Runtime } from './runtime';
+import { abortableSleep } from '../common/sleep';
 
 export { TaskController } from './controller';
 export type { Runtime } from './runtime';
@@ -61,19 +62,6 @@ function leaderFrom(err: unknown): string | undefined {
   if (!(md instanceof Metadata)) return undefined;
   const value = md.get(LEADER_ADDR_METADATA)[0];
   return typeof value === 'string' && value ? value : undefined;
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
 }
 
 interface OpenSession {
@@ -379,7 +367,7 @@ export class Agent {
       // Fail over: the next try goes to another manager.
       this.managerIndex++;
       attempt = opened ? 0 : attempt + 1;
-      await sleep(backoffMs(attempt), signal);
+      await abortableSleep(backoffMs(attempt), signal);
     }
   }
 

@@ -1,6 +1,11 @@
 // An in-memory Runtime for tests of the controller and the agent: containers are records, a
 // container "exits" when the test says so or when it is stopped.
+import { Server, ServerCredentials } from '@grpc/grpc-js';
 import type { Task } from '../gen/cluster/v1/objects';
+import { DispatcherService } from '../gen/cluster/v1/dispatcher';
+import type { Logger } from '../common/logger';
+import { createDispatcher, type Dispatcher } from '../manager/dispatcher';
+import type { MemoryStore } from '../store';
 import {
   RuntimeUnavailableError,
   TaskRuntimeError,
@@ -128,4 +133,50 @@ export class FakeRuntime implements Runtime {
   containerOf(taskId: string): FakeContainer | undefined {
     return [...this.containers.values()].find((c) => c.info.taskId === taskId);
   }
+}
+
+/** A real Dispatcher served over insecure gRPC on 127.0.0.1, as agent tests talk to one. */
+export interface TestDispatcher {
+  addr: string;
+  dispatcher: Dispatcher;
+  stop(): Promise<void>;
+}
+
+export async function startTestDispatcher(options: {
+  store: MemoryStore;
+  nodeId: string;
+  logger: Logger;
+  heartbeatPeriodMs?: number;
+  batchMs?: number;
+  isLeader?: () => boolean;
+  leaderAddress?: () => string | undefined;
+}): Promise<TestDispatcher> {
+  const dispatcher = createDispatcher({
+    store: options.store,
+    isLeader: options.isLeader ?? (() => true),
+    leaderAddress: options.leaderAddress ?? (() => undefined),
+    heartbeatPeriodMs: options.heartbeatPeriodMs,
+    batchMs: options.batchMs,
+    logger: options.logger,
+    identify: () => ({ nodeId: options.nodeId, role: 'worker', clusterId: 'c' }),
+  });
+  const server = new Server();
+  server.addService(DispatcherService, dispatcher.server);
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) =>
+      e ? reject(e) : resolve(p),
+    ),
+  );
+  const loop = new AbortController();
+  const loopDone = dispatcher.loop.run(loop.signal);
+  return {
+    addr: `127.0.0.1:${port}`,
+    dispatcher,
+    async stop() {
+      loop.abort();
+      await loopDone;
+      dispatcher.close();
+      server.forceShutdown();
+    },
+  };
 }

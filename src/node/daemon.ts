@@ -5,15 +5,16 @@ import fs from 'node:fs';
 import os from 'node:os';
 import {
   ChannelCredentials,
-  Metadata,
   Server,
   ServerCredentials,
-  type sendUnaryData,
-  type ServerUnaryCall,
   type ServiceDefinition,
   type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
-import { NodeCAClient } from '../gen/cluster/v1/ca';
+import {
+  NodeCAClient,
+  type GetRootCACertificateResponse,
+  type IssueNodeCertificateResponse,
+} from '../gen/cluster/v1/ca';
 import {
   LocalService,
   type InfoRequest,
@@ -26,8 +27,9 @@ import {
   type LeaveResponse,
 } from '../gen/cluster/v1/local';
 import { NodeAvailability, NodeRole, NodeState as NodeStatusState } from '../gen/cluster/v1/objects';
-import { RaftMembershipClient } from '../gen/cluster/v1/raft';
+import { RaftMembershipClient, type RaftJoinResponse } from '../gen/cluster/v1/raft';
 import { ClusterError, toClusterError } from '../common/errors';
+import { callUnary, serveUnary } from '../common/grpc';
 import { componentLogger, type Logger } from '../common/logger';
 import {
   clientCredentials,
@@ -77,38 +79,6 @@ export interface DaemonOptions {
   localServices?: (
     currentManager: () => Manager | undefined,
   ) => { definition: ServiceDefinition; implementation: UntypedServiceImplementation }[];
-}
-
-function unary<Req, Res>(
-  logger: Logger,
-  work: (request: Req) => Promise<Res>,
-): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
-  return (call, callback) => {
-    work(call.request).then(
-      (value) => callback(null, value),
-      (err: unknown) => {
-        const e = toClusterError(err);
-        if (e.code === 'INTERNAL') logger.error({ err }, 'local request failed');
-        callback(e.toServiceError());
-      },
-    );
-  };
-}
-
-function callUnary<Res>(
-  invoke: (
-    metadata: Metadata,
-    options: { deadline: number },
-    cb: (e: Error | null, r?: Res) => void,
-  ) => unknown,
-  deadlineMs = JOIN_DEADLINE_MS,
-): Promise<Res> {
-  return new Promise((resolve, reject) => {
-    invoke(new Metadata(), { deadline: Date.now() + deadlineMs }, (e, r) => {
-      if (e || r === undefined) reject(toClusterError(e ?? new Error('empty response')));
-      else resolve(r);
-    });
-  });
 }
 
 const ALREADY_IN_CLUSTER =
@@ -192,10 +162,16 @@ export class Daemon {
   private async serveLocal(): Promise<void> {
     fs.rmSync(this.socketPath, { force: true });
     this.localServer.addService(LocalService, {
-      init: unary<InitRequest, InitResponse>(this.logger, (r) => this.exclusive(() => this.init(r))),
-      join: unary<JoinRequest, JoinResponse>(this.logger, (r) => this.exclusive(() => this.join(r))),
-      leave: unary<LeaveRequest, LeaveResponse>(this.logger, (r) => this.exclusive(() => this.leave(r))),
-      info: unary<InfoRequest, InfoResponse>(this.logger, () => Promise.resolve(this.info())),
+      init: serveUnary<InitRequest, InitResponse>(this.logger, (c) =>
+        this.exclusive(() => this.init(c.request)),
+      ),
+      join: serveUnary<JoinRequest, JoinResponse>(this.logger, (c) =>
+        this.exclusive(() => this.join(c.request)),
+      ),
+      leave: serveUnary<LeaveRequest, LeaveResponse>(this.logger, (c) =>
+        this.exclusive(() => this.leave(c.request)),
+      ),
+      info: serveUnary<InfoRequest, InfoResponse>(this.logger, () => this.info()),
     });
     for (const svc of this.options.localServices?.(() => this.manager) ?? []) {
       this.localServer.addService(svc.definition, svc.implementation);
@@ -340,8 +316,9 @@ export class Daemon {
     const probe = new NodeCAClient(joinAddress(remote), insecure, NODE_CHANNEL_OPTIONS);
     let caCertPem: string;
     try {
-      const got = await callUnary<{ certificate: string }>((m, o, cb) =>
-        probe.getRootCaCertificate({}, m, o, cb),
+      const got = await callUnary<GetRootCACertificateResponse>(
+        (m, o, cb) => probe.getRootCaCertificate({}, m, o, cb),
+        JOIN_DEADLINE_MS,
       );
       caCertPem = got.certificate;
     } catch (err) {
@@ -359,19 +336,15 @@ export class Daemon {
     const ca = new NodeCAClient(joinAddress(remote), joinClientCredentials(caCertPem), NODE_CHANNEL_OPTIONS);
     let issued;
     try {
-      issued = await callUnary<{
-        nodeId: string;
-        certificate: string;
-        role: string;
-        clusterId: string;
-        managers: string[];
-      }>((m, o, cb) =>
-        ca.issueNodeCertificate(
-          { token: request.token, csr: key.csrPem, hostname: os.hostname(), advertiseAddr: advertise },
-          m,
-          o,
-          cb,
-        ),
+      issued = await callUnary<IssueNodeCertificateResponse>(
+        (m, o, cb) =>
+          ca.issueNodeCertificate(
+            { token: request.token, csr: key.csrPem, hostname: os.hostname(), advertiseAddr: advertise },
+            m,
+            o,
+            cb,
+          ),
+        JOIN_DEADLINE_MS,
       );
     } finally {
       ca.close();
@@ -431,11 +404,7 @@ export class Daemon {
     return { nodeId: issued.nodeId, role, clusterId: issued.clusterId };
   }
 
-  private async joinRaft(
-    tls: NodeTls,
-    managers: string[],
-    advertise: string,
-  ): Promise<{ raftId: number; members: { raftId: number; nodeId: string; addr: string }[] }> {
+  private async joinRaft(tls: NodeTls, managers: string[], advertise: string): Promise<RaftJoinResponse> {
     const deadline = Date.now() + JOIN_DEADLINE_MS;
     let lastError: unknown;
     while (Date.now() < deadline) {
@@ -446,10 +415,10 @@ export class Daemon {
           NODE_CHANNEL_OPTIONS,
         );
         try {
-          return await callUnary<{
-            raftId: number;
-            members: { raftId: number; nodeId: string; addr: string }[];
-          }>((m, o, cb) => membership.join({ addr: advertise }, m, o, cb));
+          return await callUnary<RaftJoinResponse>(
+            (m, o, cb) => membership.join({ addr: advertise }, m, o, cb),
+            JOIN_DEADLINE_MS,
+          );
         } catch (err) {
           lastError = err;
           if (toClusterError(err).code === 'PERMISSION_DENIED') throw err;

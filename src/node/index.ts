@@ -1,12 +1,14 @@
 // The node process: `cluster daemon`. Composes the daemon (Local API, init/join/leave) with the
 // manager's components (control API, and the leader loops as they exist) and runs until SIGTERM.
+import type { handleUnaryCall } from '@grpc/grpc-js';
 import { ControlClient, ControlService, type ControlServer } from '../gen/cluster/v1/control';
 import { ClusterError } from '../common/errors';
 import { componentLogger } from '../common/logger';
-import { clientCredentials, NODE_CHANNEL_OPTIONS, nodeIdentityFromPeer } from '../manager/ca';
+import { clientCredentials, NODE_CHANNEL_OPTIONS } from '../manager/ca';
 import {
   createControlServer,
   forwardingControl,
+  requireManagerCertificate,
   type Authorize,
   type LeaderRoute,
 } from '../manager/controlapi';
@@ -22,17 +24,6 @@ import type { Manager } from './manager';
 
 export { Daemon, type DaemonOptions } from './daemon';
 export { Manager } from './manager';
-
-/** Control calls over TCP need a manager certificate; the unix socket is root-only already. */
-const requireManagerCert: Authorize = (call) => {
-  const who = nodeIdentityFromPeer(call.getAuthContext()?.sslPeerCertificate);
-  if (who.role !== 'manager') {
-    throw new ClusterError(
-      'PERMISSION_DENIED',
-      `node ${who.nodeId} is a worker: the control API is for managers`,
-    );
-  }
-};
 
 /** One Control client per leader address, reused across calls. */
 class LeaderRouter {
@@ -60,58 +51,65 @@ class LeaderRouter {
   }
 }
 
+/** Per manager: the control logic over its store, and the route to the leader (closed on stop). */
+const controlParts = new WeakMap<Manager, { local: ControlServer; router: LeaderRouter }>();
+
+function controlPartsOf(manager: Manager): { local: ControlServer; router: LeaderRouter } {
+  let parts = controlParts.get(manager);
+  if (!parts) {
+    const local = createControlServer({
+      store: manager.store,
+      nodeId: manager.nodeId,
+      // The Raft members as this manager sees them (the leader answers: followers forward).
+      raftMembers: () => {
+        const voters = new Set(manager.raft.status().voters);
+        return manager.store.view((tx) =>
+          tx.nodes
+            .list((n) => voters.has(n.managerStatus?.raftId ?? 0))
+            .map((n) => ({
+              nodeId: n.id,
+              reachable: manager.raft.peerConnected(n.managerStatus?.raftId ?? 0),
+            })),
+        );
+      },
+    });
+    parts = { local, router: new LeaderRouter(manager) };
+    controlParts.set(manager, parts);
+  }
+  return parts;
+}
+
+/** The Control service of a manager: served on the leader, forwarded to it elsewhere. */
 function controlFor(manager: Manager, authorize?: Authorize): ControlServer {
-  const local = createControlServer({
-    store: manager.store,
-    nodeId: manager.nodeId,
-    // The Raft members as this manager sees them (the leader answers: followers forward).
-    raftMembers: () => {
-      const voters = new Set(manager.raft.status().voters);
-      return manager.store.view((tx) =>
-        tx.nodes
-          .list((n) => voters.has(n.managerStatus?.raftId ?? 0))
-          .map((n) => ({
-            nodeId: n.id,
-            reachable: manager.raft.peerConnected(n.managerStatus?.raftId ?? 0),
-          })),
-      );
-    },
-  });
-  const router = new LeaderRouter(manager);
+  const { local, router } = controlPartsOf(manager);
   return forwardingControl(local, () => router.route(), { authorize, selfName: manager.nodeId });
 }
 
 /** The control API on the unix socket, routed to whichever manager this daemon currently runs. */
 function socketControl(current: () => Manager | undefined): ControlServer {
-  let cached: { manager: Manager; server: ControlServer } | undefined;
-  const serverNow = (): ControlServer => {
-    const manager = current();
-    if (!manager) {
-      throw new ClusterError(
-        'FAILED_PRECONDITION',
-        "this node is not a manager: run the command on a manager, or 'cluster init' / 'cluster join' first",
-      );
-    }
-    if (cached?.manager !== manager) cached = { manager, server: controlFor(manager) };
-    return cached.server;
-  };
-  return new Proxy({} as ControlServer, {
-    get(_target, method: string) {
-      return (call: { request: unknown }, callback: (e: unknown, r?: unknown) => void) => {
-        let server: ControlServer;
-        try {
-          server = serverNow();
-        } catch (e) {
-          callback((e as ClusterError).toServiceError());
-          return;
-        }
-        const handler = (server as unknown as Record<string, (c: unknown, cb: unknown) => void>)[method];
-        if (!handler)
-          callback(new ClusterError('UNIMPLEMENTED', `unknown method ${method}`).toServiceError());
-        else handler(call, callback);
-      };
-    },
-  });
+  const servers = new WeakMap<Manager, ControlServer>();
+  const handlers: Record<string, handleUnaryCall<unknown, unknown>> = {};
+  for (const method of Object.keys(ControlService)) {
+    handlers[method] = (call, callback) => {
+      const manager = current();
+      if (!manager) {
+        callback(
+          new ClusterError(
+            'FAILED_PRECONDITION',
+            "this node is not a manager: run the command on a manager, or 'cluster init' / 'cluster join' first",
+          ).toServiceError(),
+        );
+        return;
+      }
+      let server = servers.get(manager);
+      if (!server) {
+        server = controlFor(manager);
+        servers.set(manager, server);
+      }
+      (server as unknown as Record<string, handleUnaryCall<unknown, unknown>>)[method]?.(call, callback);
+    };
+  }
+  return handlers as ControlServer;
 }
 
 /** One dispatcher per manager: the same object serves the gRPC calls and runs the leader loop. */
@@ -124,7 +122,7 @@ export function daemonOptions(base: DaemonOptions): DaemonOptions {
     ...base,
     managerParts: {
       services: (manager) => [
-        { definition: ControlService, implementation: controlFor(manager, requireManagerCert) },
+        { definition: ControlService, implementation: controlFor(manager, requireManagerCertificate) },
         { definition: DispatcherService, implementation: dispatcherOf(manager).server },
       ],
       loops: (manager) => [
@@ -132,7 +130,10 @@ export function daemonOptions(base: DaemonOptions): DaemonOptions {
         meshLoop(manager.store, componentLogger('mesh', { nodeId: manager.nodeId })),
         dispatcherOf(manager).loop,
       ],
-      onStop: (manager) => dispatcherOf(manager).close(),
+      onStop: (manager) => {
+        dispatcherOf(manager).close();
+        controlParts.get(manager)?.router.close();
+      },
     },
     localServices: (current) => [{ definition: ControlService, implementation: socketControl(current) }],
     startAgent: (dirs, state, tls) => {

@@ -3,6 +3,7 @@
 // AbortSignal that fires then. A loop that fails is logged and restarted after a pause, as
 // long as leadership lasts.
 import type { Logger } from '../common/logger';
+import { abortableSleep } from '../common/sleep';
 
 export interface LeaderLoop {
   name: string;
@@ -11,19 +12,6 @@ export interface LeaderLoop {
 
 /** Pause before restarting a loop that threw, so a persistent fault does not spin. */
 export const LOOP_RESTART_DELAY_MS = 500;
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
-}
 
 export class LeaderLoops {
   private term?: AbortController;
@@ -61,7 +49,7 @@ export class LeaderLoops {
         if (signal.aborted) break;
         this.logger.error({ loop: loop.name, err }, 'control loop failed; restarting');
       }
-      await sleep(LOOP_RESTART_DELAY_MS, signal);
+      await abortableSleep(LOOP_RESTART_DELAY_MS, signal);
     }
   }
 

@@ -2,10 +2,8 @@
 // Raft membership, control API), the join port (TLS, NodeCA), and the leader-only control
 // loops started and stopped with leadership.
 import {
-  Metadata,
   Server,
   ServerCredentials,
-  type sendUnaryData,
   type ServerUnaryCall,
   type ServiceDefinition,
   type UntypedServiceImplementation,
@@ -26,6 +24,7 @@ import {
 } from '../gen/cluster/v1/raft';
 import { NodeRole } from '../gen/cluster/v1/objects';
 import { ClusterError, toClusterError } from '../common/errors';
+import { callUnary, serveUnary } from '../common/grpc';
 import { componentLogger, type Logger } from '../common/logger';
 import {
   clientCredentials,
@@ -74,22 +73,6 @@ export interface ManagerOptions {
   loops?: (manager: Manager) => LeaderLoop[];
   /** Called once when the manager stops, after its loops have ended. */
   onStop?: (manager: Manager) => void;
-}
-
-function unary<Req, Res>(
-  logger: Logger,
-  work: (call: ServerUnaryCall<Req, Res>) => Promise<Res>,
-): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
-  return (call, callback) => {
-    work(call).then(
-      (value) => callback(null, value),
-      (err: unknown) => {
-        const e = toClusterError(err);
-        if (e.code === 'INTERNAL') logger.error({ err }, 'request failed');
-        callback(e.toServiceError());
-      },
-    );
-  };
 }
 
 export function newRaftId(): number {
@@ -144,8 +127,10 @@ export class Manager {
     const listen = parseHostPort(state.listenAddr);
 
     this.mainServer.addService(RaftMembershipService, {
-      join: unary<RaftJoinRequest, RaftJoinResponse>(this.logger, (call) => this.handleRaftJoin(call)),
-      leave: unary<RaftLeaveRequest, RaftLeaveResponse>(this.logger, (call) => this.handleRaftLeave(call)),
+      join: serveUnary<RaftJoinRequest, RaftJoinResponse>(this.logger, (call) => this.handleRaftJoin(call)),
+      leave: serveUnary<RaftLeaveRequest, RaftLeaveResponse>(this.logger, (call) =>
+        this.handleRaftLeave(call),
+      ),
     });
     for (const svc of this.options.services?.(this) ?? [])
       this.mainServer.addService(svc.definition, svc.implementation);
@@ -268,14 +253,7 @@ export class Manager {
 
   private forwardIssue(request: IssueNodeCertificateRequest): Promise<IssueNodeCertificateResponse> {
     const { ca } = this.clientsFor(this.leaderOrThrow());
-    return new Promise((resolve, reject) =>
-      ca.issueNodeCertificate(
-        request,
-        new Metadata(),
-        { deadline: Date.now() + FORWARD_DEADLINE_MS },
-        (e, r) => (e ? reject(toClusterError(e)) : resolve(r)),
-      ),
-    );
+    return callUnary((m, o, cb) => ca.issueNodeCertificate(request, m, o, cb), FORWARD_DEADLINE_MS);
   }
 
   private async handleRaftJoin(
@@ -344,14 +322,7 @@ export class Manager {
       throw new ClusterError('PERMISSION_DENIED', 'only managers leave the Raft group');
     if (!this.raft.isLeader()) {
       const { membership } = this.clientsFor(this.leaderOrThrow());
-      return new Promise((resolve, reject) =>
-        membership.leave(
-          call.request,
-          new Metadata(),
-          { deadline: Date.now() + FORWARD_DEADLINE_MS },
-          (e, r) => (e ? reject(toClusterError(e)) : resolve(r)),
-        ),
-      );
+      return callUnary((m, o, cb) => membership.leave(call.request, m, o, cb), FORWARD_DEADLINE_MS);
     }
     await this.raft.removeMember(call.request.raftId);
     return {};

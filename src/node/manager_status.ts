@@ -5,6 +5,7 @@ import { NodeRole, type Node as ClusterNode } from '../gen/cluster/v1/objects';
 import type { Logger } from '../common/logger';
 import type { MemoryStore } from '../store';
 import type { LeaderLoop } from './leader_loops';
+import { abortableSleep } from '../common/sleep';
 
 /** How often the leader compares what the store says with what Raft sees. */
 export const MANAGER_STATUS_PERIOD_MS = 500;
@@ -30,18 +31,6 @@ export function staleManagerStatus(nodes: readonly ClusterNode[], raft: RaftView
   return changed;
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
-}
-
 export function managerStatusLoop(store: MemoryStore, raft: RaftView, logger: Logger): LeaderLoop {
   return {
     name: 'manager-status',
@@ -59,7 +48,7 @@ export function managerStatusLoop(store: MemoryStore, raft: RaftView, logger: Lo
             if (!signal.aborted) logger.debug({ err }, 'manager status not updated this round');
           }
         }
-        await sleep(MANAGER_STATUS_PERIOD_MS, signal);
+        await abortableSleep(MANAGER_STATUS_PERIOD_MS, signal);
       }
     },
   };

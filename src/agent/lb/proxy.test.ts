@@ -8,6 +8,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { UserspaceLoadBalancer } from './proxy';
 import type { LbBackend, LbConfig } from './types';
+import { freePort } from '../../common/ports';
 
 const servers: Array<net.Server | dgram.Socket> = [];
 
@@ -18,15 +19,6 @@ after(async () => {
     );
   }
 });
-
-async function freePort(): Promise<number> {
-  const probe = net.createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const address = probe.address();
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  assert.ok(address !== null && typeof address === 'object');
-  return address.port;
-}
 
 /** A TCP backend that writes `payload` to each connection and closes, or answers its name to each line. */
 async function tcpBackend(onConnection: (socket: net.Socket) => void): Promise<LbBackend> {

@@ -2,7 +2,6 @@
 // checks it against its token's digest) and signs a joiner's certificate request when its token
 // is current, recording the new node in the store. Runs on the leader; other managers forward.
 import os from 'node:os';
-import type { sendUnaryData, ServerUnaryCall } from '@grpc/grpc-js';
 import {
   type GetRootCACertificateRequest,
   type GetRootCACertificateResponse,
@@ -17,7 +16,8 @@ import {
   type Cluster,
   type Node as ClusterNode,
 } from '../../gen/cluster/v1/objects';
-import { ClusterError, invalidArgument, toClusterError } from '../../common/errors';
+import { ClusterError, invalidArgument } from '../../common/errors';
+import { serveUnary } from '../../common/grpc';
 import type { Logger } from '../../common/logger';
 import { newId, type MemoryStore } from '../../store';
 import { roleForToken, signNodeCertificate } from './index';
@@ -46,82 +46,61 @@ export function managerAddresses(store: MemoryStore): string[] {
     .map((n) => n.managerStatus?.addr ?? '');
 }
 
-function reply<T>(callback: sendUnaryData<T>, work: () => Promise<T> | T, logger: Logger): void {
-  Promise.resolve()
-    .then(work)
-    .then(
-      (value) => callback(null, value),
-      (err: unknown) => {
-        const e = toClusterError(err);
-        if (e.code === 'INTERNAL') logger.error({ err }, 'join request failed');
-        callback(e.toServiceError());
-      },
-    );
-}
-
 export function createNodeCAServer(deps: NodeCADeps): NodeCAServer {
   const { store, logger } = deps;
   return {
-    getRootCaCertificate(
-      _call: ServerUnaryCall<GetRootCACertificateRequest, GetRootCACertificateResponse>,
-      callback: sendUnaryData<GetRootCACertificateResponse>,
-    ) {
-      reply(callback, () => ({ certificate: currentCluster(store).rootCaCert }), logger);
-    },
+    getRootCaCertificate: serveUnary<GetRootCACertificateRequest, GetRootCACertificateResponse>(
+      logger,
+      () => ({ certificate: currentCluster(store).rootCaCert }),
+    ),
 
-    issueNodeCertificate(
-      call: ServerUnaryCall<IssueNodeCertificateRequest, IssueNodeCertificateResponse>,
-      callback: sendUnaryData<IssueNodeCertificateResponse>,
-    ) {
-      reply(
-        callback,
-        async () => {
-          const request = call.request;
-          if (!request.csr) throw invalidArgument('the join request carries no certificate request');
-          if (!deps.isLeader()) {
-            if (!deps.forward)
-              throw new ClusterError('UNAVAILABLE', 'no leader elected yet; retry in a moment');
-            return deps.forward(request);
-          }
-          const cluster = currentCluster(store);
-          const role = roleForToken(request.token, {
-            worker: cluster.joinTokens?.worker ?? '',
-            manager: cluster.joinTokens?.manager ?? '',
-          });
-          const nodeId = newId();
-          const certificate = await signNodeCertificate(
-            { certPem: cluster.rootCaCert, keyPem: cluster.rootCaKey },
-            request.csr,
-            { nodeId, role, clusterId: cluster.id },
-          );
-          const hostname = request.hostname || os.hostname();
-          const node: ClusterNode = {
-            id: nodeId,
-            attachments: [],
-            spec: {
-              annotations: { name: hostname, labels: {} },
-              desiredRole: role === 'manager' ? NodeRole.NODE_ROLE_MANAGER : NodeRole.NODE_ROLE_WORKER,
-              availability: NodeAvailability.NODE_AVAILABILITY_ACTIVE,
-            },
-            description: {
-              hostname,
-              os: '',
-              architecture: '',
-              runtimeName: '',
-              runtimeVersion: '',
-              engineLabels: {},
-            },
-            status: { state: NodeState.NODE_STATE_UNKNOWN, message: 'joining', addr: request.advertiseAddr },
-            // A manager counts as one (quorum, MANAGER STATUS) only once it has joined the Raft
-            // group; a join interrupted before that leaves a removable worker record.
-            role: NodeRole.NODE_ROLE_WORKER,
-          };
-          await store.update((tx) => tx.nodes.create(node));
-          logger.info({ nodeId, role, hostname }, 'node joined');
-          return { nodeId, certificate, role, clusterId: cluster.id, managers: managerAddresses(store) };
-        },
-        logger,
-      );
-    },
+    issueNodeCertificate: serveUnary<IssueNodeCertificateRequest, IssueNodeCertificateResponse>(
+      logger,
+      async (call) => {
+        const request = call.request;
+        if (!request.csr) throw invalidArgument('the join request carries no certificate request');
+        if (!deps.isLeader()) {
+          if (!deps.forward)
+            throw new ClusterError('UNAVAILABLE', 'no leader elected yet; retry in a moment');
+          return deps.forward(request);
+        }
+        const cluster = currentCluster(store);
+        const role = roleForToken(request.token, {
+          worker: cluster.joinTokens?.worker ?? '',
+          manager: cluster.joinTokens?.manager ?? '',
+        });
+        const nodeId = newId();
+        const certificate = await signNodeCertificate(
+          { certPem: cluster.rootCaCert, keyPem: cluster.rootCaKey },
+          request.csr,
+          { nodeId, role, clusterId: cluster.id },
+        );
+        const hostname = request.hostname || os.hostname();
+        const node: ClusterNode = {
+          id: nodeId,
+          attachments: [],
+          spec: {
+            annotations: { name: hostname, labels: {} },
+            desiredRole: role === 'manager' ? NodeRole.NODE_ROLE_MANAGER : NodeRole.NODE_ROLE_WORKER,
+            availability: NodeAvailability.NODE_AVAILABILITY_ACTIVE,
+          },
+          description: {
+            hostname,
+            os: '',
+            architecture: '',
+            runtimeName: '',
+            runtimeVersion: '',
+            engineLabels: {},
+          },
+          status: { state: NodeState.NODE_STATE_UNKNOWN, message: 'joining', addr: request.advertiseAddr },
+          // A manager counts as one (quorum, MANAGER STATUS) only once it has joined the Raft
+          // group; a join interrupted before that leaves a removable worker record.
+          role: NodeRole.NODE_ROLE_WORKER,
+        };
+        await store.update((tx) => tx.nodes.create(node));
+        logger.info({ nodeId, role, hostname }, 'node joined');
+        return { nodeId, certificate, role, clusterId: cluster.id, managers: managerAddresses(store) };
+      },
+    ),
   };
 }

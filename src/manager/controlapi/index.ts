@@ -8,6 +8,7 @@
 export { ControlApi, REMOVE_TASKS_BATCH, type ControlApiDeps, type RaftMemberInfo } from './api';
 export {
   createControlServer,
+  requireManagerCertificate,
   toControlError,
   unaryHandler,
   type Authorize,

@@ -1,9 +1,10 @@
 // The Control service's gRPC handlers: authorization (a hook the node wiring passes in), then
 // the transport-free logic of api.ts, then every error turned into a gRPC status carrying our
 // ClusterError code.
-import type { handleUnaryCall, sendUnaryData, ServerUnaryCall } from '@grpc/grpc-js';
+import type { handleUnaryCall, ServerUnaryCall } from '@grpc/grpc-js';
 
 import { ClusterError, toClusterError } from '../../common/errors';
+import { serveUnary } from '../../common/grpc';
 import { componentLogger, type Logger } from '../../common/logger';
 import type { ControlServer } from '../../gen/cluster/v1/control';
 import { RaftError } from '../../raft/types';
@@ -58,21 +59,14 @@ export function unaryHandler<Req, Res>(
   logger: Logger,
   method: string,
 ): handleUnaryCall<Req, Res> {
-  return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
-    const run = async (): Promise<Res> => {
+  return serveUnary<Req, Res>(
+    logger,
+    async (call) => {
       await authorize?.(call);
       return logic(call.request);
-    };
-    run().then(
-      (response) => callback(null, response),
-      (e: unknown) => {
-        const error = toControlError(e);
-        if (error.code === 'INTERNAL') logger.error({ method, err: e }, 'control call failed');
-        else logger.debug({ method, code: error.code, message: error.message }, 'control call refused');
-        callback(error.toServiceError());
-      },
-    );
-  };
+    },
+    { method, toError: toControlError },
+  );
 }
 
 /** The Control service's handlers over the store, ready for `server.addService(ControlService, ...)`. */

@@ -15,6 +15,7 @@ import {
   type WriteTx,
 } from '../../store';
 import { Plan, type ClusterState } from './plan';
+import { abortableSleep } from '../../common/sleep';
 
 /** How long changes are gathered before a pass: one pass for a burst of events. */
 export const DEFAULT_BATCH_WINDOW_MS = 10;
@@ -180,19 +181,6 @@ class Waker {
   }
 }
 
-export function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted || ms <= 0) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
-}
-
 /** A leader loop that runs `planner` over the whole store on every change of `tables`. */
 export function reconcilerLoop(
   name: string,
@@ -243,7 +231,7 @@ export function reconcilerLoop(
               : Math.min(MAX_IDLE_MS, Math.max(0, plan.wakeAtMs - nowMs()));
           // A stale plan is redone after the batch window; its own writes also wake the loop.
           await waker.wait(clean ? wakeInMs : 0, signal);
-          await sleep(batchWindowMs, signal);
+          await abortableSleep(batchWindowMs, signal);
         }
       } finally {
         watcher.close();

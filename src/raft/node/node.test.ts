@@ -4,7 +4,6 @@
 
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -27,22 +26,11 @@ import {
   type RaftNodeOptions,
 } from './index';
 import { KvStateMachine, encodeKvCommand, type KvResult } from './testing_kv';
+import { freePort } from '../../common/ports';
 
 // Elections after 0.5-1 s of silence: far above the event-loop stalls of a loaded CI machine.
 const TICK_MS = 50;
 const ELECTION_TICKS = 10;
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 async function eventually<T>(what: string, probe: () => T | undefined, timeoutMs = 15_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;

@@ -5,7 +5,6 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:http';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -13,6 +12,7 @@ import { StateRole, type NodeId } from '../types';
 import { createTestPki, type TestPki } from '../transport/testing_tls';
 import type { RaftNodeStatus } from './index';
 import type { KvServerConfig, KvServerRequest, LoadReport, MetricsReport } from './testing_kv_server';
+import { freePort } from '../../common/ports';
 
 const SERVER_SCRIPT = join(__dirname, 'testing_kv_server.js');
 /** How long a node process may take to open its store and listen. */
@@ -34,18 +34,6 @@ type IpcRequest = Distributive<KvServerRequest>;
 export interface HttpReply {
   status: number;
   body: { index?: number; value?: string | null; leaderId?: number; error?: string };
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 interface Member {

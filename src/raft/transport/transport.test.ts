@@ -2,7 +2,6 @@
 // snapshots, bounded queues toward a dead peer and reconnection, and refusal of strangers.
 
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 
 import { status as GrpcStatus, type ServiceError } from '@grpc/grpc-js';
@@ -24,6 +23,7 @@ import {
   serverCredentials,
   type TestPki,
 } from './testing_tls';
+import { freePort } from '../../common/ports';
 
 class Recorder implements TransportHandler {
   readonly received: Message[] = [];
@@ -76,18 +76,6 @@ function append(from: NodeId, to: NodeId, index: number, bytes: number): Message
     logTerm: 2,
     entries: [{ term: 2, index, type: EntryType.Normal, data: new Uint8Array(bytes).fill(index % 251) }],
   };
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 describe('raft transport over mutual TLS', () => {
