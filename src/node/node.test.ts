@@ -118,7 +118,9 @@ test('leader loops run while leading, stop on losing leadership, and restart aft
   await loops.setLeader(true);
   await loops.setLeader(true);
   assert.equal(runs, 1, 'a second observation of leadership starts nothing new');
-  await new Promise((resolve) => setTimeout(resolve, 700));
+  for (let waitedMs = 0; failures < 2 && waitedMs < 10_000; waitedMs += 20) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
   assert.equal(failures, 2, 'a failed loop is restarted after a pause');
   await loops.setLeader(false);
   assert.deepEqual(stopped, ['steady']);

@@ -22,7 +22,6 @@
 //       Records the application's snapshot as of `index` (≤ commit) and compacts the log up to
 //       index - retainEntries, in one batch. Returns the snapshot.
 //   await storage.compact(index)     drops entries ≤ index (index ≤ snapshot index)
-//   await storage.setConfState(cs)   bootstrap membership of a new cluster (before any snapshot)
 //   await storage.close()
 // Writes are queued and run one at a time, in call order. A failed write leaves the store
 // refusing further writes (StorageFailedError): LevelDB may or may not hold it, so only a
@@ -301,24 +300,6 @@ export class LevelRaftStorage implements Storage {
       );
       await this.write(this.planCompact(index));
       this.mem.compact(index);
-    });
-  }
-
-  /** Stores the membership of a brand-new cluster (no snapshot yet), as a snapshot at index 0. */
-  setConfState(confState: ConfState): Promise<void> {
-    return this.enqueue(async () => {
-      const snapIndex = this.mem.snapshot().metadata.index;
-      invariant(
-        snapIndex === 0,
-        () => `setConfState after a snapshot at ${snapIndex}: membership comes from the log`,
-      );
-      const metadata = { index: 0, term: 0, confState: cloneConfState(confState) };
-      const data = new Uint8Array(0);
-      await this.write([
-        { type: 'put', key: SNAPSHOT_META_KEY, value: encodeSnapshotMeta(metadata, data) },
-        { type: 'put', key: SNAPSHOT_DATA_KEY, value: data },
-      ]);
-      this.mem.setConfState(confState);
     });
   }
 
