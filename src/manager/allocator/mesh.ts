@@ -16,7 +16,7 @@ import {
 import type { Logger } from '../../common/logger';
 import type { LeaderLoop } from '../../node/leader_loops';
 import { newId, thaw, type DeepReadonly, type MemoryStore, type ReadTx, type WriteTx } from '../../store';
-import { isLive, stateOf } from '../orchestrator/tasks';
+import { isLive, stateOf, takesTraffic } from '../orchestrator/tasks';
 import type { TaskAllocator } from './allocator';
 import { Ipam } from './ipam';
 
@@ -190,11 +190,7 @@ export function meshStateFor(tx: ReadTx, nodeId: string): MeshState {
     if (task.nodeId !== nodeId && host && stateOf(task) < TaskState.TASK_STATE_COMPLETE) {
       endpoints.push({ ip: bare(address), host });
     }
-    // Only tasks running and meant to run take traffic.
-    if (
-      stateOf(task) === TaskState.TASK_STATE_RUNNING &&
-      task.desiredState === TaskState.TASK_STATE_RUNNING
-    ) {
+    if (takesTraffic(task)) {
       const list = byService.get(task.serviceId) ?? [];
       list.push(task);
       byService.set(task.serviceId, list);

@@ -27,6 +27,25 @@ export function isLive(task: Task): boolean {
   return task.desiredState <= TaskState.TASK_STATE_RUNNING;
 }
 
+/** Whether the task declares a healthcheck (Docker's ["NONE"] turns an image's one off). */
+export function hasHealthcheck(task: Task): boolean {
+  const test = task.spec?.container?.healthcheck?.test ?? [];
+  return test.length > 0 && test[0] !== 'NONE';
+}
+
+/**
+ * Whether the load balancer may send new connections to the task: running, meant to keep
+ * running (a task being stopped leaves the endpoint set first), and healthy when it has a
+ * healthcheck.
+ */
+export function takesTraffic(task: Task): boolean {
+  return (
+    stateOf(task) === TaskState.TASK_STATE_RUNNING &&
+    task.desiredState === TaskState.TASK_STATE_RUNNING &&
+    (!hasHealthcheck(task) || task.status?.health === 'healthy')
+  );
+}
+
 /** Whether the task finished by policy (restart condition, attempts): it keeps its slot. */
 export function isFinishedByPolicy(task: Task): boolean {
   return task.desiredState === TaskState.TASK_STATE_COMPLETE;
