@@ -49,6 +49,33 @@ export class RuntimeUnavailableError extends Error {
   }
 }
 
+/** Health as Docker reports it: "" when the container has no healthcheck. */
+export type HealthStatus = '' | 'starting' | 'healthy' | 'unhealthy';
+
+export interface ExecResult {
+  exitCode: number;
+  /** stdout and stderr, interleaved, possibly truncated. */
+  output: string;
+}
+
+export interface LogOptions {
+  follow: boolean;
+  /** Last N lines; undefined for all. */
+  tail?: number;
+  /** Unix milliseconds; lines before are skipped. */
+  sinceMs?: number;
+  /** Ends a followed stream. */
+  signal?: AbortSignal;
+}
+
+export interface LogLine {
+  stream: 'stdout' | 'stderr';
+  /** Unix milliseconds when the runtime captured the line. */
+  timeMs: number;
+  /** Without the trailing newline. */
+  text: string;
+}
+
 export interface Runtime {
   readonly name: string;
   describe(): Promise<RuntimeDescription>;
@@ -65,4 +92,13 @@ export interface Runtime {
   inspect(containerId: string): Promise<ContainerInfo | undefined>;
   /** Containers of this node's tasks, found by label: what a restarted agent takes back. */
   adopt(nodeId: string): Promise<ContainerInfo[]>;
+  /**
+   * The runtime's own health verdict (Docker's HEALTHCHECK); absent on a runtime that runs no
+   * healthchecks itself, where the agent probes with `exec`.
+   */
+  health?(containerId: string): Promise<HealthStatus>;
+  /** Runs a command inside the running container (healthchecks on runtimes without their own). */
+  exec?(containerId: string, argv: string[], timeoutMs: number): Promise<ExecResult>;
+  /** The container's output, in order; a followed stream ends when the container is removed or the signal aborts. */
+  logs?(containerId: string, options: LogOptions): AsyncIterable<LogLine>;
 }
