@@ -157,6 +157,9 @@ export class Mesh {
       },
       inspect: (containerId: string): Promise<ContainerInfo | undefined> => inner.inspect(containerId),
       adopt: (nodeId: string): Promise<ContainerInfo[]> => inner.adopt(nodeId),
+      health: inner.health?.bind(inner),
+      exec: inner.exec?.bind(inner),
+      logs: inner.logs?.bind(inner),
     };
   }
 
