@@ -1,6 +1,6 @@
 // The Vagrantfile of the multi-VM lab validates, and rejects settings it cannot honour.
-// (Booting VMs needs VirtualBox, which CI machines do not have; the provisioning script is the
-// same setup the namespace lab and CI run.)
+// (Booting VMs needs VirtualBox, which CI machines do not have; the provisioning script's init
+// and joins run on every `scripts/lab up`.)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';

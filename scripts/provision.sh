@@ -1,50 +1,66 @@
 #!/usr/bin/env bash
-# Provisions one host of the multi-VM lab (a Vagrant VM): Debian packages, the build (the same
-# scripts/setup.sh CI runs), `cluster daemon` as a systemd service, then `cluster init` on the
-# first manager or `cluster join` on the others. The first manager leaves the join tokens in
-# the shared folder CLUSTER_SHARED (a two-way synced folder) for the others to read.
-# Environment (set by the Vagrantfile): CLUSTER_ROLE, CLUSTER_NODE_NAME, CLUSTER_ADVERTISE_ADDR,
-# CLUSTER_FIRST_MANAGER, CLUSTER_FIRST_MANAGER_ADDR, CLUSTER_SHARED.
+# Provisions one host of a lab: Debian packages and the build (the same scripts/setup.sh CI
+# runs), `cluster daemon` as a systemd service, then `cluster init` on the first manager or
+# `cluster join` on the others. The first manager leaves the join tokens in the shared folder
+# CLUSTER_SHARED for the others to read.
+#
+# The Vagrant VMs run all of it. The namespace lab (scripts/lab up) runs it too, on every host,
+# with PROVISION_SETUP=0 (the lab's machine is already set up) and PROVISION_DAEMON=0 (the lab
+# starts each host's daemon in its namespace): so init, the token hand-over and the joins the
+# VMs do are the ones CI exercises.
+#
+# Environment (set by the Vagrantfile or scripts/lab): CLUSTER_ROLE, CLUSTER_NODE_NAME,
+# CLUSTER_ADVERTISE_ADDR, CLUSTER_FIRST_MANAGER (1 on the first manager), CLUSTER_SHARED,
+# CLUSTER_SRC (the project, /vagrant), CLUSTER_DATA_DIR (/var/lib/cluster), CLUSTER_PORT (4242),
+# PROVISION_SETUP (1), PROVISION_DAEMON (1), PROVISION_TOKEN_WAIT_S (300).
 set -euo pipefail
 src="${CLUSTER_SRC:-/vagrant}"
 shared="${CLUSTER_SHARED:-/cluster-shared}"
 role="${CLUSTER_ROLE:-worker}"
 name="${CLUSTER_NODE_NAME:-$(hostname)}"
+data="${CLUSTER_DATA_DIR:-/var/lib/cluster}"
+port="${CLUSTER_PORT:-4242}"
+token_wait="${PROVISION_TOKEN_WAIT_S:-300}"
+case "$role" in manager|worker) ;; *) echo "provision: CLUSTER_ROLE must be manager or worker, not '$role'" >&2; exit 2 ;; esac
 cd "$src"
 
 # Node.js 20.19 or newer: Debian 12's own nodejs is 18.
 if ! command -v node >/dev/null || ! node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)'; then
-  echo "provision: Node.js >= 20.19 is needed on this VM; install it (for example from your distribution's or Node's package source) and re-run 'vagrant provision'" >&2
+  echo "provision: Node.js >= 20.19 is needed on this host; install it (for example from your distribution's or Node's package source) and re-run 'vagrant provision'" >&2
   exit 1
 fi
 
-bash scripts/setup.sh
+[ "${PROVISION_SETUP:-1}" = 0 ] || bash scripts/setup.sh
 
-# The address other hosts reach this one at: the one given, or the address on the lab network.
+# The address other hosts reach this one at: the one given, or the address on the lab network
+# (not VirtualBox's NAT address 10.0.2.x).
 addr="${CLUSTER_ADVERTISE_ADDR:-}"
 if [ -z "$addr" ]; then
   addr="$(ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | grep -v '^10\.0\.2\.' | head -1)"
 fi
-[ -n "$addr" ] || { echo "provision: cannot tell this VM's lab address; set CLUSTER_IP_BASE" >&2; exit 1; }
+[ -n "$addr" ] || { echo "provision: cannot tell this host's lab address; set CLUSTER_IP_BASE" >&2; exit 1; }
 
-cat >/etc/systemd/system/cluster.service <<UNIT
+if [ "${PROVISION_DAEMON:-1}" != 0 ]; then
+  cat >/etc/systemd/system/cluster.service <<UNIT
 [Unit]
 Description=cluster daemon ($name)
 After=network-online.target docker.service
 Wants=network-online.target
 
 [Service]
-ExecStart=$(command -v node) $src/bin/cluster.js daemon --data-dir /var/lib/cluster --listen-addr $addr:4242 --advertise-addr $addr
+ExecStart=$(command -v node) $src/bin/cluster.js daemon --data-dir $data --listen-addr $addr:$port --advertise-addr $addr
 Restart=on-failure
 KillMode=process
 
 [Install]
 WantedBy=multi-user.target
 UNIT
-systemctl daemon-reload
-systemctl enable --now cluster.service
-for _ in $(seq 1 100); do [ -S /var/lib/cluster/cluster.sock ] && break; sleep 0.2; done
-cluster() { node "$src/bin/cluster.js" "$@"; }
+  systemctl daemon-reload
+  systemctl enable --now cluster.service
+fi
+for _ in $(seq 1 100); do [ -S "$data/cluster.sock" ] && break; sleep 0.2; done
+[ -S "$data/cluster.sock" ] || { echo "provision: the daemon's socket $data/cluster.sock did not appear" >&2; exit 1; }
+cluster() { CLUSTER_HOST="unix://$data/cluster.sock" node "$src/bin/cluster.js" "$@"; }
 
 state="$(cluster --format json info 2>/dev/null || true)"
 if echo "$state" | grep -q '"active"'; then
@@ -53,14 +69,16 @@ if echo "$state" | grep -q '"active"'; then
 fi
 
 if [ "${CLUSTER_FIRST_MANAGER:-0}" = 1 ]; then
-  cluster init --advertise-addr "$addr"
+  [ "$role" = manager ] || { echo "provision: the first manager must have CLUSTER_ROLE=manager" >&2; exit 2; }
+  cluster init --advertise-addr "$addr" --listen-addr "$addr:$port" >/dev/null
   mkdir -p "$shared"
-  cluster join-token -q worker >"$shared/worker.token"
-  cluster join-token -q manager >"$shared/manager.token"
-  echo "$addr:4242" >"$shared/manager.addr"
+  # Written to a temporary name and renamed: a host reading it never sees half a token.
+  cluster join-token -q worker >"$shared/.worker.token.tmp" && mv "$shared/.worker.token.tmp" "$shared/worker.token"
+  cluster join-token -q manager >"$shared/.manager.token.tmp" && mv "$shared/.manager.token.tmp" "$shared/manager.token"
+  echo "$addr:$port" >"$shared/.manager.addr.tmp" && mv "$shared/.manager.addr.tmp" "$shared/manager.addr"
 else
-  for _ in $(seq 1 150); do [ -s "$shared/$role.token" ] && break; sleep 2; done
-  [ -s "$shared/$role.token" ] || { echo "provision: no $role token in $shared: provision the first manager first" >&2; exit 1; }
-  cluster join --token "$(cat "$shared/$role.token")" --advertise-addr "$addr" "$(cat "$shared/manager.addr")"
+  for _ in $(seq 1 $((token_wait * 5))); do [ -s "$shared/$role.token" ] && [ -s "$shared/manager.addr" ] && break; sleep 0.2; done
+  [ -s "$shared/$role.token" ] || { echo "provision: no $role token in $shared after ${token_wait} s: provision the first manager first" >&2; exit 1; }
+  cluster join --token "$(cat "$shared/$role.token")" --advertise-addr "$addr" --listen-addr "$addr:$port" "$(cat "$shared/manager.addr")" >/dev/null
 fi
-echo "provision: $name ($role) is up: 'vagrant ssh $name -c \"sudo node $src/bin/cluster.js node ls\"'"
+echo "provision: $name ($role) is up"
