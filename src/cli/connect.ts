@@ -14,7 +14,16 @@ import {
 import { ClusterError, toClusterError } from '../common/errors';
 import { ControlClient } from '../gen/cluster/v1/control';
 import { LocalClient } from '../gen/cluster/v1/local';
-import { clientCredentials, nodeIdentityFromCert } from '../manager/ca';
+import type * as Ca from '../manager/ca';
+
+/**
+ * The CA module, loaded on first TCP use only: its X.509 library costs ~70 ms of start-up that
+ * every command over the unix socket would otherwise pay.
+ */
+function ca(): typeof Ca {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- deliberately lazy
+  return require('../manager/ca') as typeof Ca;
+}
 
 export const DEFAULT_DATA_DIR = '/var/lib/cluster';
 export const DEFAULT_HOST = `unix://${DEFAULT_DATA_DIR}/cluster.sock`;
@@ -105,8 +114,8 @@ export class Connection {
       this.creds = grpcCredentials.createInsecure();
     } else {
       if (!tls) throw new ClusterError('USAGE', 'a TCP --host needs --tls-dir with the node certificate');
-      this.creds = clientCredentials(tls, 'manager');
-      this.certNodeId = nodeIdentityFromCert(tls.certPem).nodeId;
+      this.creds = ca().clientCredentials(tls, 'manager');
+      this.certNodeId = ca().nodeIdentityFromCert(tls.certPem).nodeId;
     }
     // Managers are dialled by IP and identified by their certificate (clientCredentials checks
     // it), so the TLS server name is a fixed label: Node warns when SNI carries an IP address.
