@@ -11,9 +11,13 @@ logger.level = 'silent';
 
 const S = TaskState;
 
-function task(id: string, opts: { desired?: TaskState; state?: TaskState; image?: string } = {}): Task {
+function task(
+  id: string,
+  opts: { desired?: TaskState; state?: TaskState; image?: string; address?: string } = {},
+): Task {
   return Task.fromPartial({
     id,
+    networks: opts.address === undefined ? [] : [{ networkId: 'ingress', addresses: [opts.address] }],
     serviceId: 'svc',
     nodeId: 'n1',
     desiredState: opts.desired ?? S.TASK_STATE_RUNNING,
@@ -24,14 +28,14 @@ function task(id: string, opts: { desired?: TaskState; state?: TaskState; image?
   });
 }
 
-function harness() {
+function harness(drainMs?: number) {
   const runtime = new FakeRuntime();
   const reports: TaskStatus[] = [];
   const make = (t: Task, adoptedId?: string) => {
     const adopted = adoptedId ? runtime.containers.get(adoptedId)?.info : undefined;
     return new TaskController(
       t,
-      { runtime, nodeId: 'n1', report: (_id, status) => reports.push(status), logger },
+      { runtime, nodeId: 'n1', report: (_id, status) => reports.push(status), logger, drainMs },
       adopted ? { ...adopted } : undefined,
     );
   };
@@ -106,6 +110,54 @@ test('desired SHUTDOWN stops with the grace period, reports SHUTDOWN, and remove
   assert.ok(!h.states().includes('TASK_STATE_FAILED'), 'a stop we asked for is no failure');
   assert.deepEqual(h.runtime.calls.slice(-2), [`stop ${id} 2000`, `remove ${id}`]);
   assert.equal(h.runtime.containers.size, 0);
+});
+
+test('a serving task (running, with an address) drains before its stop signal', async () => {
+  // Long enough never to end during the test: the stop must wait for the drain.
+  const h = harness(3_600_000);
+  const t = task('t1', { address: '10.0.0.5/24' });
+  const c = h.make(t);
+  c.start();
+  await until(() => c.reportedState === S.TASK_STATE_RUNNING);
+  c.update({ ...t, desiredState: S.TASK_STATE_SHUTDOWN });
+  for (let i = 0; i < 50; i++) await tick();
+  assert.ok(!h.runtime.calls.some((call) => call.startsWith('stop ')), 'no stop signal while draining');
+  assert.equal(c.reportedState, S.TASK_STATE_RUNNING, 'it keeps serving open connections meanwhile');
+  // The agent stopping ends the drain without a stop: a restarted agent finishes the job.
+  await c.detach();
+  await c.idle();
+  assert.ok(!h.runtime.calls.some((call) => call.startsWith('stop ')));
+  assert.equal(h.runtime.containers.size, 1, 'the container is left to the next agent');
+});
+
+test('after the drain period the serving task is stopped and reported SHUTDOWN', async () => {
+  const h = harness(20);
+  const t = task('t1', { address: '10.0.0.5/24' });
+  const c = h.make(t);
+  c.start();
+  await until(() => c.reportedState === S.TASK_STATE_RUNNING);
+  const id = c.container ?? '';
+  c.update({ ...t, desiredState: S.TASK_STATE_SHUTDOWN });
+  await c.idle();
+  assert.deepEqual(h.runtime.calls.slice(-2), [`stop ${id} 2000`, `remove ${id}`]);
+  assert.equal(h.reports.at(-1)?.state, S.TASK_STATE_SHUTDOWN);
+});
+
+test('a task without an address, or not yet running, is stopped without a drain', async () => {
+  const h = harness(3_600_000);
+  const t = task('t1');
+  const c = h.make(t);
+  c.start();
+  await until(() => c.reportedState === S.TASK_STATE_RUNNING);
+  c.update({ ...t, desiredState: S.TASK_STATE_SHUTDOWN });
+  await c.idle();
+  assert.equal(h.reports.at(-1)?.state, S.TASK_STATE_SHUTDOWN);
+
+  const failedTask = task('t2', { address: '10.0.0.6/24', state: S.TASK_STATE_FAILED });
+  const ended = h.make(failedTask);
+  ended.start();
+  ended.update({ ...failedTask, desiredState: S.TASK_STATE_SHUTDOWN });
+  await ended.idle();
 });
 
 test('a task already ended is not restarted and a shutdown of it reports nothing more', async () => {

@@ -13,6 +13,15 @@ export const RUNTIME_RETRY_MAX_MS = 5000;
 /** Stop grace when the spec gives none (Docker's and Swarm's default). */
 export const DEFAULT_STOP_GRACE_MS = 10_000;
 
+/**
+ * How long a running task with a network address keeps serving after it was told to stop,
+ * before its stop signal: the leader takes it out of the load balancer's backends in the same
+ * write that asks for the stop, and every node's agent must get that and reprogram its nftables
+ * first (tens of ms on an idle lab, a few hundred under load). 2 s covers that with a margin;
+ * connections opened before may finish meanwhile. `cluster daemon --drain-period` changes it.
+ */
+export const DEFAULT_DRAIN_MS = 2_000;
+
 export type StatusReporter = (taskId: string, status: TaskStatus) => void;
 
 export function isTerminal(state: TaskState): boolean {
@@ -34,12 +43,21 @@ export class TaskController {
   private state: TaskState;
   private containerId: string | undefined;
   private readonly runAbort = new AbortController();
+  /** Aborted when the agent lets go of the task (detach): a drain in progress ends without a stop. */
+  private readonly detachAbort = new AbortController();
   private running: Promise<void> | undefined;
   private shuttingDown: Promise<void> | undefined;
 
   constructor(
     task: Task,
-    private readonly deps: { runtime: Runtime; nodeId: string; report: StatusReporter; logger: Logger },
+    private readonly deps: {
+      runtime: Runtime;
+      nodeId: string;
+      report: StatusReporter;
+      logger: Logger;
+      /** Drain period before stopping a serving task (DEFAULT_DRAIN_MS when absent). */
+      drainMs?: number;
+    },
     /** A container found by label after an agent restart. */
     adopted?: ContainerInfo,
   ) {
@@ -195,9 +213,18 @@ export class TaskController {
    */
   shutdown(report: boolean): Promise<void> {
     this.shuttingDown ??= (async () => {
+      // Read before the run loop stops: whether the load balancer may still send it connections.
+      const drain = report && this.servesTraffic();
       this.runAbort.abort();
       await this.running;
       const id = this.containerId;
+      if (drain && id) {
+        const drainMs = this.deps.drainMs ?? DEFAULT_DRAIN_MS;
+        this.deps.logger.debug({ taskId: this.task.id, drainMs }, 'draining before the stop signal');
+        await abortableSleep(drainMs, this.detachAbort.signal);
+        // The agent stops: the container keeps running and a restarted agent stops it.
+        if (this.detachAbort.signal.aborted) return;
+      }
       if (id) {
         try {
           await this.deps.runtime.stop(id, graceOf(this.task));
@@ -218,9 +245,21 @@ export class TaskController {
     return this.shuttingDown;
   }
 
+  /**
+   * Whether the load balancer may have sent it connections: it runs and has a network address
+   * (the routing mesh and VIPs balance only over tasks with one).
+   */
+  private servesTraffic(): boolean {
+    return (
+      this.state === TaskState.TASK_STATE_RUNNING &&
+      this.task.networks.some((attachment) => attachment.addresses.length > 0)
+    );
+  }
+
   /** For an agent stopping: leave the container running (a restarted agent adopts it). */
   detach(): Promise<void> {
     this.runAbort.abort();
+    this.detachAbort.abort();
     return this.running ?? Promise.resolve();
   }
 }

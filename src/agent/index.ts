@@ -21,7 +21,7 @@ import { TaskController } from './controller';
 import type { ContainerInfo, Runtime } from './runtime';
 import { abortableSleep } from '../common/sleep';
 
-export { TaskController } from './controller';
+export { DEFAULT_DRAIN_MS, TaskController } from './controller';
 export type { Runtime } from './runtime';
 
 /** The metadata key a follower's dispatcher names the leader with. */
@@ -47,6 +47,8 @@ export interface AgentOptions {
   logger: Logger;
   /** Node labels reported in the description (engine labels). */
   labels?: Record<string, string>;
+  /** Wait between a serving task leaving the load balancer and its stop signal (DEFAULT_DRAIN_MS). */
+  drainMs?: number;
   /** Takes the routing mesh state the dispatcher sends (src/agent/mesh.ts); ignored when absent. */
   mesh?: { apply(state: MeshState): void; close(): void };
 }
@@ -195,6 +197,7 @@ export class Agent {
         nodeId: this.options.nodeId,
         report: (taskId, status) => this.report(taskId, status),
         logger: this.logger,
+        drainMs: this.options.drainMs,
       },
       adopted,
     );

@@ -10,6 +10,7 @@ import {
   addServiceCommands,
   type Runtime,
 } from './commands';
+import { parseDurationNanos } from './flags';
 import { connect, DEFAULT_DATA_DIR, DEFAULT_HOST, type Connection } from './connect';
 import { OUTPUT_FORMATS, type OutputFormat } from './output';
 
@@ -48,6 +49,8 @@ export interface DaemonOptions {
   listenAddr?: string;
   advertiseAddr?: string;
   runtime: 'docker' | 'oci';
+  /** From --drain-period. */
+  drainMs?: number;
 }
 
 /** Resolves with the daemon's exit code when it stops (SIGTERM/SIGINT). */
@@ -91,8 +94,17 @@ function addDaemonCommand(program: Command): void {
     .addOption(
       new Option('--runtime <runtime>', 'container runtime').choices(['docker', 'oci']).default('docker'),
     )
-    .action(async (flags: DaemonOptions) => {
-      const code = await loadRunDaemon()(flags);
+    .option(
+      '--drain-period <duration>',
+      'how long a task stopped while serving stays up after leaving the load balancer, before its stop signal (default 2s)',
+    )
+    .action(async (flags: DaemonOptions & { drainPeriod?: string }) => {
+      const { drainPeriod, ...options } = flags;
+      const drainMs =
+        drainPeriod === undefined
+          ? undefined
+          : Number(parseDurationNanos('--drain-period', drainPeriod) / 1_000_000n);
+      const code = await loadRunDaemon()({ ...options, drainMs });
       if (typeof code === 'number' && code !== 0) {
         throw new ClusterError('INTERNAL', `the daemon stopped with exit code ${code}`);
       }

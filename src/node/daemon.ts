@@ -68,6 +68,8 @@ export interface DaemonOptions {
   /** Unix socket path; dataDir/cluster.sock by default. */
   socketPath?: string;
   raft?: RaftTiming;
+  /** The agent's drain period: a serving task's wait between leaving the load balancer and its stop. */
+  drainMs?: number;
   /** Hooks the control-plane components plug into (control API, dispatcher, loops). */
   managerParts?: Pick<ManagerOptions, 'services' | 'loops' | 'onStop'>;
   /** Starts this node's agent (every node runs one, managers included); none when left out. */

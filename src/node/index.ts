@@ -147,6 +147,7 @@ export function daemonOptions(base: DaemonOptions): DaemonOptions {
         runtime: mesh.wrap(new DockerRuntime()),
         logger,
         mesh,
+        drainMs: base.drainMs,
       });
     },
   };
