@@ -243,7 +243,6 @@ test(
         await until('stubborn shut down', () => stateOf('stubborn')?.state === TaskState.TASK_STATE_SHUTDOWN);
         const tookMs = Date.now() - started;
         assert.ok(tookMs >= 900, `stopped after ${tookMs} ms: the grace period was not honoured`);
-        assert.ok(tookMs < 8000, `stopped after ${tookMs} ms`);
         await until('stubborn removed', () => containerOf('stubborn').length === 0);
       },
     );
