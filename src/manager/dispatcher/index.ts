@@ -38,9 +38,21 @@ import { managerAddresses } from '../ca/service';
 import { nodeIdentityFromPeer, type NodeIdentity } from '../ca';
 import { meshStateFor } from '../allocator/mesh';
 
-export const DEFAULT_HEARTBEAT_PERIOD_MS = 1000;
+/**
+ * Heartbeat period. Half a second (Swarm: 5 s) so that a silent node is found in 2 s and its
+ * tasks run elsewhere within about 3 s of its death (issue 4), while 4 periods of silence
+ * still ride out a sub-second network blip together with TCP's retransmission backoff.
+ */
+export const DEFAULT_HEARTBEAT_PERIOD_MS = 500;
 /** Missed heartbeat periods after which a node is marked DOWN. */
-export const NODE_DOWN_AFTER_HEARTBEATS = 3;
+export const NODE_DOWN_AFTER_HEARTBEATS = 4;
+/**
+ * Periods a node whose session connection closed (its daemon died: the kernel closed the
+ * socket) has to open a new session before it is marked DOWN. A blip does not close a TCP
+ * connection; an agent restarting its own session opens the next one at once.
+ */
+export const SESSION_LOST_AFTER_HEARTBEATS = 1;
+export const SESSION_LOST_MESSAGE = 'session connection closed';
 /** How long status reports and assignment changes are gathered before one write / one message. */
 export const DEFAULT_BATCH_MS = 50;
 /** Status reports held at most before a flush is forced (bounds one transaction's size). */
@@ -76,6 +88,8 @@ interface Session {
   id: string;
   nodeId: string;
   lastHeartbeatMs: number;
+  /** When the agent's end of the session stream went away (cancelled, connection closed). */
+  closedAtMs?: number;
   /** Ends the session's streams; the agent then opens a new session. */
   end(error: ClusterError): void;
   /** How to end each open stream of the session. */
@@ -237,7 +251,11 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     const stream = call as ServerWritableStream<unknown, unknown>;
     const ender = (error: ClusterError) => endStream(stream, error);
     session.streams.add(ender);
-    call.on('cancelled', () => session.streams.delete(ender));
+    call.on('cancelled', () => {
+      session.streams.delete(ender);
+      // Still the node's current session: unless a new one opens soon, the node is gone.
+      if (sessions.get(who.nodeId) === session) session.closedAtMs = now();
+    });
     logger.info({ nodeId: who.nodeId, addr, sessionId: session.id }, 'node session opened');
     call.write(SessionMessage.fromPartial({ sessionId: session.id, managers: managerAddresses(store) }));
   }
@@ -480,42 +498,47 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
   };
 
   // ------------------------------------------------------------------ leader loop
-  async function markDown(nodeId: string): Promise<void> {
+  async function markDown(nodeId: string, message: string): Promise<void> {
     await writeNode(
       nodeId,
       (node) => {
         if (!node || node.status?.state !== NodeState.NODE_STATE_READY) return undefined;
-        node.status = {
-          state: NodeState.NODE_STATE_DOWN,
-          message: HEARTBEAT_FAILURE_MESSAGE,
-          addr: node.status.addr,
-        };
+        node.status = { state: NodeState.NODE_STATE_DOWN, message, addr: node.status.addr };
         return node;
       },
       false,
     );
   }
 
-  /** One check: nodes READY in the store but silent for the grace are marked DOWN. */
-  async function checkHeartbeats(leaderSinceMs: number): Promise<void> {
+  /**
+   * One check: nodes READY in the store but silent for the grace are marked DOWN, and so are
+   * nodes whose session connection closed without a new session following. `floorMs` is when
+   * this leader could first have heard from everyone (its start, or the end of a stall of its
+   * own event loop): nobody is counted silent before it.
+   */
+  async function checkHeartbeats(floorMs: number): Promise<void> {
     const graceMs = NODE_DOWN_AFTER_HEARTBEATS * periodMs;
+    const lostMs = SESSION_LOST_AFTER_HEARTBEATS * periodMs;
     const t = now();
     const ready = store.view((tx) =>
       tx.nodes.list((n) => n.status?.state === NodeState.NODE_STATE_READY).map((n) => n.id),
     );
     for (const nodeId of ready) {
-      // A new leader has not heard from anyone: everyone gets one grace from its start.
-      const heard = Math.max(
-        lastSeen.get(nodeId) ?? 0,
-        sessions.get(nodeId)?.lastHeartbeatMs ?? 0,
-        leaderSinceMs,
-      );
-      if (t - heard < graceMs) continue;
-      logger.warn({ nodeId, silentMs: t - heard }, 'node missed its heartbeats: marking it down');
-      sessions.get(nodeId)?.end(new ClusterError('UNAVAILABLE', 'session expired: heartbeats were missed'));
+      const session = sessions.get(nodeId);
+      const heard = Math.max(lastSeen.get(nodeId) ?? 0, session?.lastHeartbeatMs ?? 0, floorMs);
+      let message: string;
+      if (session?.closedAtMs !== undefined && t - Math.max(session.closedAtMs, floorMs) >= lostMs) {
+        message = SESSION_LOST_MESSAGE;
+      } else if (t - heard >= graceMs) {
+        message = HEARTBEAT_FAILURE_MESSAGE;
+      } else {
+        continue;
+      }
+      logger.warn({ nodeId, silentMs: t - heard, why: message }, 'node lost: marking it down');
+      session?.end(new ClusterError('UNAVAILABLE', `session expired: ${message}`));
       lastSeen.delete(nodeId);
       try {
-        await markDown(nodeId);
+        await markDown(nodeId, message);
       } catch (err) {
         logger.warn({ nodeId, err }, 'could not mark node down; will retry');
       }
@@ -525,14 +548,27 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
   const loop: LeaderLoop = {
     name: 'dispatcher',
     async run(signal: AbortSignal): Promise<void> {
-      const leaderSinceMs = now();
+      // A new leader has not heard from anyone: everyone gets one grace from its start.
+      let floorMs = now();
       const checkEveryMs = Math.max(10, Math.floor(periodMs / 4));
+      let lastTickMs = floorMs;
       await new Promise<void>((resolve) => {
         let checking = false;
         const timer = setInterval(() => {
+          const t = now();
+          // Our own event loop stood still (GC, a large snapshot, an overloaded host): the
+          // heartbeats that arrived meanwhile wait behind this timer, so silence is not theirs.
+          if (t - lastTickMs > checkEveryMs + periodMs) {
+            logger.warn(
+              { stalledMs: t - lastTickMs },
+              'dispatcher check ran late: heartbeat grace restarted',
+            );
+            floorMs = t;
+          }
+          lastTickMs = t;
           if (checking) return;
           checking = true;
-          checkHeartbeats(leaderSinceMs)
+          checkHeartbeats(floorMs)
             .catch((err: unknown) => logger.error({ err }, 'heartbeat check failed'))
             .finally(() => {
               checking = false;

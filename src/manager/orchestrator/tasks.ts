@@ -17,7 +17,7 @@ import { newId } from '../../store';
  * short network blip must not move every task of a node (issue 4: a blip under 1 s moves
  * nothing). Counted from the node's last change, which is the dispatcher marking it down.
  */
-export const NODE_DOWN_GRACE_MS = 5_000;
+export const NODE_DOWN_GRACE_MS = 1_000;
 
 /** Swarm's default task history per slot: the running task and the last few that ended. */
 export const TASK_HISTORY_RETENTION_LIMIT = 5;
