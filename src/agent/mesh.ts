@@ -134,7 +134,9 @@ export class Mesh {
       describe: (): Promise<RuntimeDescription> => inner.describe(),
       prepare: async (task: Task, nodeId: string): Promise<string> => {
         const id = await inner.prepare(task, nodeId);
-        const ip = task.networks.find((n) => n.addresses.length > 0)?.addresses[0];
+        // The ingress attachment: the one its spec does not name (user networks come with issue 6's next step).
+        const own = new Set((task.spec?.networks ?? []).map((n) => n.target));
+        const ip = task.networks.find((n) => !own.has(n.networkId) && n.addresses.length > 0)?.addresses[0];
         if (ip !== undefined) this.plumbing.set(id, { taskId: task.id, ip });
         return id;
       },

@@ -88,6 +88,36 @@ export interface MeshState {
   /** Every overlay IP on other hosts: their node addresses and their tasks'. */
   endpoints: MeshEndpoint[];
   ports: MeshPort[];
+  /** The user-defined overlay networks this node takes part in (it runs a task on them). */
+  networks: MeshNetwork[];
+}
+
+/** A service on an overlay network as a node's load balancer and DNS server see it. */
+export interface MeshService {
+  serviceId: string;
+  name: string;
+  /** The service's VIP on the network (CIDR); empty in dnsrr mode. */
+  vip: string;
+  /** Overlay IPs of the tasks that take traffic (running, healthy when checked), sorted. */
+  backends: string[];
+  /**
+   * The target ports the service declares (its endpoint ports), for a data plane that cannot
+   * forward every port of a VIP (the userspace proxy).
+   */
+  ports: MeshPort[];
+  /** Network aliases of the service on this network. */
+  aliases: string[];
+}
+
+/** A user-defined overlay network on one node. */
+export interface MeshNetwork {
+  network?:
+    | Network
+    | undefined;
+  /** This node's address on it (CIDR): the tasks' default gateway, DNS server and SNAT source. */
+  nodeAddress: string;
+  endpoints: MeshEndpoint[];
+  services: MeshService[];
 }
 
 export interface TaskStatusUpdate {
@@ -832,7 +862,7 @@ export const MeshPort: MessageFns<MeshPort> = {
 };
 
 function createBaseMeshState(): MeshState {
-  return { ingress: undefined, nodeAddress: "", underlayAddr: "", endpoints: [], ports: [] };
+  return { ingress: undefined, nodeAddress: "", underlayAddr: "", endpoints: [], ports: [], networks: [] };
 }
 
 export const MeshState: MessageFns<MeshState> = {
@@ -851,6 +881,9 @@ export const MeshState: MessageFns<MeshState> = {
     }
     for (const v of message.ports) {
       MeshPort.encode(v!, writer.uint32(42).fork()).join();
+    }
+    for (const v of message.networks) {
+      MeshNetwork.encode(v!, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -908,6 +941,14 @@ export const MeshState: MessageFns<MeshState> = {
             message.ports.push(MeshPort.decode(reader, reader.uint32()));
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.networks.push(MeshNetwork.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -937,6 +978,9 @@ export const MeshState: MessageFns<MeshState> = {
         ? object.endpoints.map((e: any) => MeshEndpoint.fromJSON(e))
         : [],
       ports: globalThis.Array.isArray(object?.ports) ? object.ports.map((e: any) => MeshPort.fromJSON(e)) : [],
+      networks: globalThis.Array.isArray(object?.networks)
+        ? object.networks.map((e: any) => MeshNetwork.fromJSON(e))
+        : [],
     };
   },
 
@@ -957,6 +1001,9 @@ export const MeshState: MessageFns<MeshState> = {
     if (message.ports?.length) {
       obj.ports = message.ports.map((e) => MeshPort.toJSON(e));
     }
+    if (message.networks?.length) {
+      obj.networks = message.networks.map((e) => MeshNetwork.toJSON(e));
+    }
     return obj;
   },
 
@@ -972,6 +1019,287 @@ export const MeshState: MessageFns<MeshState> = {
     message.underlayAddr = object.underlayAddr ?? "";
     message.endpoints = object.endpoints?.map((e) => MeshEndpoint.fromPartial(e)) || [];
     message.ports = object.ports?.map((e) => MeshPort.fromPartial(e)) || [];
+    message.networks = object.networks?.map((e) => MeshNetwork.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseMeshService(): MeshService {
+  return { serviceId: "", name: "", vip: "", backends: [], ports: [], aliases: [] };
+}
+
+export const MeshService: MessageFns<MeshService> = {
+  encode(message: MeshService, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.serviceId !== "") {
+      writer.uint32(10).string(message.serviceId);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.vip !== "") {
+      writer.uint32(26).string(message.vip);
+    }
+    for (const v of message.backends) {
+      writer.uint32(34).string(v!);
+    }
+    for (const v of message.ports) {
+      MeshPort.encode(v!, writer.uint32(42).fork()).join();
+    }
+    for (const v of message.aliases) {
+      writer.uint32(50).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MeshService {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMeshService();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.serviceId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.vip = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.backends.push(reader.string());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.ports.push(MeshPort.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.aliases.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MeshService {
+    return {
+      serviceId: isSet(object.serviceId)
+        ? globalThis.String(object.serviceId)
+        : isSet(object.service_id)
+        ? globalThis.String(object.service_id)
+        : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      vip: isSet(object.vip) ? globalThis.String(object.vip) : "",
+      backends: globalThis.Array.isArray(object?.backends) ? object.backends.map((e: any) => globalThis.String(e)) : [],
+      ports: globalThis.Array.isArray(object?.ports) ? object.ports.map((e: any) => MeshPort.fromJSON(e)) : [],
+      aliases: globalThis.Array.isArray(object?.aliases) ? object.aliases.map((e: any) => globalThis.String(e)) : [],
+    };
+  },
+
+  toJSON(message: MeshService): unknown {
+    const obj: any = {};
+    if (message.serviceId !== "") {
+      obj.serviceId = message.serviceId;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.vip !== "") {
+      obj.vip = message.vip;
+    }
+    if (message.backends?.length) {
+      obj.backends = message.backends;
+    }
+    if (message.ports?.length) {
+      obj.ports = message.ports.map((e) => MeshPort.toJSON(e));
+    }
+    if (message.aliases?.length) {
+      obj.aliases = message.aliases;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MeshService>, I>>(base?: I): MeshService {
+    return MeshService.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MeshService>, I>>(object: I): MeshService {
+    const message = createBaseMeshService();
+    message.serviceId = object.serviceId ?? "";
+    message.name = object.name ?? "";
+    message.vip = object.vip ?? "";
+    message.backends = object.backends?.map((e) => e) || [];
+    message.ports = object.ports?.map((e) => MeshPort.fromPartial(e)) || [];
+    message.aliases = object.aliases?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseMeshNetwork(): MeshNetwork {
+  return { network: undefined, nodeAddress: "", endpoints: [], services: [] };
+}
+
+export const MeshNetwork: MessageFns<MeshNetwork> = {
+  encode(message: MeshNetwork, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.network !== undefined) {
+      Network.encode(message.network, writer.uint32(10).fork()).join();
+    }
+    if (message.nodeAddress !== "") {
+      writer.uint32(18).string(message.nodeAddress);
+    }
+    for (const v of message.endpoints) {
+      MeshEndpoint.encode(v!, writer.uint32(26).fork()).join();
+    }
+    for (const v of message.services) {
+      MeshService.encode(v!, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MeshNetwork {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMeshNetwork();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.network = Network.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nodeAddress = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.endpoints.push(MeshEndpoint.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.services.push(MeshService.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MeshNetwork {
+    return {
+      network: isSet(object.network) ? Network.fromJSON(object.network) : undefined,
+      nodeAddress: isSet(object.nodeAddress)
+        ? globalThis.String(object.nodeAddress)
+        : isSet(object.node_address)
+        ? globalThis.String(object.node_address)
+        : "",
+      endpoints: globalThis.Array.isArray(object?.endpoints)
+        ? object.endpoints.map((e: any) => MeshEndpoint.fromJSON(e))
+        : [],
+      services: globalThis.Array.isArray(object?.services)
+        ? object.services.map((e: any) => MeshService.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: MeshNetwork): unknown {
+    const obj: any = {};
+    if (message.network !== undefined) {
+      obj.network = Network.toJSON(message.network);
+    }
+    if (message.nodeAddress !== "") {
+      obj.nodeAddress = message.nodeAddress;
+    }
+    if (message.endpoints?.length) {
+      obj.endpoints = message.endpoints.map((e) => MeshEndpoint.toJSON(e));
+    }
+    if (message.services?.length) {
+      obj.services = message.services.map((e) => MeshService.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MeshNetwork>, I>>(base?: I): MeshNetwork {
+    return MeshNetwork.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MeshNetwork>, I>>(object: I): MeshNetwork {
+    const message = createBaseMeshNetwork();
+    message.network = (object.network !== undefined && object.network !== null)
+      ? Network.fromPartial(object.network)
+      : undefined;
+    message.nodeAddress = object.nodeAddress ?? "";
+    message.endpoints = object.endpoints?.map((e) => MeshEndpoint.fromPartial(e)) || [];
+    message.services = object.services?.map((e) => MeshService.fromPartial(e)) || [];
     return message;
   },
 };
