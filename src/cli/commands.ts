@@ -137,6 +137,7 @@ async function waitUnlessDetached(
   flags: WaitFlags,
   service: Service,
   requireCurrentSpec: boolean,
+  rollout?: { rollback: boolean },
 ): Promise<void> {
   if (flags.detach) return;
   const conn = rt.connection();
@@ -151,6 +152,7 @@ async function waitUnlessDetached(
     isTTY: rt.isTTY,
     timeoutMs: limit,
     requireCurrentSpec,
+    rollout,
   });
 }
 
@@ -798,7 +800,7 @@ async function updateService(
   const target = flags.rollback ? (current.previousSpec ?? before) : spec;
   // Tasks made before a change of the task spec are the ones being replaced: they do not count.
   const restarts = taskSpecChanged(before, target);
-  await waitUnlessDetached(rt, flags, updated, restarts);
+  await waitUnlessDetached(rt, flags, updated, restarts, { rollback: flags.rollback ?? false });
 }
 
 // ------------------------------------------------------------------ networks

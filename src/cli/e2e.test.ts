@@ -438,7 +438,7 @@ test('service update reads the service and sends the edited spec with the versio
 test('service update waits for tasks of the new spec; rollback asks for the previous spec', async () => {
   const r = await cluster('service', 'update', '--image', 'nginx:3', 'web');
   assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stdout, /^web\noverall progress: 2 out of 2 tasks\n[\s\S]*verify: Service converged\n$/);
+  assert.match(r.stdout, /^web\noverall progress: 2 out of 2 tasks\n[\s\S]*\nupdated\n$/);
   state.services = state.services.map((s) => Service.fromPartial({ ...s, previousSpec: s.spec }));
   const back = await cluster('service', 'rollback', '-d', 'web');
   assert.equal(back.code, 0, back.stderr);

@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ClusterError } from '../common/errors';
-import { Service, Task, TaskState } from '../gen/cluster/v1/objects';
-import { computeProgress, waitForConvergence } from './progress';
+import { Service, Task, TaskState, UpdateStatus_State } from '../gen/cluster/v1/objects';
+import { computeProgress, rolloutOutcome, waitForConvergence } from './progress';
 
 const replicated = (replicas: number) =>
   Service.fromPartial({
@@ -195,4 +195,94 @@ test('a NOT_FOUND while waiting (service removed) ends the wait at once', async 
     }),
     { code: 'NOT_FOUND' },
   );
+});
+
+const withStatus = (service: Service, state: UpdateStatus_State, message = ''): Service =>
+  Service.fromPartial({ ...service, updateStatus: { state, message } });
+
+test('rollout outcome: "updated" once completed and converged; nothing while updating or still converging', () => {
+  const running = computeProgress(replicated(1), [t(1, TaskState.TASK_STATE_RUNNING)]);
+  const starting = computeProgress(replicated(1), [t(1, TaskState.TASK_STATE_STARTING)]);
+  const S = UpdateStatus_State;
+  assert.equal(rolloutOutcome(withStatus(replicated(1), S.STATE_UPDATING), running, false), undefined);
+  assert.equal(rolloutOutcome(withStatus(replicated(1), S.STATE_COMPLETED), starting, false), undefined);
+  assert.deepEqual(rolloutOutcome(withStatus(replicated(1), S.STATE_COMPLETED), running, false), {
+    line: 'updated',
+    ok: true,
+  });
+  // No update status: a change that replaced no task is done once converged.
+  assert.deepEqual(rolloutOutcome(replicated(1), running, false), { line: 'updated', ok: true });
+  assert.equal(rolloutOutcome(replicated(1), starting, false), undefined);
+});
+
+test('rollout outcome: a pause and an automatic rollback fail with their reason; a requested rollback succeeds', () => {
+  const running = computeProgress(replicated(1), [t(1, TaskState.TASK_STATE_RUNNING)]);
+  const S = UpdateStatus_State;
+  const why = '1 of 1 updated tasks failed (max failure ratio 0)';
+  assert.deepEqual(
+    rolloutOutcome(withStatus(replicated(1), S.STATE_PAUSED, `${why}: paused`), running, false),
+    {
+      line: `paused: ${why}: paused`,
+      ok: false,
+    },
+  );
+  assert.equal(
+    rolloutOutcome(withStatus(replicated(1), S.STATE_ROLLBACK_STARTED), running, false),
+    undefined,
+  );
+  assert.deepEqual(
+    rolloutOutcome(
+      withStatus(replicated(1), S.STATE_ROLLBACK_COMPLETED, `${why}: rolling back`),
+      running,
+      false,
+    ),
+    { line: `rolled back: ${why}: rolling back`, ok: false },
+  );
+  assert.deepEqual(
+    rolloutOutcome(
+      withStatus(replicated(1), S.STATE_ROLLBACK_COMPLETED, 'rollback completed'),
+      running,
+      true,
+    ),
+    { line: 'rolled back', ok: true },
+  );
+  assert.deepEqual(rolloutOutcome(withStatus(replicated(1), S.STATE_ROLLBACK_PAUSED, why), running, true), {
+    line: `rollback paused: ${why}`,
+    ok: false,
+  });
+});
+
+test('the update wait goes on through the monitor period, then prints the final state line', async () => {
+  const S = UpdateStatus_State;
+  const task = t(1, TaskState.TASK_STATE_RUNNING);
+  const answers = [
+    withStatus(replicated(1), S.STATE_UPDATING),
+    withStatus(replicated(1), S.STATE_UPDATING),
+    withStatus(replicated(1), S.STATE_PAUSED, 'task failed: paused'),
+  ];
+  let out = '';
+  let calls = 0;
+  await assert.rejects(
+    waitForConvergence({
+      serviceName: 'web',
+      fetch: () =>
+        Promise.resolve({
+          service: answers[Math.min(calls++, answers.length - 1)] ?? replicated(1),
+          tasks: [task],
+        }),
+      write: (text) => (out += text),
+      isTTY: false,
+      intervalMs: 1,
+      rollout: { rollback: false },
+    }),
+    (e: unknown) => {
+      assert.ok(e instanceof ClusterError);
+      assert.equal(e.exitCode, 1);
+      assert.match(e.message, /^service 'web' paused: task failed: paused/);
+      return true;
+    },
+  );
+  assert.equal(calls, 3);
+  assert.equal(out.trimEnd().split('\n').at(-1), 'paused: task failed: paused');
+  assert.ok(!out.includes('verify: Service converged'));
 });

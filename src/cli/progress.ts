@@ -3,7 +3,7 @@
 // timeout passes. The progress itself is a pure function of (service, tasks).
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ClusterError, toClusterError } from '../common/errors';
-import { TaskSpec, TaskState, type Service, type Task } from '../gen/cluster/v1/objects';
+import { TaskSpec, TaskState, UpdateStatus_State, type Service, type Task } from '../gen/cluster/v1/objects';
 import { shortId, taskStateName } from './views';
 
 export const POLL_INTERVAL_MS = 200;
@@ -119,6 +119,45 @@ export function computeProgress(service: Service, tasks: Task[], options: Progre
   };
 }
 
+/** How a rolling update (or rollback) the CLI waits on ended, from the service's update_status. */
+export interface RolloutOutcome {
+  /** The final state line: "updated", "paused: reason", "rolled back", "rolled back: reason". */
+  line: string;
+  /** Whether the change the user asked for is in place (exit 0). */
+  ok: boolean;
+}
+
+/**
+ * The end of a rollout as the updater recorded it, or undefined while it goes on. `rollback`:
+ * the user asked for the rollback, so rolling back is success; after an update it is the
+ * failure action. Without an update_status (a change that replaces no task) the service is
+ * done once it has converged.
+ */
+export function rolloutOutcome(
+  service: Service,
+  progress: Progress,
+  rollback: boolean,
+): RolloutOutcome | undefined {
+  const status = service.updateStatus;
+  const reason = status?.message ?? '';
+  switch (status?.state) {
+    case UpdateStatus_State.STATE_COMPLETED:
+      return progress.converged ? { line: 'updated', ok: !rollback } : undefined;
+    case UpdateStatus_State.STATE_PAUSED:
+      return { line: `paused: ${reason}`, ok: false };
+    case UpdateStatus_State.STATE_ROLLBACK_PAUSED:
+      return { line: `rollback paused: ${reason}`, ok: false };
+    case UpdateStatus_State.STATE_ROLLBACK_COMPLETED:
+      if (!progress.converged) return undefined;
+      return rollback ? { line: 'rolled back', ok: true } : { line: `rolled back: ${reason}`, ok: false };
+    case UpdateStatus_State.STATE_UPDATING:
+    case UpdateStatus_State.STATE_ROLLBACK_STARTED:
+      return undefined;
+    default:
+      return progress.converged ? { line: rollback ? 'rolled back' : 'updated', ok: true } : undefined;
+  }
+}
+
 export interface WaitOptions extends ProgressOptions {
   serviceName: string;
   fetch: () => Promise<{ service: Service; tasks: Task[] }>;
@@ -127,6 +166,11 @@ export interface WaitOptions extends ProgressOptions {
   timeoutMs?: number;
   intervalMs?: number;
   now?: () => number;
+  /**
+   * Wait for the rolling update to end (update_status), not only for the tasks to run, and
+   * print its final state line; `rollback` when the user asked for a rollback.
+   */
+  rollout?: { rollback: boolean };
 }
 
 /** Polls until the service converges; throws FAILED_PRECONDITION (exit 1) at the timeout. */
@@ -153,7 +197,19 @@ export async function waitForConvergence(options: WaitOptions): Promise<void> {
           }
         }
       }
-      if (last.converged) {
+      if (options.rollout !== undefined) {
+        const outcome = rolloutOutcome(service, last, options.rollout.rollback);
+        if (outcome !== undefined) {
+          options.write(outcome.line + '\n');
+          if (!outcome.ok) {
+            throw new ClusterError(
+              'FAILED_PRECONDITION',
+              `service '${options.serviceName}' ${outcome.line} (see 'cluster service inspect ${options.serviceName}')`,
+            );
+          }
+          return;
+        }
+      } else if (last.converged) {
         options.write('verify: Service converged\n');
         return;
       }
