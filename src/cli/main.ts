@@ -11,6 +11,7 @@ import {
   type Runtime,
 } from './commands';
 import { parseDurationNanos } from './flags';
+import { addImageCommands } from './image';
 import { connect, DEFAULT_DATA_DIR, DEFAULT_HOST, type Connection } from './connect';
 import { OUTPUT_FORMATS, type OutputFormat } from './output';
 
@@ -48,7 +49,8 @@ export interface DaemonOptions {
   dataDir: string;
   listenAddr?: string;
   advertiseAddr?: string;
-  runtime: 'docker' | 'oci';
+  /** Undefined: docker where an engine answers on its socket, else oci. */
+  runtime?: 'docker' | 'oci';
   /** From --drain-period. */
   drainMs?: number;
 }
@@ -92,7 +94,10 @@ function addDaemonCommand(program: Command): void {
     .option('--listen-addr <addr>', 'address to listen on for the cluster (default 0.0.0.0:4242)')
     .option('--advertise-addr <addr>', 'address other nodes reach this node at')
     .addOption(
-      new Option('--runtime <runtime>', 'container runtime').choices(['docker', 'oci']).default('docker'),
+      new Option('--runtime <runtime>', 'container runtime (default: docker where an engine answers, else oci)').choices([
+        'docker',
+        'oci',
+      ]),
     )
     .option(
       '--drain-period <duration>',
@@ -158,6 +163,7 @@ export function buildProgram(io: CliIO = PROCESS_IO): Command {
   addNodeCommands(program, runtime);
   addServiceCommands(program, runtime);
   addNetworkCommands(program, runtime);
+  addImageCommands(program, runtime);
   // Subcommands report their own usage errors through the same override as the program.
   const override = (cmd: Command): void => {
     cmd.exitOverride().configureOutput({ writeOut: (t) => io.stdout(t), writeErr: (t) => io.stderr(t) });

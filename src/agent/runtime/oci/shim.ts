@@ -1,0 +1,165 @@
+// The per-container shim, as conmon is to podman: a small detached process that outlives the
+// agent. It makes itself a child subreaper, runs `runc create` with the container's stdout and
+// stderr on pipes it reads, tells the agent (one JSON line on its stdout, then closes it) whether
+// the create worked, writes every output line with a timestamp to the container's log, reaps
+// the container's init process and records its exit code. Perl from perl-base (Debian's
+// essential set): a few MB per container, where a Node process would take tens.
+import fs from 'node:fs';
+import path from 'node:path';
+
+/** Log line format: "<unix ms> <o|e> <text>\n"; a line longer than this is split. */
+export const MAX_LOG_LINE_BYTES = 16 * 1024;
+
+export const SHIM_SCRIPT = String.raw`#!/usr/bin/perl
+# cluster oci shim: shim.pl LOGFILE EXITFILE PIDFILE -- RUNC ARGS...
+use strict;
+use warnings;
+use POSIX ();
+use Config;
+use IO::Select;
+
+my ($log_path, $exit_path, $pid_path, $sep, @cmd) = @ARGV;
+die "usage: shim.pl LOG EXIT PIDFILE -- CMD...\n" unless defined $sep && $sep eq '--' && @cmd;
+my $hires = eval { require Time::HiRes; 1 };
+sub now_ms { return $hires ? int(Time::HiRes::time() * 1000) : time() * 1000; }
+
+$SIG{HUP} = 'IGNORE';
+$SIG{INT} = 'IGNORE';
+$SIG{PIPE} = 'IGNORE';
+# PR_SET_CHILD_SUBREAPER: the container's init (runc create's child) becomes ours to reap.
+my %prctl = (x86_64 => 157, aarch64 => 167);
+my ($arch) = $Config{archname} =~ /^([^-]+)/;
+my $nr = $prctl{$arch} or die "shim: unsupported architecture $Config{archname}\n";
+syscall($nr, 36, 1, 0, 0, 0) == 0 or die "shim: prctl(PR_SET_CHILD_SUBREAPER): $!\n";
+
+pipe(my $out_r, my $out_w) or die "shim: pipe: $!\n";
+pipe(my $err_r, my $err_w) or die "shim: pipe: $!\n";
+my $runc = fork();
+die "shim: fork: $!\n" unless defined $runc;
+if ($runc == 0) {
+  open(STDIN, '<', '/dev/null');
+  open(STDOUT, '>&', $out_w);
+  open(STDERR, '>&', $err_w);
+  exec(@cmd) or POSIX::_exit(127);
+}
+close($out_w);
+close($err_w);
+
+open(my $log, '>>', $log_path) or die "shim: $log_path: $!\n";
+$log->autoflush(1);
+my %buf = (o => '', e => '');
+my %fh_name = (fileno($out_r) => 'o', fileno($err_r) => 'e');
+my $sel = IO::Select->new($out_r, $err_r);
+my $create_output = '';
+my ($runc_status, $init_pid, $init_status);
+my $reported = 0;
+
+sub emit {
+  my ($stream, $text) = @_;
+  if (!$reported) { $create_output .= $text . "\n"; return; }
+  print $log now_ms() . " $stream $text\n";
+}
+
+sub pump {
+  my ($timeout) = @_;
+  for my $fh ($sel->can_read($timeout)) {
+    my $name = $fh_name{fileno($fh)};
+    my $n = sysread($fh, my $chunk, 65536);
+    if (!$n) {
+      $sel->remove($fh);
+      emit($name, $buf{$name}) if length $buf{$name};
+      $buf{$name} = '';
+      close($fh);
+      next;
+    }
+    $buf{$name} .= $chunk;
+    while ($buf{$name} =~ s/^([^\n]*)\n//) { emit($name, $1); }
+    while (length($buf{$name}) > ${MAX_LOG_LINE_BYTES}) { emit($name, substr($buf{$name}, 0, ${MAX_LOG_LINE_BYTES}, '')); }
+  }
+}
+
+sub reap {
+  while ((my $pid = waitpid(-1, POSIX::WNOHANG())) > 0) {
+    my $status = $?;
+    if ($pid == $runc) { $runc_status = $status; }
+    elsif (defined $init_pid && $pid == $init_pid) { $init_status = $status; }
+  }
+}
+
+sub code_of {
+  my ($status) = @_;
+  return ($status & 127) ? 128 + ($status & 127) : $status >> 8;
+}
+
+sub report {
+  my ($json) = @_;
+  print STDOUT $json . "\n";
+  close(STDOUT);
+  open(STDOUT, '>', '/dev/null');
+}
+
+sub json_string {
+  my ($s) = @_;
+  $s =~ s/([\\"])/\\$1/g;
+  $s =~ s/\n/\\n/g;
+  $s =~ s/([\x00-\x1f])/sprintf('\\u%04x', ord($1))/ge;
+  return '"' . $s . '"';
+}
+
+# Until runc create is done: its own output is its error message, not the container's.
+until (defined $runc_status) {
+  pump(0.05) if $sel->count;
+  select(undef, undef, undef, 0.05) unless $sel->count;
+  reap();
+}
+if ($runc_status != 0) {
+  pump(0.2) while $sel->count && $sel->can_read(0);
+  report('{"ok":false,"code":' . code_of($runc_status) . ',"error":' . json_string($create_output) . '}');
+  exit 0;
+}
+open(my $pf, '<', $pid_path) or do {
+  report('{"ok":false,"code":0,"error":' . json_string("runc create left no pid file $pid_path") . '}');
+  exit 0;
+};
+$init_pid = <$pf>;
+close($pf);
+$init_pid =~ s/\s+//g;
+$reported = 1;
+print $log now_ms() . " e $_\n" for grep { length } split(/\n/, $create_output);
+report('{"ok":true,"pid":' . $init_pid . ',"shimPid":' . $$ . '}');
+
+# The init process may have gone already: reap() picks up what exited meanwhile.
+my $drain_deadline;
+while (1) {
+  pump(0.5) if $sel->count;
+  select(undef, undef, undef, 0.5) unless $sel->count;
+  reap();
+  last if defined $init_status && !$sel->count;
+  # A process that escaped the container could hold the pipes open: stop waiting for it.
+  $drain_deadline //= time() + 5 if defined $init_status;
+  last if defined $drain_deadline && time() > $drain_deadline;
+}
+my $tmp = "$exit_path.tmp";
+open(my $ef, '>', $tmp) or die "shim: $tmp: $!\n";
+print $ef '{"exitCode":' . code_of($init_status) . ',"signal":' . ($init_status & 127) . ',"finishedAtMs":' . now_ms() . "}\n";
+close($ef);
+rename($tmp, $exit_path) or die "shim: rename $tmp: $!\n";
+exit 0;
+`;
+
+/** Writes the shim where the runtime runs it from (atomically: a running shim keeps its copy). */
+export function installShim(dir: string): string {
+  const target = path.join(dir, 'shim.pl');
+  let current: string | undefined;
+  try {
+    current = fs.readFileSync(target, 'utf8');
+  } catch {
+    current = undefined;
+  }
+  if (current !== SHIM_SCRIPT) {
+    const tmp = `${target}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, SHIM_SCRIPT, { mode: 0o755 });
+    fs.renameSync(tmp, target);
+  }
+  return target;
+}
