@@ -7,8 +7,9 @@
 #   local/busybox:3  /www/index.html = "hello v3"
 # Every image also has /www/health ("ok") for HTTP healthchecks and /www/version (1, 2, 3).
 # Existing tags are kept unless FORCE=1. Starts dockerd when it is not running.
-# Usage: make-images.sh [--rootfs-only DIR]   (--rootfs-only writes the v1 tree to DIR and stops;
-# the oci runtime imports the same tree).
+# Usage: make-images.sh [--rootfs-only DIR]   (--rootfs-only writes the v1 tree to DIR and stops)
+#        make-images.sh --oci DATA_DIR...     (the same three images, with the same CMD, imported
+#        into the oci runtime's store of each node data dir: `cluster image import`; no dockerd)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 busybox=/usr/bin/busybox
@@ -38,6 +39,32 @@ make_rootfs() {
 if [ "${1:-}" = "--rootfs-only" ]; then
   [ -n "${2:-}" ] || { echo "usage: make-images.sh --rootfs-only DIR" >&2; exit 2; }
   make_rootfs "$2" 1
+  exit 0
+fi
+
+if [ "${1:-}" = "--oci" ]; then
+  shift
+  [ $# -gt 0 ] || { echo "usage: make-images.sh --oci DATA_DIR..." >&2; exit 2; }
+  cli="$here/../bin/cluster.js"
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+  for version in 1 2 3; do
+    make_rootfs "$work/v$version" "$version"
+    tar -C "$work/v$version" -cf "$work/v$version.tar" .
+  done
+  for dir in "$@"; do
+    for version in 1 2 3; do
+      tag="local/busybox:$version"
+      if [ "${FORCE:-0}" != 1 ] && node "$cli" image ls -q --data-dir "$dir" | grep -qxF "$tag"; then
+        echo "exists: $tag in $dir"
+        continue
+      fi
+      node "$cli" image import --data-dir "$dir" \
+        --change 'CMD ["httpd", "-f", "-p", "80", "-h", "/www"]' --change 'WORKDIR /' \
+        "$work/v$version.tar" "$tag" >/dev/null
+      echo "imported: $tag into $dir"
+    done
+  done
   exit 0
 fi
 

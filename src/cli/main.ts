@@ -94,10 +94,10 @@ function addDaemonCommand(program: Command): void {
     .option('--listen-addr <addr>', 'address to listen on for the cluster (default 0.0.0.0:4242)')
     .option('--advertise-addr <addr>', 'address other nodes reach this node at')
     .addOption(
-      new Option('--runtime <runtime>', 'container runtime (default: docker where an engine answers, else oci)').choices([
-        'docker',
-        'oci',
-      ]),
+      new Option(
+        '--runtime <runtime>',
+        'container runtime (default: docker where an engine answers, else oci)',
+      ).choices(['docker', 'oci']),
     )
     .option(
       '--drain-period <duration>',

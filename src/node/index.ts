@@ -17,7 +17,9 @@ import { dispatcherFor } from '../manager/dispatcher';
 import { DispatcherService } from '../gen/cluster/v1/dispatcher';
 import { Agent } from '../agent';
 import { Mesh } from '../agent/mesh';
+import type { Runtime } from '../agent/runtime';
 import { DockerRuntime } from '../agent/runtime/docker';
+import { OciRuntime } from '../agent/runtime/oci';
 import { ingressGate, meshLoop } from '../manager/allocator/mesh';
 import { Daemon, type DaemonOptions } from './daemon';
 import type { Manager } from './manager';
@@ -117,7 +119,23 @@ function dispatcherOf(manager: Manager) {
   return dispatcherFor(manager, { logger: componentLogger('dispatcher', { nodeId: manager.nodeId }) });
 }
 
-export function daemonOptions(base: DaemonOptions): DaemonOptions {
+/** The daemon's options and its container runtime (`--runtime`; undefined detects). */
+export type NodeDaemonOptions = DaemonOptions & { runtime?: 'docker' | 'oci' };
+
+/** `--runtime docker|oci`, or detected: docker where an engine answers on its socket, else oci. */
+export async function chooseRuntime(choice: 'docker' | 'oci' | undefined, dataDir: string): Promise<Runtime> {
+  if (choice === 'oci') return new OciRuntime({ dataDir });
+  const docker = new DockerRuntime();
+  if (choice === 'docker') return docker;
+  try {
+    await docker.describe();
+    return docker;
+  } catch {
+    return new OciRuntime({ dataDir });
+  }
+}
+
+export function daemonOptions(base: NodeDaemonOptions): DaemonOptions {
   return {
     ...base,
     managerParts: {
@@ -136,15 +154,17 @@ export function daemonOptions(base: DaemonOptions): DaemonOptions {
       },
     },
     localServices: (current) => [{ definition: ControlService, implementation: socketControl(current) }],
-    startAgent: (dirs, state, tls) => {
+    startAgent: async (dirs, state, tls) => {
       const logger = componentLogger('agent', { nodeId: state.nodeId });
       const mesh = new Mesh(logger);
+      const runtime = await chooseRuntime(base.runtime, dirs.root);
+      logger.info({ runtime: runtime.name, chosen: base.runtime ?? 'detected' }, 'container runtime');
       return Agent.start({
         dataDir: dirs.agentDir,
         tls,
         managers: state.managers,
         nodeId: state.nodeId,
-        runtime: mesh.wrap(new DockerRuntime()),
+        runtime: mesh.wrap(runtime),
         logger,
         mesh,
         drainMs: base.drainMs,
@@ -154,7 +174,7 @@ export function daemonOptions(base: DaemonOptions): DaemonOptions {
 }
 
 /** Runs the daemon until SIGTERM or SIGINT; resolves with the exit code. */
-export async function runDaemon(options: DaemonOptions): Promise<number> {
+export async function runDaemon(options: NodeDaemonOptions): Promise<number> {
   const logger = componentLogger('daemon');
   const daemon = await Daemon.start(daemonOptions(options));
   logger.info({ socket: daemon.socketPath, dataDir: options.dataDir }, 'daemon running');

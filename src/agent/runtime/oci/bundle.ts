@@ -104,7 +104,7 @@ export function parseCommandForm(value: string): string[] {
     }
     if (!Array.isArray(parsed) || !parsed.every((x) => typeof x === 'string'))
       throw new TaskRuntimeError(`the JSON array form must hold strings only: ${text}`);
-    return parsed as string[];
+    return parsed;
   }
   return text ? ['/bin/sh', '-c', text] : [];
 }
@@ -129,13 +129,15 @@ export function applyChange(config: ImageConfig, change: string): ImageConfig {
       let env = config.env;
       for (const pair of pairs) {
         const key = pair.split('=')[0] ?? '';
-        if (!key || !pair.includes('=')) throw new TaskRuntimeError(`invalid ENV "${rest}": expected KEY=VALUE`);
+        if (!key || !pair.includes('='))
+          throw new TaskRuntimeError(`invalid ENV "${rest}": expected KEY=VALUE`);
         env = [...env.filter((e) => e.split('=')[0] !== key), pair];
       }
       return { ...config, env };
     }
     case 'WORKDIR':
-      if (!rest.startsWith('/')) throw new TaskRuntimeError(`WORKDIR must be an absolute path, got "${rest}"`);
+      if (!rest.startsWith('/'))
+        throw new TaskRuntimeError(`WORKDIR must be an absolute path, got "${rest}"`);
       return { ...config, workingDir: rest };
     case 'USER':
       return { ...config, user: rest };
@@ -161,7 +163,8 @@ export function mergeEnv(...lists: string[][]): string[] {
 function lookup(file: string, name: string, field: number): number | undefined {
   for (const line of file.split('\n')) {
     const parts = line.split(':');
-    if (parts[0] === name && parts[field] !== undefined && /^\d+$/.test(parts[field])) return Number(parts[field]);
+    if (parts[0] === name && parts[field] !== undefined && /^\d+$/.test(parts[field]))
+      return Number(parts[field]);
   }
   return undefined;
 }
@@ -250,7 +253,10 @@ export function bundleConfig(inputs: BundleInputs): OciConfig {
   // Swap as large as memory means no swap beyond the limit (Docker's --memory-swap = --memory).
   if (limits?.memoryBytes) resources.memory = { limit: limits.memoryBytes, swap: limits.memoryBytes };
   if (limits?.nanoCpus) {
-    resources.cpu = { quota: Math.max(1000, Math.round((limits.nanoCpus / 1e9) * CPU_PERIOD_US)), period: CPU_PERIOD_US };
+    resources.cpu = {
+      quota: Math.max(1000, Math.round((limits.nanoCpus / 1e9) * CPU_PERIOD_US)),
+      period: CPU_PERIOD_US,
+    };
   }
   const namespaces = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }];
   if (inputs.network === 'new') namespaces.push({ type: 'network' });
@@ -282,18 +288,43 @@ export function bundleConfig(inputs: BundleInputs): OciConfig {
     hostname,
     mounts: [
       { destination: '/proc', type: 'proc', source: 'proc' },
-      { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+      {
+        destination: '/dev',
+        type: 'tmpfs',
+        source: 'tmpfs',
+        options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'],
+      },
       {
         destination: '/dev/pts',
         type: 'devpts',
         source: 'devpts',
         options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'],
       },
-      { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
-      { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+      {
+        destination: '/dev/shm',
+        type: 'tmpfs',
+        source: 'shm',
+        options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'],
+      },
+      {
+        destination: '/dev/mqueue',
+        type: 'mqueue',
+        source: 'mqueue',
+        options: ['nosuid', 'noexec', 'nodev'],
+      },
       // A bind of the host's /sys, read-only: a sysfs mount needs a network namespace of its own.
-      { destination: '/sys', type: 'none', source: '/sys', options: ['rbind', 'nosuid', 'noexec', 'nodev', 'ro'] },
-      { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
+      {
+        destination: '/sys',
+        type: 'none',
+        source: '/sys',
+        options: ['rbind', 'nosuid', 'noexec', 'nodev', 'ro'],
+      },
+      {
+        destination: '/sys/fs/cgroup',
+        type: 'cgroup',
+        source: 'cgroup',
+        options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'],
+      },
       ...etc,
       ...taskMounts,
     ],

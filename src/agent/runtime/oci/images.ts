@@ -2,6 +2,7 @@
 // holding the unpacked root filesystem and the image config. `cluster image import` fills it from
 // a root filesystem tar as `docker import` does; the runtime only reads it. No registry.
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ClusterError } from '../../../common/errors';
@@ -38,7 +39,9 @@ export function splitRef(ref: string): { repo: string; tag: string } {
   const at = ref.indexOf('@');
   if (at >= 0) return { repo: ref.slice(0, at), tag: ref.slice(at + 1) };
   const colon = ref.lastIndexOf(':');
-  return colon > ref.lastIndexOf('/') ? { repo: ref.slice(0, colon), tag: ref.slice(colon + 1) } : { repo: ref, tag: 'latest' };
+  return colon > ref.lastIndexOf('/')
+    ? { repo: ref.slice(0, colon), tag: ref.slice(colon + 1) }
+    : { repo: ref, tag: 'latest' };
 }
 
 /** A reference as one folder name (no slashes, reversible). */
@@ -126,7 +129,12 @@ export class ImageStore {
    * the `--change` instructions applied to an empty config. Replaces an image of that reference
    * unless `inUse` names a task using it.
    */
-  async import(tarPath: string, refText: string, changes: string[], inUse: (ref: string) => string[]): Promise<ImageRecord> {
+  async import(
+    tarPath: string,
+    refText: string,
+    changes: string[],
+    inUse: (ref: string) => string[],
+  ): Promise<ImageRecord> {
     const ref = normalizeRef(refText);
     let stat: fs.Stats;
     try {
@@ -157,15 +165,28 @@ export class ImageStore {
       try {
         await run(
           'tar',
-          ['-x', '-f', tarPath, '-C', rootfs, '--numeric-owner', '--same-permissions', '--same-owner', '--no-overwrite-dir'],
+          [
+            '-x',
+            '-f',
+            tarPath,
+            '-C',
+            rootfs,
+            '--numeric-owner',
+            '--same-permissions',
+            '--same-owner',
+            '--no-overwrite-dir',
+          ],
           IMPORT_TIMEOUT_MS,
         );
       } catch (err) {
-        throw new ClusterError('INVALID_ARGUMENT', `cannot unpack ${tarPath} as a root filesystem tar: ${(err as Error).message}`);
+        throw new ClusterError(
+          'INVALID_ARGUMENT',
+          `cannot unpack ${tarPath} as a root filesystem tar: ${(err as Error).message}`,
+        );
       }
       const record: ImageRecord = {
         ref,
-        id: `${Date.now().toString(16)}${Math.floor(Math.random() * 0xffffffff).toString(16).padStart(8, '0')}`,
+        id: randomBytes(16).toString('hex'),
         createdMs: Date.now(),
         sizeBytes: duBytes(rootfs),
         config,

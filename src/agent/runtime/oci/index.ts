@@ -132,7 +132,9 @@ export class OciRuntime implements Runtime {
   constructor(options: OciRuntimeOptions) {
     this.ociDir = path.join(path.resolve(options.dataDir), 'oci');
     if (/[,:]/.test(this.ociDir))
-      throw new Error(`the oci runtime cannot use ${this.ociDir}: overlayfs options forbid ',' and ':' in paths`);
+      throw new Error(
+        `the oci runtime cannot use ${this.ociDir}: overlayfs options forbid ',' and ':' in paths`,
+      );
     this.images = new ImageStore(this.ociDir);
     this.containersDir = path.join(this.ociDir, 'containers');
     this.volumesDir = path.join(this.ociDir, 'volumes');
@@ -164,14 +166,23 @@ export class OciRuntime implements Runtime {
 
   private cmd(file: string, args: string[], timeoutMs = RUNC_TIMEOUT_MS): Promise<CmdResult> {
     return new Promise((resolve, reject) => {
-      execFile(file, args, { timeout: timeoutMs, maxBuffer: 16 << 20, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
-        if (err && (err as NodeJS.ErrnoException).code === 'ENOENT') {
-          reject(new RuntimeUnavailableError(`${file} not found: the oci runtime needs Debian's runc (apt-get install runc)`));
-          return;
-        }
-        const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-        resolve({ code, stdout, stderr });
-      });
+      execFile(
+        file,
+        args,
+        { timeout: timeoutMs, maxBuffer: 16 << 20, killSignal: 'SIGKILL' },
+        (err, stdout, stderr) => {
+          if (err && (err as NodeJS.ErrnoException).code === 'ENOENT') {
+            reject(
+              new RuntimeUnavailableError(
+                `${file} not found: the oci runtime needs Debian's runc (apt-get install runc)`,
+              ),
+            );
+            return;
+          }
+          const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
+          resolve({ code, stdout, stderr });
+        },
+      );
     });
   }
 
@@ -221,7 +232,12 @@ export class OciRuntime implements Runtime {
     return ids.filter((id) => this.state(id)?.image === ref);
   }
 
-  async prepare(task: Task, nodeId: string): Promise<string> {
+  prepare(task: Task, nodeId: string): Promise<string> {
+    // The executor's throw rejects the promise: every failure reaches the caller the same way.
+    return new Promise((resolve) => resolve(this.prepareNow(task, nodeId)));
+  }
+
+  private prepareNow(task: Task, nodeId: string): string {
     const spec = task.spec?.container;
     if (!spec?.image) throw new TaskRuntimeError(`task ${task.id} has no container image`);
     let ref: string;
@@ -298,7 +314,8 @@ export class OciRuntime implements Runtime {
         group: readImageFile('group'),
       });
       for (const m of spec.mounts) {
-        if (m.type === Mount_Type.TYPE_VOLUME) fs.mkdirSync(path.join(this.volumesDir, m.source), { recursive: true });
+        if (m.type === Mount_Type.TYPE_VOLUME)
+          fs.mkdirSync(path.join(this.volumesDir, m.source), { recursive: true });
       }
       fs.writeFileSync(path.join(dir, 'bundle', 'config.json'), JSON.stringify(config, null, 1));
       const state: ContainerState = {
@@ -379,7 +396,9 @@ export class OciRuntime implements Runtime {
         clearTimeout(timer);
         reject(
           e.code === 'ENOENT'
-            ? new RuntimeUnavailableError(`${this.perlPath} not found: the oci runtime's shim needs perl (perl-base)`)
+            ? new RuntimeUnavailableError(
+                `${this.perlPath} not found: the oci runtime's shim needs perl (perl-base)`,
+              )
             : e,
         );
       });
@@ -413,7 +432,11 @@ export class OciRuntime implements Runtime {
     if (!current) {
       await this.mountRootfs(containerId, state);
       const shimPid = await this.createWithShim(containerId);
-      writeJsonAtomic(path.join(this.dirOf(containerId), 'state.json'), { ...state, shimPid, startedMs: Date.now() });
+      writeJsonAtomic(path.join(this.dirOf(containerId), 'state.json'), {
+        ...state,
+        shimPid,
+        startedMs: Date.now(),
+      });
       current = await this.runcState(containerId);
     }
     if (current?.status !== 'created') return;
@@ -501,7 +524,13 @@ export class OciRuntime implements Runtime {
     if (!current) {
       if (!state.startedMs) return { ...base, status: 'created', exitCode: 0, pid: 0, error: '' };
       if (this.exitRecord(containerId)) return this.inspect(containerId);
-      return { ...base, status: 'exited', exitCode: 255, pid: 0, error: 'the container is gone from runc and left no exit code' };
+      return {
+        ...base,
+        status: 'exited',
+        exitCode: 255,
+        pid: 0,
+        error: 'the container is gone from runc and left no exit code',
+      };
     }
     switch (current.status) {
       case 'created':
@@ -511,10 +540,17 @@ export class OciRuntime implements Runtime {
         return { ...base, status: 'running', exitCode: 0, pid: current.pid, error: '' };
       default: {
         // Stopped: the shim is recording the exit code, or it died and the code is lost.
-        if (this.shimAlive(containerId, state.shimPid)) return { ...base, status: 'running', exitCode: 0, pid: 0, error: '' };
+        if (this.shimAlive(containerId, state.shimPid))
+          return { ...base, status: 'running', exitCode: 0, pid: 0, error: '' };
         const late = this.exitRecord(containerId);
         if (late) return { ...base, status: 'exited', exitCode: late.exitCode, pid: 0, error: '' };
-        return { ...base, status: 'exited', exitCode: 255, pid: 0, error: "the container's shim died: exit code unknown" };
+        return {
+          ...base,
+          status: 'exited',
+          exitCode: 255,
+          pid: 0,
+          error: "the container's shim died: exit code unknown",
+        };
       }
     }
   }
@@ -539,12 +575,17 @@ export class OciRuntime implements Runtime {
     if (argv.length === 0) throw new Error('exec needs a command');
     const dir = this.dirOf(containerId);
     const pidFile = path.join(dir, `exec-${process.pid}-${Math.floor(Math.random() * 1e9)}.pid`);
-    const child = spawn(this.runcPath, ['--root', this.runcRoot, 'exec', '--pid-file', pidFile, containerId, ...argv], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      this.runcPath,
+      ['--root', this.runcRoot, 'exec', '--pid-file', pidFile, containerId, ...argv],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let output = '';
     const take = (c: Buffer) => {
-      if (output.length < EXEC_OUTPUT_MAX_BYTES) output += c.toString().slice(0, EXEC_OUTPUT_MAX_BYTES - output.length);
+      if (output.length < EXEC_OUTPUT_MAX_BYTES)
+        output += c.toString().slice(0, EXEC_OUTPUT_MAX_BYTES - output.length);
     };
     child.stdout.on('data', take);
     child.stderr.on('data', take);
