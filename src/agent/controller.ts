@@ -3,8 +3,15 @@
 // (ACCEPTED → PREPARING → READY → STARTING → RUNNING → COMPLETE / FAILED, or SHUTDOWN).
 import { TaskState, type Task, type TaskStatus } from '../gen/cluster/v1/objects';
 import type { Logger } from '../common/logger';
-import { RuntimeUnavailableError, TaskRuntimeError, type ContainerInfo, type Runtime } from './runtime';
+import {
+  RuntimeUnavailableError,
+  TaskRuntimeError,
+  type ContainerInfo,
+  type HealthStatus,
+  type Runtime,
+} from './runtime';
 import { abortableSleep } from '../common/sleep';
+import { ENGINE_HEALTH_POLL_MS, runProbeLoop, specHasHealthcheck } from './health';
 
 /** Retry pace while the runtime is down: the task waits for it instead of failing. */
 export const RUNTIME_RETRY_BASE_MS = 200;
@@ -21,6 +28,8 @@ export const DEFAULT_STOP_GRACE_MS = 10_000;
  * connections opened before may finish meanwhile. `cluster daemon --drain-period` changes it.
  */
 export const DEFAULT_DRAIN_MS = 2_000;
+/** Swarm's error for a task failed by its healthcheck. */
+export const UNHEALTHY_ERROR = 'unhealthy container';
 
 export type StatusReporter = (taskId: string, status: TaskStatus) => void;
 
@@ -47,6 +56,9 @@ export class TaskController {
   private readonly detachAbort = new AbortController();
   private running: Promise<void> | undefined;
   private shuttingDown: Promise<void> | undefined;
+  /** The last health reported ("" without a healthcheck). */
+  private health: HealthStatus = '';
+  private lastStatus: TaskStatus | undefined;
 
   constructor(
     task: Task,
@@ -57,6 +69,8 @@ export class TaskController {
       logger: Logger;
       /** Drain period before stopping a serving task (DEFAULT_DRAIN_MS when absent). */
       drainMs?: number;
+      /** How often the engine's own health verdict is read (tests shorten it). */
+      healthPollMs?: number;
     },
     /** A container found by label after an agent restart. */
     adopted?: ContainerInfo,
@@ -72,6 +86,10 @@ export class TaskController {
 
   get reportedState(): TaskState {
     return this.state;
+  }
+
+  get reportedHealth(): HealthStatus {
+    return this.health;
   }
 
   get container(): string | undefined {
@@ -117,9 +135,84 @@ export class TaskController {
       container:
         extra.container ??
         (this.containerId ? { containerId: this.containerId, pid: 0, exitCode: 0 } : undefined),
-      health: extra.health ?? '',
+      health: extra.health ?? this.health,
     };
+    this.lastStatus = status;
     this.deps.report(this.task.id, status);
+  }
+
+  /** A change of health alone: the same state and time, so "Running 5 minutes ago" stays true. */
+  private reportHealth(health: HealthStatus): void {
+    if (health === this.health) return;
+    this.health = health;
+    const last = this.lastStatus;
+    if (isTerminal(this.state) || this.state !== TaskState.TASK_STATE_RUNNING) return;
+    const status: TaskStatus = {
+      timestamp: last?.timestamp ?? new Date(),
+      state: this.state,
+      message: last?.message ?? 'started',
+      err: last?.err ?? '',
+      container: last?.container,
+      health,
+    };
+    this.lastStatus = status;
+    this.deps.report(this.task.id, status);
+  }
+
+  /**
+   * Watches the running container's health until it turns unhealthy (resolves true) or the
+   * signal fires (resolves false): Docker's own verdict where the runtime has one, else the
+   * agent's probes through `exec`.
+   */
+  private async watchHealth(containerId: string, signal: AbortSignal): Promise<boolean> {
+    const { runtime } = this.deps;
+    const pollMs = this.deps.healthPollMs ?? ENGINE_HEALTH_POLL_MS;
+    const config = this.task.spec?.container?.healthcheck;
+    if (config?.test[0] === 'NONE') return false;
+    if (runtime.health) {
+      while (!signal.aborted) {
+        let status: HealthStatus;
+        try {
+          status = await runtime.health(containerId);
+        } catch (err) {
+          if (signal.aborted) return false;
+          this.deps.logger.debug({ taskId: this.task.id, err }, 'health not readable; retrying');
+          await abortableSleep(pollMs, signal);
+          continue;
+        }
+        if (signal.aborted) return false;
+        // No healthcheck in the spec nor in the image: nothing to watch.
+        if (status === '' && !specHasHealthcheck(this.task)) return false;
+        if (status !== '') this.reportHealth(status);
+        if (status === 'unhealthy') return true;
+        await abortableSleep(pollMs, signal);
+      }
+      return false;
+    }
+    if (!specHasHealthcheck(this.task)) return false;
+    const exec = runtime.exec?.bind(runtime);
+    if (!exec) {
+      this.deps.logger.warn(
+        { taskId: this.task.id, runtime: runtime.name },
+        'the runtime can neither run healthchecks nor exec: the task stays "starting"',
+      );
+      return false;
+    }
+    const verdict = await runProbeLoop(
+      config,
+      {
+        exec: (argv, timeoutMs) => exec(containerId, argv, timeoutMs),
+        sleep: abortableSleep,
+        nowMs: Date.now,
+        onChange: (status, output) => {
+          if (status === 'unhealthy')
+            this.deps.logger.info({ taskId: this.task.id, output }, 'task turned unhealthy');
+          this.reportHealth(status);
+        },
+      },
+      signal,
+    );
+    return verdict === 'unhealthy' && !signal.aborted;
   }
 
   private reportExit(exitCode: number, runtimeError = ''): void {
@@ -200,9 +293,37 @@ export class TaskController {
       await runtime.start(id);
       if (signal.aborted) return;
     }
+    // A defined check starts as "starting": never healthy (nor in the load balancer) before it passes.
+    if (specHasHealthcheck(this.task) && this.state < TaskState.TASK_STATE_RUNNING) this.health = 'starting';
     this.report(TaskState.TASK_STATE_RUNNING, { message: 'started' });
-    const exitCode = await runtime.wait(id, signal);
+    const watch = new AbortController();
+    const stopWatch = () => watch.abort();
+    signal.addEventListener('abort', stopWatch, { once: true });
+    let outcome: { exitCode: number } | 'unhealthy';
+    try {
+      const exited = runtime.wait(id, watch.signal).then((exitCode) => ({ exitCode }));
+      const unhealthy = this.watchHealth(id, watch.signal).then((turned) =>
+        turned ? ('unhealthy' as const) : new Promise<never>(() => undefined),
+      );
+      // The loser is settled by the abort below; its rejection must not go unhandled.
+      exited.catch(() => undefined);
+      outcome = await Promise.race([exited, unhealthy]);
+    } finally {
+      signal.removeEventListener('abort', stopWatch);
+      watch.abort();
+    }
     if (signal.aborted) return;
+    if (outcome === 'unhealthy') {
+      // Swarm's behaviour: the task fails and its container stops; the restart policy replaces it.
+      this.report(TaskState.TASK_STATE_FAILED, { message: 'started', err: UNHEALTHY_ERROR });
+      try {
+        await runtime.stop(id, graceOf(this.task));
+      } catch (err) {
+        this.deps.logger.warn({ taskId: this.task.id, err }, 'could not stop an unhealthy container');
+      }
+      return;
+    }
+    const { exitCode } = outcome;
     const after = await runtime.inspect(id);
     this.reportExit(exitCode, after?.error ?? '');
   }

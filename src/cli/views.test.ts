@@ -273,3 +273,20 @@ test('inspect output is a JSON array indented by four spaces; pretty output alig
     'ID:        abc\nHostname:  h\nStatus:\n State:         Ready\n Availability:  Active\n',
   );
 });
+
+test('service ps: a task with a healthcheck shows its health after the state, as docker ps', () => {
+  const healthy = Task.fromPartial({
+    id: 'taskhealthyhealthyhealthy',
+    serviceId: web.id,
+    slot: 4,
+    nodeId: '',
+    desiredState: TaskState.TASK_STATE_RUNNING,
+    spec: { container: { image: 'nginx:1.27' } },
+    status: { state: TaskState.TASK_STATE_RUNNING, timestamp: ago(3_000), health: 'healthy' },
+  });
+  const rows = taskRows([healthy], new Map([[web.id, 'web']]), new Map());
+  const json = JSON.parse(formatRows('json', taskColumns(NOW, true), rows).trimEnd()) as {
+    CurrentState: string;
+  };
+  assert.equal(json.CurrentState, 'Running 3 seconds ago (healthy)');
+});

@@ -214,7 +214,10 @@ export function taskColumns(now: Date, noTrunc: boolean): Column<TaskRow>[] {
       value: (r) => {
         const state = capitalize(taskStateName(r.task.status?.state));
         const at = r.task.status?.timestamp;
-        return at ? `${state} ${humanDuration(now.getTime() - at.getTime())} ago` : state;
+        const text = at ? `${state} ${humanDuration(now.getTime() - at.getTime())} ago` : state;
+        // As `docker ps` shows a container's health: "Running 3 seconds ago (healthy)".
+        const health = r.task.status?.health;
+        return health ? `${text} (${health})` : text;
       },
     },
     {

@@ -20,6 +20,7 @@ import {
   TaskRuntimeError,
   type ContainerInfo,
   type ContainerStatus,
+  type HealthStatus,
   type Runtime,
   type RuntimeDescription,
 } from './index';
@@ -374,6 +375,16 @@ export class DockerRuntime implements Runtime {
     };
   }
 
+  /** Docker's own verdict from State.Health ("" when the container has no healthcheck). */
+  async health(containerId: string): Promise<HealthStatus> {
+    const res = await this.call('GET', `/containers/${encodeURIComponent(containerId)}/json`, undefined, {
+      ok: [404],
+    });
+    if (res.status === 404) return '';
+    const c = JSON.parse(res.body) as { State?: { Health?: { Status?: string } } };
+    return toHealth(c.State?.Health?.Status);
+  }
+
   async adopt(nodeId: string): Promise<ContainerInfo[]> {
     const filters = encodeURIComponent(
       JSON.stringify({ label: [`${NODE_ID_LABEL}=${nodeId}`, TASK_ID_LABEL] }),
@@ -387,6 +398,12 @@ export class DockerRuntime implements Runtime {
     }
     return found;
   }
+}
+
+export function toHealth(status: string | undefined): HealthStatus {
+  if (status === 'starting' || status === 'healthy' || status === 'unhealthy') return status;
+  // "none" or absent: no healthcheck.
+  return '';
 }
 
 function toStatus(status: string | undefined): ContainerStatus {

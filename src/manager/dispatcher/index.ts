@@ -434,7 +434,13 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
         const current = task.status?.state ?? TaskState.TASK_STATE_NEW;
         // Status moves forward only: a late or repeated report is dropped.
         if (item.status.state < current) return;
-        if (item.status.state === current && (task.status?.message ?? '') === item.status.message) return;
+        // A change of health alone is news (the load balancer takes healthy tasks only).
+        if (
+          item.status.state === current &&
+          (task.status?.message ?? '') === item.status.message &&
+          (task.status?.health ?? '') === item.status.health
+        )
+          return;
         task.status = item.status;
         tx.tasks.update(task);
       });
