@@ -3,6 +3,8 @@
 // to manager joins Raft and is demoted back, and a removed node's certificate stops working.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { capabilities, eventually, jsonLines, sleep, useLab, type HostName } from './lib/lab';
 
 const caps = capabilities();
@@ -63,6 +65,29 @@ async function converged(service: string, replicas: number): Promise<TaskRow[]> 
 async function nodeRow(host: HostName, via: HostName = 'manager1') {
   return (await theLab().nodes(via)).find((n) => n.Hostname === host);
 }
+
+/** A copy of HOST's certificate and key as they are now (a node keeps an old one after a change). */
+function copyTls(host: HostName, name: string): string {
+  const from = path.join(theLab().dir, host, 'data', 'tls');
+  const to = path.join(theLab().dir, `tls-${name}`);
+  fs.cpSync(from, to, { recursive: true });
+  return to;
+}
+
+/** The CLI on HOST talking to manager1 over mutual TLS with the certificate in TLS_DIR. */
+function cliWithCert(host: HostName, tlsDir: string, ...args: string[]) {
+  const manager1 =
+    theLab()
+      .hosts()
+      .find((h) => h.host === 'manager1')?.address ?? '';
+  return theLab().cli(host, '--host', `${manager1}:4242`, '--tls-dir', tlsDir, ...args);
+}
+
+const managerStatuses = async (via: HostName) =>
+  (await theLab().nodes(via))
+    .filter((n) => n.ManagerStatus !== '')
+    .map((n) => `${n.Hostname}:${n.ManagerStatus}`)
+    .sort();
 
 describe('lab nodes: 3 managers + 2 workers', { skip: needs }, () => {
   test('a blip under 1 s cutting a worker off moves none of its tasks', async (t) => {
@@ -160,5 +185,91 @@ describe('lab nodes: 3 managers + 2 workers', { skip: needs }, () => {
       const again = await nodeRow(victim);
       return again?.Status === 'Ready' ? again : undefined;
     });
+  });
+
+  test('node promote: a worker becomes a Raft member and a manager; demote: it is a worker again', async (t) => {
+    const host = 'worker2';
+    const workerCert = copyTls(host, 'worker2-as-worker');
+    const started = Date.now();
+    await theLab().ok('manager1', 'node', 'promote', host);
+    const four = await eventually(
+      '4 managers in MANAGER STATUS, all Leader or Reachable',
+      60_000,
+      async () => {
+        const statuses = await managerStatuses('manager1');
+        return statuses.length === 4 && statuses.every((s) => /:(Leader|Reachable)$/.test(s))
+          ? statuses
+          : undefined;
+      },
+    );
+    t.diagnostic(`promoted after ${((Date.now() - started) / 1000).toFixed(1)} s: ${four.join(', ')}`);
+    // The promoted node serves the control API on its own socket, and Raft takes writes with it.
+    const viaPromoted = await eventually('a write through the promoted node', 30_000, async () => {
+      const r = await theLab().cli(
+        host,
+        'service',
+        'create',
+        '-d',
+        '--name',
+        'via-promoted',
+        'local/busybox:1',
+      );
+      return r.code === 0 ? r : undefined;
+    });
+    assert.equal(viaPromoted.code, 0);
+    const seen = await eventually('the promoted node sees the write in its replica', 30_000, async () => {
+      const names = (await theLab().services(host)).map((r) => r.Name);
+      return names.includes('via-promoted') ? names : undefined;
+    });
+    assert.ok(seen.includes('web'));
+    const managerCert = copyTls(host, 'worker2-as-manager');
+
+    await theLab().ok('manager2', 'node', 'demote', host);
+    const three = await eventually('3 managers again', 60_000, async () => {
+      const statuses = await managerStatuses('manager1');
+      return statuses.length === 3 && !statuses.some((s) => s.startsWith(`${host}:`)) ? statuses : undefined;
+    });
+    t.diagnostic(`demoted: ${three.join(', ')}`);
+    await eventually(`${host} refuses control calls on its socket (no manager there)`, 30_000, async () => {
+      const r = await theLab().cli(host, 'service', 'ls');
+      return r.code !== 0 && /not a manager/.test(r.stderr) ? r : undefined;
+    });
+    // Still a working member: Ready, as a worker, and writes still go through the 3 managers.
+    await eventually(`${host} Ready as a worker`, 30_000, async () => {
+      const row = await nodeRow(host);
+      return row?.Status === 'Ready' && row.ManagerStatus === '' ? row : undefined;
+    });
+    await theLab().ok('manager3', 'service', 'create', '-d', '--name', 'after-demote', 'local/busybox:1');
+    // Its old manager certificate is refused by the control API; the worker one never worked.
+    const old = await cliWithCert(host, managerCert, 'service', 'ls');
+    assert.notEqual(old.code, 0, 'a demoted node used its old manager certificate');
+    assert.match(old.stderr, /demoted/);
+    const asWorker = await cliWithCert(host, workerCert, 'service', 'ls');
+    assert.notEqual(asWorker.code, 0);
+    assert.match(asWorker.stderr, /worker/);
+    // Bad input: the last manager cannot go, and neither can a quorum (refused, nothing changes).
+    const badDemote = await theLab().cli('manager1', 'node', 'demote', 'no-such-node');
+    assert.notEqual(badDemote.code, 0);
+    assert.match(badDemote.stderr, /not found/);
+  });
+
+  test('node rm of a down worker: its certificate no longer opens a session', async () => {
+    const host = 'worker1';
+    const k = await theLab().lab(['kill', host]);
+    assert.equal(k.code, 0, k.stderr);
+    await eventually(`${host} Down`, 60_000, async () => {
+      const row = await nodeRow(host);
+      return row?.Status === 'Down' ? row : undefined;
+    });
+    await theLab().ok('manager1', 'node', 'rm', host);
+    assert.equal(await nodeRow(host), undefined, 'node ls still lists the removed node');
+    // Restarted with its data dir intact: its agent tries to open a session and is refused.
+    const r = await theLab().lab(['restart', host]);
+    assert.equal(r.code, 0, r.stderr);
+    const log = path.join(theLab().dir, host, 'daemon.log');
+    await eventually(`${host}'s daemon refused for its removal`, 60_000, () =>
+      Promise.resolve(/was removed from the cluster/.test(fs.readFileSync(log, 'utf8')) ? true : undefined),
+    );
+    assert.equal(await nodeRow(host), undefined, 'the removed node came back');
   });
 });

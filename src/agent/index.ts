@@ -473,6 +473,10 @@ export class Agent {
 
   /** Stops every task container and removes it (for `cluster leave`), then stops the agent. */
   async shutdownTasks(): Promise<void> {
+    // The session ends first: an assignment arriving meanwhile must not start a task that the
+    // shutdown below would miss (stop() would then leave its container running).
+    this.stopController.abort();
+    await this.loop;
     await Promise.all([...this.controllers.values()].map((c) => c.shutdown(false)));
     this.controllers.clear();
     await this.stop();

@@ -12,8 +12,10 @@ import {
 } from '@grpc/grpc-js';
 import {
   NodeCAClient,
+  NodeCertificatesClient,
   type GetRootCACertificateResponse,
   type IssueNodeCertificateResponse,
+  type RenewNodeCertificateResponse,
 } from '../gen/cluster/v1/ca';
 import {
   LocalService,
@@ -38,11 +40,13 @@ import {
   joinClientCredentials,
   makeJoinToken,
   NODE_CHANNEL_OPTIONS,
+  nodeIdentityFromCert,
   signNodeCertificate,
   verifyCaAgainstToken,
   type NodeTls,
 } from '../manager/ca';
 import { newId } from '../store';
+import { abortableSleep } from '../common/sleep';
 import { DEFAULT_MANAGER_PORT, formatHostPort, joinAddress, parseHostPort } from './addr';
 import {
   clearClusterState,
@@ -58,6 +62,9 @@ import { Manager, newRaftId, type ManagerOptions, type RaftTiming } from './mana
 
 export const JOIN_DEADLINE_MS = 20_000;
 export const LEADER_WAIT_MS = 30_000;
+/** How long one NodeCertificates.Renew call waits at the leader for this node's role to change. */
+export const ROLE_WATCH_WAIT_MS = 25_000;
+const ROLE_WATCH_RETRY_MAX_MS = 5_000;
 
 export interface DaemonOptions {
   dataDir: string;
@@ -102,6 +109,7 @@ export class Daemon {
   private state?: NodeState;
   private busy = false;
   private lastError = '';
+  private roleWatch?: { abort: AbortController; done: Promise<void> };
 
   private constructor(readonly options: DaemonOptions) {
     this.logger = componentLogger('daemon');
@@ -130,17 +138,54 @@ export class Daemon {
 
   /** A restarted daemon picks up the role its data directory records. */
   private async resume(): Promise<void> {
-    const state = loadState(this.dirs);
+    let state = loadState(this.dirs);
     if (!state) return;
+    const tls = loadTls(this.dirs.tlsDir);
+    const certRole = nodeIdentityFromCert(tls.certPem).role;
+    // A role change cut short by a crash: the certificate (written first) says where it was going.
+    if (state.role === 'worker' && certRole === 'manager') {
+      state = saveState(this.dirs, { ...state, role: 'manager', raftId: undefined });
+    } else if (state.role === 'manager' && certRole === 'worker') {
+      fs.rmSync(this.dirs.raftDir, { recursive: true, force: true });
+      state = saveState(this.dirs, { ...state, role: 'worker', raftId: undefined });
+    }
     this.state = state;
     if (state.role === 'manager') {
-      const tls = loadTls(this.dirs.tlsDir);
-      this.manager = await Manager.start(this.managerOptions(state, tls, {}));
+      // No raft id yet: a join (or promotion) was interrupted before the Raft group admitted us.
+      this.manager = state.raftId
+        ? await Manager.start(this.managerOptions(state, tls, {}))
+        : await this.joinAsManager(state, tls);
+      this.state = loadState(this.dirs) ?? state;
       this.logger.info({ nodeId: state.nodeId }, 'resumed as a manager');
     } else {
       this.logger.info({ nodeId: state.nodeId }, 'resumed as a worker');
     }
-    await this.startAgent(state);
+    await this.startAgent(this.state);
+    this.startRoleWatch();
+  }
+
+  /**
+   * Joins the Raft group with a manager certificate and starts the manager. The state file says
+   * role manager without a raft id until the group admitted this node, so a crash in between
+   * is finished at the next start (the leader gives the same raft id again). A manager that
+   * cannot start leaves the group again, so it does not cost the group its quorum.
+   */
+  private async joinAsManager(pending: NodeState, tls: NodeTls): Promise<Manager> {
+    const candidates = [...new Set(pending.managers)];
+    const joined = await this.joinRaft(tls, candidates, pending.advertiseAddr);
+    const peers = new Map<number, string>();
+    for (const member of joined.members)
+      if (member.raftId !== joined.raftId) peers.set(member.raftId, member.addr);
+    try {
+      const state = saveState(this.dirs, { ...pending, raftId: joined.raftId });
+      const manager = await Manager.start(this.managerOptions(state, tls, { peers }));
+      this.logger.info({ nodeId: state.nodeId, raftId: joined.raftId }, 'joined the raft group');
+      return manager;
+    } catch (err) {
+      this.logger.error({ err }, 'joined the Raft group but could not start: leaving it again');
+      await this.leaveRaft(tls, candidates, joined.raftId);
+      throw err;
+    }
   }
 
   private async startAgent(state: NodeState): Promise<void> {
@@ -262,6 +307,7 @@ export class Daemon {
           joinTokens: tokens,
           rootCaCert: ca.certPem,
           rootCaKey: ca.keyPem,
+          removedNodes: [],
         });
         tx.nodes.create({
           id: nodeId,
@@ -292,6 +338,7 @@ export class Daemon {
       await this.startAgent(saved);
       this.state = saved;
       this.manager = manager;
+      this.startRoleWatch();
       this.logger.info({ nodeId, clusterId, advertise }, 'cluster initialized');
       return {
         nodeId,
@@ -367,42 +414,35 @@ export class Daemon {
         managers,
       });
       await this.startAgent(this.state);
+      this.startRoleWatch();
       this.logger.info({ nodeId: issued.nodeId }, 'joined as a worker');
       return { nodeId: issued.nodeId, role, clusterId: issued.clusterId };
     }
 
     // 3. A manager joins the Raft group, then starts its own Raft node. Only the leader admits a
     // member (it must see the joiner's own certificate): ask the managers in turn, the leader
-    // first as the cluster listed them, until one accepts.
-    const candidates = [...new Set([...managers, remote])];
-    const joined = await this.joinRaft(tls, candidates, advertise);
-    const peers = new Map<number, string>();
-    for (const member of joined.members)
-      if (member.raftId !== joined.raftId) peers.set(member.raftId, member.addr);
-    let state: NodeState;
+    // first as the cluster listed them, until one accepts. The state is written first, without
+    // a raft id: a crash from here on is finished by the next start instead of blocking a retry.
+    const pending = saveState(this.dirs, {
+      nodeId: issued.nodeId,
+      clusterId: issued.clusterId,
+      role,
+      advertiseAddr: advertise,
+      listenAddr: listen,
+      managers: [...new Set([...managers, remote])],
+    });
     let manager: Manager;
     try {
-      state = saveState(this.dirs, {
-        nodeId: issued.nodeId,
-        clusterId: issued.clusterId,
-        role,
-        raftId: joined.raftId,
-        advertiseAddr: advertise,
-        listenAddr: listen,
-        managers,
-      });
-      manager = await Manager.start(this.managerOptions(state, tls, { peers }));
+      manager = await this.joinAsManager(pending, tls);
     } catch (err) {
-      // A voter that never starts would cost the cluster its quorum: leave the group again.
-      this.logger.error({ err }, 'joined the Raft group but could not start: leaving it again');
-      await this.leaveRaft(tls, candidates, joined.raftId);
       clearClusterState(this.dirs);
       throw err;
     }
     this.manager = manager;
-    this.state = state;
-    await this.startAgent(state);
-    this.logger.info({ nodeId: issued.nodeId, raftId: joined.raftId }, 'joined as a manager');
+    this.state = loadState(this.dirs) ?? pending;
+    await this.startAgent(this.state);
+    this.startRoleWatch();
+    this.logger.info({ nodeId: issued.nodeId, raftId: this.state.raftId }, 'joined as a manager');
     return { nodeId: issued.nodeId, role, clusterId: issued.clusterId };
   }
 
@@ -463,9 +503,9 @@ export class Daemon {
         "this node is a manager: leaving may cost the managers their quorum; use 'cluster leave --force' to leave anyway",
       );
     }
+    await this.stopRoleWatch();
     if (this.agent) {
       await this.agent.shutdownTasks();
-      await this.agent.stop();
       this.agent = undefined;
     }
     if (this.manager) {
@@ -475,6 +515,127 @@ export class Daemon {
     clearClusterState(this.dirs);
     this.state = undefined;
     return {};
+  }
+
+  // ------------------------------------------------------------------ role changes
+  private startRoleWatch(): void {
+    if (this.roleWatch || !this.state) return;
+    const abort = new AbortController();
+    const done = this.watchRole(abort.signal).catch((err: unknown) => {
+      if (!abort.signal.aborted) this.logger.error({ err }, 'role watch ended');
+    });
+    this.roleWatch = { abort, done };
+  }
+
+  private async stopRoleWatch(): Promise<void> {
+    const watch = this.roleWatch;
+    this.roleWatch = undefined;
+    if (!watch) return;
+    watch.abort.abort();
+    await watch.done;
+  }
+
+  /**
+   * Keeps one NodeCertificates.Renew call open with the leader: it answers when this node's
+   * role changes (node promote / demote), with a certificate for the new role. Each answer also
+   * lists the managers, which are kept in the state file so that a restarted node finds the
+   * cluster even when the managers it first knew are gone.
+   */
+  private async watchRole(signal: AbortSignal): Promise<void> {
+    let turn = 0;
+    let failures = 0;
+    while (!signal.aborted) {
+      const state = this.state;
+      if (!state) return;
+      const candidates = state.managers.length > 0 ? state.managers : [state.advertiseAddr];
+      const addr = candidates[turn % candidates.length] ?? state.advertiseAddr;
+      let tls: NodeTls;
+      try {
+        tls = loadTls(this.dirs.tlsDir);
+      } catch {
+        return; // left the cluster meanwhile
+      }
+      const client = new NodeCertificatesClient(
+        addr,
+        clientCredentials(tls, 'manager'),
+        NODE_CHANNEL_OPTIONS,
+      );
+      const onAbort = () => client.close();
+      signal.addEventListener('abort', onAbort, { once: true });
+      try {
+        const key = await generateNodeKey();
+        const answer = await callUnary<RenewNodeCertificateResponse>(
+          (m, o, cb) => client.renew({ csr: key.csrPem, waitMs: ROLE_WATCH_WAIT_MS }, m, o, cb),
+          ROLE_WATCH_WAIT_MS + JOIN_DEADLINE_MS,
+        );
+        failures = 0;
+        if (signal.aborted) return;
+        this.rememberManagers(answer.managers);
+        turn = 0;
+        if (answer.certificate) {
+          const role = answer.role === 'manager' ? 'manager' : 'worker';
+          await this.changeRole(role, {
+            caCertPem: tls.caCertPem,
+            certPem: answer.certificate,
+            keyPem: key.keyPem,
+          });
+        }
+      } catch (err) {
+        if (signal.aborted) return;
+        const e = toClusterError(err);
+        failures++;
+        turn++;
+        if (e.code === 'PERMISSION_DENIED')
+          this.logger.warn({ manager: addr, err: e.message }, 'role watch refused');
+        else this.logger.debug({ manager: addr, err: e.message }, 'role watch: trying another manager');
+        await abortableSleep(
+          Math.min(ROLE_WATCH_RETRY_MAX_MS, 100 * 2 ** Math.min(failures, 6)),
+          signal,
+        ).catch(() => undefined);
+      } finally {
+        signal.removeEventListener('abort', onAbort);
+        client.close();
+      }
+    }
+  }
+
+  private rememberManagers(managers: readonly string[]): void {
+    const state = this.state;
+    if (!state || managers.length === 0) return;
+    if (managers.length === state.managers.length && managers.every((m, i) => state.managers[i] === m))
+      return;
+    this.state = saveState(this.dirs, { ...state, managers: [...managers] });
+  }
+
+  /** Applies a new role with its certificate (written first: a crash is finished at restart). */
+  private async changeRole(role: 'manager' | 'worker', tls: NodeTls): Promise<void> {
+    if (this.busy) return; // init/join/leave runs: the next answer repeats the change
+    this.busy = true;
+    try {
+      const state = this.state;
+      if (!state || state.role === role) return;
+      saveTls(this.dirs, tls);
+      if (role === 'manager') {
+        const pending = saveState(this.dirs, { ...state, role: 'manager', raftId: undefined });
+        this.state = pending;
+        this.logger.info({ nodeId: state.nodeId }, 'promoted: joining the raft group');
+        this.manager = await this.joinAsManager(pending, tls);
+        this.state = loadState(this.dirs) ?? pending;
+      } else {
+        this.logger.info({ nodeId: state.nodeId }, 'demoted: stopping the manager parts');
+        const manager = this.manager;
+        this.manager = undefined;
+        await manager?.stop();
+        fs.rmSync(this.dirs.raftDir, { recursive: true, force: true });
+        this.state = saveState(this.dirs, { ...state, role: 'worker', raftId: undefined });
+      }
+      this.lastError = '';
+    } catch (err) {
+      this.lastError = toClusterError(err).message;
+      this.logger.error({ err, role }, 'role change failed; it is retried');
+    } finally {
+      this.busy = false;
+    }
   }
 
   private info(): InfoResponse {
@@ -506,6 +667,7 @@ export class Daemon {
   async stop(): Promise<void> {
     this.localServer.forceShutdown();
     fs.rmSync(this.socketPath, { force: true });
+    await this.stopRoleWatch();
     // The agent stops first and leaves its containers running: a restarted daemon adopts them.
     if (this.agent) await this.agent.stop();
     this.agent = undefined;

@@ -4,7 +4,8 @@ import type { handleUnaryCall } from '@grpc/grpc-js';
 import { ControlClient, ControlService, type ControlServer } from '../gen/cluster/v1/control';
 import { ClusterError } from '../common/errors';
 import { componentLogger } from '../common/logger';
-import { clientCredentials, NODE_CHANNEL_OPTIONS } from '../manager/ca';
+import { clientCredentials, NODE_CHANNEL_OPTIONS, nodeIdentityFromPeer } from '../manager/ca';
+import { requireStanding } from '../manager/ca/renew';
 import {
   createControlServer,
   forwardingControl,
@@ -140,7 +141,18 @@ export function daemonOptions(base: NodeDaemonOptions): DaemonOptions {
     ...base,
     managerParts: {
       services: (manager) => [
-        { definition: ControlService, implementation: controlFor(manager, requireManagerCertificate) },
+        {
+          definition: ControlService,
+          implementation: controlFor(manager, async (call) => {
+            await requireManagerCertificate(call);
+            // The certificate says manager; the store may say the node was removed or demoted.
+            requireStanding(
+              manager.store,
+              nodeIdentityFromPeer(call.getAuthContext()?.sslPeerCertificate),
+              'manager',
+            );
+          }),
+        },
         { definition: DispatcherService, implementation: dispatcherOf(manager).server },
       ],
       loops: (manager) => [

@@ -11,6 +11,7 @@ import {
 import {
   NodeCAClient,
   NodeCAService,
+  NodeCertificatesService,
   type IssueNodeCertificateRequest,
   type IssueNodeCertificateResponse,
 } from '../gen/cluster/v1/ca';
@@ -35,6 +36,7 @@ import {
   type NodeTls,
 } from '../manager/ca';
 import { createNodeCAServer } from '../manager/ca/service';
+import { createNodeCertificatesServer, requireStanding, standingRefusal } from '../manager/ca/renew';
 import { RaftNode } from '../raft/node';
 import { TRANSPORT_SERVER_OPTIONS } from '../raft/transport';
 import { MemoryStore, type AppliedResult } from '../store';
@@ -42,6 +44,7 @@ import { formatHostPort, joinAddress, parseHostPort } from './addr';
 import type { DataDirLayout, NodeState } from './datadir';
 import { LeaderLoops, type LeaderLoop } from './leader_loops';
 import { managerStatusLoop } from './manager_status';
+import { roleLoop } from './roles';
 
 /** Attempts at recording a joining manager when its node record changes under the write. */
 const JOIN_WRITE_ATTEMPTS = 5;
@@ -132,6 +135,15 @@ export class Manager {
         this.handleRaftLeave(call),
       ),
     });
+    this.mainServer.addService(
+      NodeCertificatesService,
+      createNodeCertificatesServer({
+        store: this.store,
+        logger: this.logger,
+        isLeader: () => this.raft.isLeader(),
+        leaderAddress: () => this.leaderAddress(),
+      }),
+    );
     for (const svc of this.options.services?.(this) ?? [])
       this.mainServer.addService(svc.definition, svc.implementation);
 
@@ -150,7 +162,9 @@ export class Manager {
           if (who.role !== 'manager')
             return `node ${who.nodeId} is a worker: only managers take part in Raft`;
           if (who.clusterId !== state.clusterId) return `node ${who.nodeId} belongs to another cluster`;
-          return undefined;
+          // Removal only: a lagging store may not know a new member yet, and a demoted member
+          // is out of the group's configuration already.
+          return standingRefusal(this.store, who, 'any');
         } catch (e) {
           return toClusterError(e).message;
         }
@@ -199,7 +213,18 @@ export class Manager {
       },
       this.logger,
     );
-    this.loops = new LeaderLoops([statusLoop, ...(this.options.loops?.(this) ?? [])], this.logger);
+    const roles = roleLoop(
+      this.store,
+      {
+        selfRaftId: raftId,
+        voters: () => this.raft.status().voters,
+        peerConnected: (id) => this.raft.peerConnected(id),
+        removeMember: (id) => this.raft.removeMember(id),
+        transferLeadership: (to) => this.raft.transferLeadership(to),
+      },
+      this.logger,
+    );
+    this.loops = new LeaderLoops([statusLoop, roles, ...(this.options.loops?.(this) ?? [])], this.logger);
     this.poller = setInterval(() => this.observeLeadership(), LEADERSHIP_POLL_MS);
   }
 
@@ -276,8 +301,16 @@ export class Manager {
       );
     }
     const addr = formatHostPort(parseHostPort(call.request.addr));
+    requireStanding(this.store, who, 'any');
     const existing = this.store.view((tx) => tx.nodes.get(who.nodeId));
     if (!existing) throw new ClusterError('NOT_FOUND', `node ${who.nodeId} is not known to this cluster`);
+    // A manager certificate alone is not enough: a demoted node keeps its old one until it expires.
+    if (existing.spec?.desiredRole !== NodeRole.NODE_ROLE_MANAGER) {
+      throw new ClusterError(
+        'PERMISSION_DENIED',
+        `node ${who.nodeId} is not to be a manager (it was demoted): it cannot join the Raft group`,
+      );
+    }
     const raftId = existing.managerStatus?.raftId || newRaftId();
     // Record the member before adding it: once the conf change applies, every write needs the
     // new member's vote too, and it starts its Raft node only after this call returns.
@@ -320,6 +353,7 @@ export class Manager {
     const who = nodeIdentityFromPeer(call.getAuthContext()?.sslPeerCertificate);
     if (who.role !== 'manager')
       throw new ClusterError('PERMISSION_DENIED', 'only managers leave the Raft group');
+    requireStanding(this.store, who, 'manager');
     if (!this.raft.isLeader()) {
       const { membership } = this.clientsFor(this.leaderOrThrow());
       return callUnary((m, o, cb) => membership.leave(call.request, m, o, cb), FORWARD_DEADLINE_MS);

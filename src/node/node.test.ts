@@ -9,6 +9,7 @@ import { formatHostPort, joinAddress, parseHostPort } from './addr';
 import { clearClusterState, loadState, loadTls, prepareDataDir, saveState, saveTls } from './datadir';
 import { LeaderLoops, type LeaderLoop } from './leader_loops';
 import { staleManagerStatus } from './manager_status';
+import { demotionStep } from './roles';
 import { NodeRole, type Node as ClusterNode } from '../gen/cluster/v1/objects';
 
 function tempDir(t: { after(fn: () => void): void }): string {
@@ -152,4 +153,24 @@ test('manager status follows what Raft sees: one leader, unreachable peers marke
     ],
   );
   assert.deepEqual(staleManagerStatus(changed.concat(nodes.slice(2)), view), [], 'nothing left to change');
+});
+
+test('demotion steps: remove a follower, hand over leadership first, wait rather than lose quorum', () => {
+  const demoted = (raftId: number): ClusterNode => ({
+    id: 'd',
+    attachments: [],
+    role: NodeRole.NODE_ROLE_MANAGER,
+    spec: { desiredRole: NodeRole.NODE_ROLE_WORKER, availability: 0 },
+    managerStatus: { raftId, addr: 'x:1', leader: false, reachability: 'reachable' },
+  });
+  const raft = (voters: number[], down: number[] = [], self = 1) => ({
+    selfRaftId: self,
+    voters: () => voters,
+    peerConnected: (id: number) => !down.includes(id),
+  });
+  assert.deepEqual(demotionStep(demoted(4), raft([1, 2, 3, 4])), { kind: 'remove', raftId: 4 });
+  assert.deepEqual(demotionStep(demoted(1), raft([1, 2, 3, 4])), { kind: 'transfer', to: 2 });
+  assert.deepEqual(demotionStep(demoted(4), raft([1, 2, 3])), { kind: 'record' }, 'already out of Raft');
+  assert.equal(demotionStep(demoted(4), raft([1, 2, 3, 4], [2, 3])).kind, 'wait', '1 of 3 reachable');
+  assert.equal(demotionStep(demoted(1), raft([1])).kind, 'wait', 'the last manager');
 });

@@ -330,6 +330,11 @@ export class ControlApi {
           }
           // Its tasks stay: the orchestrators see the node gone and replace them (as SwarmKit's).
           tx.nodes.delete(node.id);
+          // Its certificate stays valid until it expires: every manager refuses it from now on.
+          for (const cluster of tx.clusters.list()) {
+            if (cluster.removedNodes.includes(node.id)) continue;
+            tx.clusters.update({ ...cluster, removedNodes: [...cluster.removedNodes, node.id] });
+          }
         });
         this.logger?.info({ nodeId: request.nodeId, force: request.force }, 'node removed');
         return {};

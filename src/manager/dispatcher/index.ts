@@ -36,6 +36,7 @@ import type { LeaderLoop } from '../../node/leader_loops';
 import { newId, thaw, type DeepReadonly, type MemoryStore, type StoreEvent } from '../../store';
 import { managerAddresses } from '../ca/service';
 import { nodeIdentityFromPeer, type NodeIdentity } from '../ca';
+import { standingRefusal } from '../ca/renew';
 import { meshStateFor } from '../allocator/mesh';
 
 /**
@@ -206,6 +207,8 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     const addr = peerHost(call.getPeer());
     // Every member's record is made when it joins (or at init): a node without one was removed,
     // and its still-valid certificate must not bring it back.
+    const refusal = standingRefusal(store, who, 'any');
+    if (refusal) throw new ClusterError('PERMISSION_DENIED', `${refusal}: leave and join again`);
     if (!store.view((tx) => tx.nodes.get(who.nodeId))) {
       throw new ClusterError(
         'PERMISSION_DENIED',
@@ -529,6 +532,12 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     const ready = store.view((tx) =>
       tx.nodes.list((n) => n.status?.state === NodeState.NODE_STATE_READY).map((n) => n.id),
     );
+    // A node removed while connected (`node rm --force`): its session ends now.
+    for (const [nodeId, session] of [...sessions]) {
+      if (store.view((tx) => tx.nodes.get(nodeId)) !== undefined) continue;
+      logger.warn({ nodeId }, 'node removed from the cluster: ending its session');
+      session.end(new ClusterError('PERMISSION_DENIED', `node ${nodeId} was removed from the cluster`));
+    }
     for (const nodeId of ready) {
       const session = sessions.get(nodeId);
       const heard = Math.max(lastSeen.get(nodeId) ?? 0, session?.lastHeartbeatMs ?? 0, floorMs);

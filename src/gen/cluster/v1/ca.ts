@@ -49,6 +49,29 @@ export interface IssueNodeCertificateResponse {
   managers: string[];
 }
 
+/**
+ * On the manager port (mutual TLS): a member keeps one call open with the leader to learn that
+ * its role changed (node promote / demote) and gets a certificate for the new role in the answer.
+ */
+export interface RenewNodeCertificateRequest {
+  /** PEM PKCS#10 request for a new key; signed only when the role changed. */
+  csr: string;
+  /** How long the leader holds the call when the role stays the same (capped by the leader). */
+  waitMs: number;
+}
+
+export interface RenewNodeCertificateResponse {
+  /** "manager" or "worker": the role the cluster gives the caller now. */
+  role: string;
+  /**
+   * A certificate for the request's key with that role, when it differs from the role of the
+   * caller's certificate; empty otherwise.
+   */
+  certificate: string;
+  /** Manager addresses (host:port), the leader's first: the caller keeps them to fail over. */
+  managers: string[];
+}
+
 function createBaseGetRootCACertificateRequest(): GetRootCACertificateRequest {
   return {};
 }
@@ -428,6 +451,242 @@ export const IssueNodeCertificateResponse: MessageFns<IssueNodeCertificateRespon
     message.managers = object.managers?.map((e) => e) || [];
     return message;
   },
+};
+
+function createBaseRenewNodeCertificateRequest(): RenewNodeCertificateRequest {
+  return { csr: "", waitMs: 0 };
+}
+
+export const RenewNodeCertificateRequest: MessageFns<RenewNodeCertificateRequest> = {
+  encode(message: RenewNodeCertificateRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.csr !== "") {
+      writer.uint32(10).string(message.csr);
+    }
+    if (message.waitMs !== 0) {
+      writer.uint32(16).uint32(message.waitMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RenewNodeCertificateRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRenewNodeCertificateRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.csr = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.waitMs = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RenewNodeCertificateRequest {
+    return {
+      csr: isSet(object.csr) ? globalThis.String(object.csr) : "",
+      waitMs: isSet(object.waitMs)
+        ? globalThis.Number(object.waitMs)
+        : isSet(object.wait_ms)
+        ? globalThis.Number(object.wait_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: RenewNodeCertificateRequest): unknown {
+    const obj: any = {};
+    if (message.csr !== "") {
+      obj.csr = message.csr;
+    }
+    if (message.waitMs !== 0) {
+      obj.waitMs = Math.round(message.waitMs);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RenewNodeCertificateRequest>, I>>(base?: I): RenewNodeCertificateRequest {
+    return RenewNodeCertificateRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RenewNodeCertificateRequest>, I>>(object: I): RenewNodeCertificateRequest {
+    const message = createBaseRenewNodeCertificateRequest();
+    message.csr = object.csr ?? "";
+    message.waitMs = object.waitMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseRenewNodeCertificateResponse(): RenewNodeCertificateResponse {
+  return { role: "", certificate: "", managers: [] };
+}
+
+export const RenewNodeCertificateResponse: MessageFns<RenewNodeCertificateResponse> = {
+  encode(message: RenewNodeCertificateResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.role !== "") {
+      writer.uint32(10).string(message.role);
+    }
+    if (message.certificate !== "") {
+      writer.uint32(18).string(message.certificate);
+    }
+    for (const v of message.managers) {
+      writer.uint32(26).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RenewNodeCertificateResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRenewNodeCertificateResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.role = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.certificate = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.managers.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RenewNodeCertificateResponse {
+    return {
+      role: isSet(object.role) ? globalThis.String(object.role) : "",
+      certificate: isSet(object.certificate) ? globalThis.String(object.certificate) : "",
+      managers: globalThis.Array.isArray(object?.managers) ? object.managers.map((e: any) => globalThis.String(e)) : [],
+    };
+  },
+
+  toJSON(message: RenewNodeCertificateResponse): unknown {
+    const obj: any = {};
+    if (message.role !== "") {
+      obj.role = message.role;
+    }
+    if (message.certificate !== "") {
+      obj.certificate = message.certificate;
+    }
+    if (message.managers?.length) {
+      obj.managers = message.managers;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RenewNodeCertificateResponse>, I>>(base?: I): RenewNodeCertificateResponse {
+    return RenewNodeCertificateResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RenewNodeCertificateResponse>, I>>(object: I): RenewNodeCertificateResponse {
+    const message = createBaseRenewNodeCertificateResponse();
+    message.role = object.role ?? "";
+    message.certificate = object.certificate ?? "";
+    message.managers = object.managers?.map((e) => e) || [];
+    return message;
+  },
+};
+
+export type NodeCertificatesService = typeof NodeCertificatesService;
+export const NodeCertificatesService = {
+  renew: {
+    path: "/cluster.v1.NodeCertificates/Renew" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RenewNodeCertificateRequest): Buffer =>
+      Buffer.from(RenewNodeCertificateRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RenewNodeCertificateRequest => RenewNodeCertificateRequest.decode(value),
+    responseSerialize: (value: RenewNodeCertificateResponse): Buffer =>
+      Buffer.from(RenewNodeCertificateResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RenewNodeCertificateResponse => RenewNodeCertificateResponse.decode(value),
+  },
+} as const;
+
+export interface NodeCertificatesServer extends UntypedServiceImplementation {
+  renew: handleUnaryCall<RenewNodeCertificateRequest, RenewNodeCertificateResponse>;
+}
+
+export interface NodeCertificatesClient extends Client {
+  renew(
+    request: RenewNodeCertificateRequest,
+    callback: (error: ServiceError | null, response: RenewNodeCertificateResponse) => void,
+  ): ClientUnaryCall;
+  renew(
+    request: RenewNodeCertificateRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RenewNodeCertificateResponse) => void,
+  ): ClientUnaryCall;
+  renew(
+    request: RenewNodeCertificateRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RenewNodeCertificateResponse) => void,
+  ): ClientUnaryCall;
+}
+
+export const NodeCertificatesClient = makeGenericClientConstructor(
+  NodeCertificatesService,
+  "cluster.v1.NodeCertificates",
+) as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): NodeCertificatesClient;
+  service: typeof NodeCertificatesService;
+  serviceName: string;
 };
 
 export type NodeCAService = typeof NodeCAService;

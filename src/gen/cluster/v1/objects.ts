@@ -873,6 +873,11 @@ export interface Cluster {
    * control API never returns it.
    */
   rootCaKey: string;
+  /**
+   * Ids of the nodes removed from the cluster (`node rm`): their certificates stay valid until
+   * they expire, so every manager refuses calls and sessions carrying one of these ids.
+   */
+  removedNodes: string[];
 }
 
 function createBaseMeta(): Meta {
@@ -6106,7 +6111,15 @@ export const ClusterSpec: MessageFns<ClusterSpec> = {
 };
 
 function createBaseCluster(): Cluster {
-  return { id: "", meta: undefined, spec: undefined, joinTokens: undefined, rootCaCert: "", rootCaKey: "" };
+  return {
+    id: "",
+    meta: undefined,
+    spec: undefined,
+    joinTokens: undefined,
+    rootCaCert: "",
+    rootCaKey: "",
+    removedNodes: [],
+  };
 }
 
 export const Cluster: MessageFns<Cluster> = {
@@ -6128,6 +6141,9 @@ export const Cluster: MessageFns<Cluster> = {
     }
     if (message.rootCaKey !== "") {
       writer.uint32(50).string(message.rootCaKey);
+    }
+    for (const v of message.removedNodes) {
+      writer.uint32(58).string(v!);
     }
     return writer;
   },
@@ -6193,6 +6209,14 @@ export const Cluster: MessageFns<Cluster> = {
             message.rootCaKey = reader.string();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.removedNodes.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6225,6 +6249,11 @@ export const Cluster: MessageFns<Cluster> = {
         : isSet(object.root_ca_key)
         ? globalThis.String(object.root_ca_key)
         : "",
+      removedNodes: globalThis.Array.isArray(object?.removedNodes)
+        ? object.removedNodes.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.removed_nodes)
+        ? object.removed_nodes.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -6248,6 +6277,9 @@ export const Cluster: MessageFns<Cluster> = {
     if (message.rootCaKey !== "") {
       obj.rootCaKey = message.rootCaKey;
     }
+    if (message.removedNodes?.length) {
+      obj.removedNodes = message.removedNodes;
+    }
     return obj;
   },
 
@@ -6266,6 +6298,7 @@ export const Cluster: MessageFns<Cluster> = {
       : undefined;
     message.rootCaCert = object.rootCaCert ?? "";
     message.rootCaKey = object.rootCaKey ?? "";
+    message.removedNodes = object.removedNodes?.map((e) => e) || [];
     return message;
   },
 };
