@@ -3,7 +3,8 @@
 // every lab host in turn, while the service is updated, rolled back, and (one replica) updated
 // start-first. Every request must answer 200, and the answers must switch from one version to
 // the other. Old tasks leave the load balancer before they stop, and the agent waits the drain
-// period before the stop signal; new ones join only once running.
+// period before the stop signal; new ones join only once running. The services run with --init
+// so that a task stops serving the moment it gets its stop signal.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -156,6 +157,9 @@ describe('lab rolling update: no request dropped', { skip: needs }, () => {
       `${PORT}:80`,
       '--update-monitor',
       '2s',
+      // An init process makes httpd exit at once on the stop signal, as a well-behaved server
+      // does (alone as PID 1 it ignores SIGTERM and serves 10 s more, hiding a missing drain).
+      '--init=true',
       'local/busybox:1',
     );
     await eventually('web 6/6 on v1', CONVERGE_TIMEOUT_MS, () => settledOn('web', 'local/busybox:1', 6), 500);
@@ -225,6 +229,9 @@ describe('lab rolling update: no request dropped', { skip: needs }, () => {
       'start-first',
       '--update-monitor',
       '2s',
+      // An init process makes httpd exit at once on the stop signal, as a well-behaved server
+      // does (alone as PID 1 it ignores SIGTERM and serves 10 s more, hiding a missing drain).
+      '--init=true',
       'local/busybox:1',
     );
     await eventually('one 1/1 on v1', CONVERGE_TIMEOUT_MS, () => settledOn('one', 'local/busybox:1', 1), 500);

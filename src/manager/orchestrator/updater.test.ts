@@ -120,13 +120,27 @@ describe('updater: batches', () => {
     assert.deepEqual(nextUpdateStep(v2, slots, 100).replace, ['2']);
   });
 
-  it('a new task counts as updated only after running for the monitor period', () => {
+  it('the next batch starts once the new tasks run; the update completes after their monitor period', () => {
     const { v1, v2 } = updatedService({ status: UpdateStatus_State.STATE_UPDATING });
     const slots = [newSlot(v1, v2, 1, TaskState.TASK_STATE_RUNNING, 10_000), oldSlot(v1, 2)];
-    const early = nextUpdateStep(v2, slots, 10_000 + MONITOR_MS - 1);
-    assert.deepEqual(early.replace, []);
-    assert.equal(early.wakeAtMs, 10_000 + MONITOR_MS);
-    assert.deepEqual(nextUpdateStep(v2, slots, 10_000 + MONITOR_MS).replace, ['2']);
+    assert.deepEqual(nextUpdateStep(v2, slots, 10_000).replace, ['2']);
+    const last = [
+      newSlot(v1, v2, 1, TaskState.TASK_STATE_RUNNING, 10_000),
+      newSlot(v1, v2, 2, TaskState.TASK_STATE_RUNNING, 11_000),
+    ];
+    const monitoring = nextUpdateStep(v2, last, 11_000 + MONITOR_MS - 1);
+    assert.equal(monitoring.service, undefined, 'still updating inside the monitor window');
+    assert.equal(monitoring.wakeAtMs, 11_000 + MONITOR_MS);
+    const done = nextUpdateStep(v2, last, 11_000 + MONITOR_MS);
+    assert.equal(done.service?.updateStatus?.state, UpdateStatus_State.STATE_COMPLETED);
+  });
+
+  it('a new task failing inside its monitor window is a failure of the update', () => {
+    const { v1, v2 } = updatedService({ status: UpdateStatus_State.STATE_UPDATING, startedMs: 0 });
+    const slots = [newSlot(v1, v2, 1, TaskState.TASK_STATE_FAILED, 1000), oldSlot(v1, 2)];
+    const step = nextUpdateStep(v2, slots, 2000);
+    assert.deepEqual(step.replace, []);
+    assert.equal(step.service?.updateStatus?.state, UpdateStatus_State.STATE_PAUSED);
   });
 
   it('with a healthcheck, a new task must also be healthy', () => {
@@ -141,7 +155,8 @@ describe('updater: batches', () => {
   it('waits `delay` after a batch is done before the next', () => {
     const { v1, v2 } = updatedService({ status: UpdateStatus_State.STATE_UPDATING, delayMs: 3000 });
     const slots = [newSlot(v1, v2, 1, TaskState.TASK_STATE_RUNNING, 0), oldSlot(v1, 2)];
-    const done = MONITOR_MS;
+    // The batch is done when its task runs (time 0 here).
+    const done = 0;
     const waiting = nextUpdateStep(v2, slots, done + 2999);
     assert.deepEqual(waiting.replace, []);
     assert.equal(waiting.wakeAtMs, done + 3000);

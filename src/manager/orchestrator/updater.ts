@@ -77,8 +77,12 @@ export function nextUpdateStep(service: Service, slots: readonly SlotView[], now
   };
 
   const outdated: string[] = [];
+  /** Replacements not yet running (and healthy): they use up the batch. */
   let inFlight = 0;
-  let lastDoneMs = 0;
+  /** Replacements running, still inside their monitor window: the update is not complete. */
+  let monitoring = 0;
+  /** When the last replacement so far started running (healthy): the delay counts from it. */
+  let lastDoneMs: number | undefined;
   let failures = 0;
   for (const slot of slots) {
     if (slot.outdated) {
@@ -92,19 +96,25 @@ export function nextUpdateStep(service: Service, slots: readonly SlotView[], now
     const current = slot.current;
     const replacedHere = slot.tasks.some((t) => !isUpToDate(t, service));
     if (current === undefined || !replacedHere || hasEnded(current)) continue;
-    // Updated once it runs, healthy if it has a healthcheck, for the whole monitor period.
+    // A replacement holds its batch until it runs, healthy if it has a healthcheck; then the
+    // next batch may start (as Swarm's updater), and the monitor window keeps counting its
+    // failure until `monitor` after it started: the update completes only when every window
+    // has passed.
     const runs = stateOf(current) === TaskState.TASK_STATE_RUNNING;
     const healthy = !hasHealthcheck(current) || current.status?.health === 'healthy';
-    const since = runningSinceMs(current);
-    if (runs && healthy && nowMs >= since + monitorMs) {
-      lastDoneMs = Math.max(lastDoneMs, since + monitorMs);
+    if (!(runs && healthy)) {
+      inFlight++;
       continue;
     }
-    inFlight++;
-    if (runs && healthy) wake(since + monitorMs);
+    const since = runningSinceMs(current);
+    lastDoneMs = Math.max(lastDoneMs ?? since, since);
+    if (nowMs < since + monitorMs) {
+      monitoring++;
+      wake(since + monitorMs);
+    }
   }
 
-  const active = outdated.length + inFlight > 0;
+  const active = outdated.length + inFlight + monitoring > 0;
   if (!active) {
     if (state === UpdateStatus_State.STATE_UPDATING)
       return finish(service, UpdateStatus_State.STATE_COMPLETED, 'update completed', nowMs);
@@ -152,7 +162,7 @@ export function nextUpdateStep(service: Service, slots: readonly SlotView[], now
   }
 
   const delayMs = durationMs(config?.delay, 0);
-  if (inFlight === 0 && delayMs > 0 && lastDoneMs > 0 && nowMs < lastDoneMs + delayMs) {
+  if (inFlight === 0 && delayMs > 0 && lastDoneMs !== undefined && nowMs < lastDoneMs + delayMs) {
     wake(lastDoneMs + delayMs);
     return { replace: [], service: updated, wakeAtMs };
   }
