@@ -39,6 +39,7 @@ import {
   portsText,
   SERVICE_COLUMNS,
   serviceRows,
+  updateStateName,
   taskColumns,
   taskRows,
 } from './views';
@@ -603,6 +604,14 @@ function prettyService(s: Service): string {
   }
   const ports = spec.endpoint?.ports ?? [];
   if (ports.length > 0) sections.push(['Ports', portsText(ports)]);
+  const status = s.updateStatus;
+  if (status !== undefined && updateStateName(s) !== '') {
+    const rows: Array<[string, string]> = [['State', updateStateName(s)]];
+    if (status.startedAt) rows.push(['Started', status.startedAt.toISOString()]);
+    if (status.completedAt) rows.push(['Completed', status.completedAt.toISOString()]);
+    rows.push(['Message', status.message]);
+    sections.push(['UpdateStatus', rows]);
+  }
   return formatPretty(sections);
 }
 

@@ -475,7 +475,7 @@ test('service ls and --format json', async () => {
   const r = await cluster('service', 'ls');
   assert.equal(
     r.stdout,
-    'ID             NAME   MODE         REPLICAS   IMAGE     PORTS\nwebwebwebweb   web    replicated   2/2        nginx:1\n',
+    'ID             NAME   MODE         REPLICAS   IMAGE     PORTS   UPDATE\nwebwebwebweb   web    replicated   2/2        nginx:1\n',
   );
   const j = await cluster('--format', 'json', 'service', 'ls');
   assert.deepEqual(JSON.parse(j.stdout), {
@@ -485,6 +485,7 @@ test('service ls and --format json', async () => {
     Replicas: '2/2',
     Image: 'nginx:1',
     Ports: '',
+    UpdateStatus: '',
   });
 });
 

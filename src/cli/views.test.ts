@@ -11,6 +11,7 @@ import {
   Service,
   Task,
   TaskState,
+  UpdateStatus_State,
 } from '../gen/cluster/v1/objects';
 import { formatInspect, formatPretty, formatQuiet, formatRows, humanDuration } from './output';
 import {
@@ -92,6 +93,7 @@ const web = Service.fromPartial({
       ],
     },
   },
+  updateStatus: { state: UpdateStatus_State.STATE_UPDATING, message: 'update in progress' },
 });
 const agent = Service.fromPartial({
   id: 'svcagentagentagentagentag',
@@ -158,14 +160,14 @@ const tasks = [
   }),
 ];
 
-test('service ls: replicas running/desired, global counts, ingress ports', () => {
+test('service ls: replicas running/desired, global counts, ingress ports, update state', () => {
   const rows = serviceRows([web, agent], tasks);
   assert.equal(
     formatRows('table', SERVICE_COLUMNS, rows),
     [
-      'ID             NAME    MODE         REPLICAS   IMAGE        PORTS',
+      'ID             NAME    MODE         REPLICAS   IMAGE        PORTS                            UPDATE',
       'svcagentagen   agent   global       1/1        agent:2',
-      'svcwebwebweb   web     replicated   2/3        nginx:1.27   *:8080->80/tcp, *:5353->53/udp',
+      'svcwebwebweb   web     replicated   2/3        nginx:1.27   *:8080->80/tcp, *:5353->53/udp   updating',
       '',
     ].join('\n'),
   );
@@ -176,6 +178,7 @@ test('service ls: replicas running/desired, global counts, ingress ports', () =>
     Replicas: '2/3',
     Image: 'nginx:1.27',
     Ports: '*:8080->80/tcp, *:5353->53/udp',
+    UpdateStatus: 'updating',
   });
   assert.equal(formatQuiet(SERVICE_COLUMNS, rows), 'svcagentagen\nsvcwebwebweb\n');
 });

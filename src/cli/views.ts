@@ -7,6 +7,7 @@ import {
   PortConfig_Protocol,
   PortConfig_PublishMode,
   TaskState,
+  UpdateStatus_State,
   type Network,
   type Node,
   type PortConfig,
@@ -125,7 +126,28 @@ export const SERVICE_COLUMNS: Column<ServiceRow>[] = [
       return portsText(allocated.length > 0 ? allocated : (r.service.spec?.endpoint?.ports ?? []));
     },
   },
+  { header: 'UPDATE', field: 'UpdateStatus', value: (r) => updateStateName(r.service) },
 ];
+
+/** The rollout's state as Docker names it (UpdateStatus.State), empty when none was recorded. */
+export function updateStateName(service: Service): string {
+  switch (service.updateStatus?.state) {
+    case UpdateStatus_State.STATE_UPDATING:
+      return 'updating';
+    case UpdateStatus_State.STATE_PAUSED:
+      return 'paused';
+    case UpdateStatus_State.STATE_COMPLETED:
+      return 'completed';
+    case UpdateStatus_State.STATE_ROLLBACK_STARTED:
+      return 'rollback_started';
+    case UpdateStatus_State.STATE_ROLLBACK_PAUSED:
+      return 'rollback_paused';
+    case UpdateStatus_State.STATE_ROLLBACK_COMPLETED:
+      return 'rollback_completed';
+    default:
+      return '';
+  }
+}
 
 /**
  * Counts as Docker's: running tasks (desired and observed running) per service; the desired
