@@ -272,4 +272,40 @@ describe('lab nodes: 3 managers + 2 workers', { skip: needs }, () => {
     );
     assert.equal(await nodeRow(host), undefined, 'the removed node came back');
   });
+
+  test('a promotion cut by a crash (certificate and state written, no Raft join yet) is finished at the next start', async (t) => {
+    const host = 'worker2';
+    const managerCert = path.join(theLab().dir, 'tls-worker2-as-manager');
+    assert.ok(fs.existsSync(managerCert), 'the promote test kept its manager certificate');
+    const k = await theLab().lab(['kill', host]);
+    assert.equal(k.code, 0, k.stderr);
+    await theLab().ok('manager1', 'node', 'promote', host);
+    // What the daemon has written when it dies between the certificate and the Raft join.
+    const data = path.join(theLab().dir, host, 'data');
+    fs.cpSync(managerCert, path.join(data, 'tls'), { recursive: true });
+    const stateFile = path.join(data, 'node.json');
+    const state = JSON.parse(fs.readFileSync(stateFile, 'utf8')) as Record<string, unknown>;
+    assert.equal(state.role, 'worker');
+    fs.writeFileSync(stateFile, JSON.stringify({ ...state, role: 'manager', raftId: undefined }, null, 2));
+    const started = Date.now();
+    const r = await theLab().lab(['restart', host]);
+    assert.equal(r.code, 0, r.stderr);
+    const statuses = await eventually(`${host} a Reachable manager after its restart`, 60_000, async () => {
+      const all = await managerStatuses('manager1');
+      return all.includes(`${host}:Reachable`) && all.length === 4 ? all : undefined;
+    });
+    t.diagnostic(`finished after ${((Date.now() - started) / 1000).toFixed(1)} s: ${statuses.join(', ')}`);
+    await eventually('a write through the finished manager', 30_000, async () => {
+      const w = await theLab().cli(
+        host,
+        'service',
+        'create',
+        '-d',
+        '--name',
+        'after-resume',
+        'local/busybox:1',
+      );
+      return w.code === 0 ? w : undefined;
+    });
+  });
 });

@@ -150,13 +150,13 @@ export class Daemon {
       state = saveState(this.dirs, { ...state, role: 'worker', raftId: undefined });
     }
     this.state = state;
-    if (state.role === 'manager') {
-      // No raft id yet: a join (or promotion) was interrupted before the Raft group admitted us.
-      this.manager = state.raftId
-        ? await Manager.start(this.managerOptions(state, tls, {}))
-        : await this.joinAsManager(state, tls);
-      this.state = loadState(this.dirs) ?? state;
+    if (state.role === 'manager' && state.raftId) {
+      this.manager = await Manager.start(this.managerOptions(state, tls, {}));
       this.logger.info({ nodeId: state.nodeId }, 'resumed as a manager');
+    } else if (state.role === 'manager') {
+      // No raft id yet: a join (or promotion) was interrupted before the Raft group admitted
+      // us. The role watch finishes it in the background, retrying while no leader answers.
+      this.logger.info({ nodeId: state.nodeId }, 'resumed with an unfinished manager join');
     } else {
       this.logger.info({ nodeId: state.nodeId }, 'resumed as a worker');
     }
@@ -547,6 +547,17 @@ export class Daemon {
     while (!signal.aborted) {
       const state = this.state;
       if (!state) return;
+      if (state.role === 'manager' && !this.manager) {
+        if (!(await this.finishManagerJoin())) {
+          failures++;
+          await abortableSleep(
+            Math.min(ROLE_WATCH_RETRY_MAX_MS, 100 * 2 ** Math.min(failures, 6)),
+            signal,
+          ).catch(() => undefined);
+          continue;
+        }
+        failures = 0;
+      }
       const candidates = state.managers.length > 0 ? state.managers : [state.advertiseAddr];
       const addr = candidates[turn % candidates.length] ?? state.advertiseAddr;
       let tls: NodeTls;
@@ -596,6 +607,29 @@ export class Daemon {
         signal.removeEventListener('abort', onAbort);
         client.close();
       }
+    }
+  }
+
+  /** Joins Raft and starts the manager for a state that says manager but runs none; false on failure. */
+  private async finishManagerJoin(): Promise<boolean> {
+    if (this.busy) return false;
+    this.busy = true;
+    try {
+      const state = this.state;
+      if (!state || state.role !== 'manager' || this.manager) return true;
+      this.manager = await this.joinAsManager(state, loadTls(this.dirs.tlsDir));
+      this.state = loadState(this.dirs) ?? state;
+      this.lastError = '';
+      return true;
+    } catch (err) {
+      this.lastError = `joining the managers: ${toClusterError(err).message}`;
+      this.logger.warn(
+        { err: toClusterError(err).message },
+        'could not finish joining the managers; retrying',
+      );
+      return false;
+    } finally {
+      this.busy = false;
     }
   }
 
