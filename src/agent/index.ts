@@ -6,6 +6,7 @@ import { ChannelCredentials, Metadata, type ClientReadableStream, type ServiceEr
 import { ClassicLevel } from 'classic-level';
 import {
   DispatcherClient,
+  LogBrokerClient,
   SessionRequest,
   UpdateTaskStatusRequest,
   type AssignmentsMessage,
@@ -18,6 +19,7 @@ import { ClusterError, toClusterError } from '../common/errors';
 import type { Logger } from '../common/logger';
 import { clientCredentials, type NodeTls } from '../manager/ca';
 import { TaskController } from './controller';
+import { LogPublisher } from './logs';
 import type { ContainerInfo, Runtime } from './runtime';
 import { abortableSleep } from '../common/sleep';
 
@@ -87,6 +89,9 @@ export class Agent {
   private managers: string[];
   private managerIndex = 0;
   private readonly clients = new Map<string, DispatcherClient>();
+  /** Log broker clients, on the same managers as the sessions. */
+  private readonly logClients = new Map<string, LogBrokerClient>();
+  private readonly logPublisher: LogPublisher;
   private readonly credentials: ChannelCredentials;
   private readonly logger: Logger;
   /** Settles each time the agent connects (tests and the daemon's start-up wait on it). */
@@ -98,6 +103,11 @@ export class Agent {
   ) {
     this.logger = options.logger;
     this.managers = [...new Set(options.managers)];
+    this.logPublisher = new LogPublisher({
+      runtime: options.runtime,
+      containerOf: (taskId) => this.controllers.get(taskId)?.container,
+      logger: options.logger,
+    });
     if (options.credentials) this.credentials = options.credentials;
     else if (options.tls) this.credentials = clientCredentials(options.tls, 'manager');
     else
@@ -332,6 +342,15 @@ export class Agent {
     return client;
   }
 
+  private logClientFor(addr: string): LogBrokerClient {
+    let client = this.logClients.get(addr);
+    if (!client) {
+      client = new LogBrokerClient(addr, this.credentials);
+      this.logClients.set(addr, client);
+    }
+    return client;
+  }
+
   private async description(): Promise<NodeDescription> {
     const d = await this.options.runtime.describe();
     return {
@@ -382,6 +401,7 @@ export class Agent {
       let heartbeatTimer: NodeJS.Timeout | undefined;
       let sessionStream: ClientReadableStream<SessionMessage> | undefined;
       let assignments: ClientReadableStream<AssignmentsMessage> | undefined;
+      let stopLogs: (() => void) | undefined;
       const client = this.clientFor(addr);
       const finish = (err?: Error) => {
         if (ended) return;
@@ -391,6 +411,7 @@ export class Agent {
         if (this.session?.client === client) this.session = undefined;
         sessionStream?.cancel();
         assignments?.cancel();
+        stopLogs?.();
         if (err && !signal.aborted) reject(err);
         else resolve(opened);
       };
@@ -440,6 +461,7 @@ export class Agent {
             assignments.on('end', () =>
               finish(new ClusterError('UNAVAILABLE', 'the dispatcher ended the assignments')),
             );
+            stopLogs = this.logPublisher.listen(this.logClientFor(addr), msg.sessionId);
             this.sendStatus();
             const waiters = this.connectedWaiters;
             this.connectedWaiters = [];
@@ -467,6 +489,8 @@ export class Agent {
     this.controllers.clear();
     for (const client of this.clients.values()) client.close();
     this.clients.clear();
+    for (const client of this.logClients.values()) client.close();
+    this.logClients.clear();
     await this.dbQueue;
     await this.db.close();
   }

@@ -15,6 +15,7 @@ import {
   TaskState,
 } from '../gen/cluster/v1/objects';
 import type { Connection } from './connect';
+import { streamLogs, type LogsFlags } from './logs';
 import { formatDuration, parseDurationNanos, parseKeyValue, parseWholeNumber, badValue } from './flags';
 import { formatInspect, formatPretty, formatQuiet, formatRows, type OutputFormat } from './output';
 import { DEFAULT_CONVERGE_TIMEOUT_MS, waitForConvergence } from './progress';
@@ -712,13 +713,21 @@ export function addServiceCommands(program: Command, rt: Runtime): void {
 
   service
     .command('logs')
-    .description('Fetch the logs of a service or task (not available yet)')
-    .allowUnknownOption()
-    .allowExcessArguments()
-    .action(() => {
-      throw new ClusterError(
-        'UNIMPLEMENTED',
-        "'cluster service logs' is not available in this version: it comes with the worker agent (see the feature table in README.md)",
+    .description('Fetch the logs of a service or task')
+    .option('-f, --follow', 'follow the output (Ctrl-C ends)')
+    .option('-n, --tail <lines>', 'number of lines from the end of each task\'s logs, or "all"')
+    .option('--since <time>', 'lines since a time (RFC 3339 or Unix) or a duration back (e.g. 10m)')
+    .option('-t, --timestamps', 'show timestamps')
+    .option('--no-trunc', 'do not truncate task ids')
+    .option('--no-task-ids', 'leave task ids out of the prefix')
+    .argument('<service|task>')
+    .action(async (target: string, flags: LogsFlags) => {
+      await streamLogs(
+        () => rt.connection(),
+        target,
+        flags,
+        { out: (t) => rt.out(t), err: (t) => rt.err(t) },
+        rt.now().getTime(),
       );
     });
 

@@ -568,10 +568,16 @@ test('network create sends the spec; bad subnets are usage errors', async () => 
   assert.equal((await cluster('network', 'rm', 'nope')).code, 1);
 });
 
-test('service logs is still refused with a clear message', async () => {
+test('service logs: bad --tail or --since is a usage error; a daemon without the Logs service fails with exit 1', async () => {
+  const tail = await cluster('service', 'logs', '--tail', 'many', 'web');
+  assert.equal(tail.code, 2);
+  assert.match(tail.stderr, /--tail/);
+  const since = await cluster('service', 'logs', '--since', 'yesterday', 'web');
+  assert.equal(since.code, 2);
+  assert.match(since.stderr, /--since/);
   const r = await cluster('service', 'logs', 'web');
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /not available in this version: it comes with the worker agent/);
+  assert.doesNotMatch(r.stderr, /\n\s+at /);
 });
 
 async function nodeTls(ca: { certPem: string; keyPem: string }, nodeId: string, role: NodeRoleName) {

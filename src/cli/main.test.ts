@@ -43,9 +43,9 @@ test('a bad flag or a bad flag value exits 2', () => {
   assert.equal(cluster('--log-level', 'loud', 'node', 'ls').code, 2);
 });
 
-test('a command not built yet says so and exits 1 without a stack trace', () => {
-  const r = cluster('service', 'logs', 'web');
-  assert.equal(r.code, 1);
-  assert.match(r.stderr, /not available in this version/);
+test('a bad flag value of service logs exits 2 without a stack trace', () => {
+  const r = cluster('service', 'logs', '--tail', '-3', 'web');
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /--tail/);
   assert.doesNotMatch(r.stderr, /\n\s+at /);
 });

@@ -1,7 +1,13 @@
 // The node process: `cluster daemon`. Composes the daemon (Local API, init/join/leave) with the
 // manager's components (control API, and the leader loops as they exist) and runs until SIGTERM.
 import type { handleUnaryCall } from '@grpc/grpc-js';
-import { ControlClient, ControlService, type ControlServer } from '../gen/cluster/v1/control';
+import {
+  ControlClient,
+  ControlService,
+  LogsService,
+  type ControlServer,
+  type LogsServer,
+} from '../gen/cluster/v1/control';
 import { ClusterError } from '../common/errors';
 import { componentLogger } from '../common/logger';
 import { clientCredentials, NODE_CHANNEL_OPTIONS, nodeIdentityFromPeer } from '../manager/ca';
@@ -15,7 +21,8 @@ import {
 } from '../manager/controlapi';
 import { controlLoops } from '../manager/orchestrator';
 import { dispatcherFor } from '../manager/dispatcher';
-import { DispatcherService } from '../gen/cluster/v1/dispatcher';
+import { DispatcherService, LogBrokerService } from '../gen/cluster/v1/dispatcher';
+import { createLogBroker, forwardingLogs, type LogBroker } from '../manager/logs';
 import { Agent } from '../agent';
 import { Mesh } from '../agent/mesh';
 import type { Runtime } from '../agent/runtime';
@@ -136,6 +143,57 @@ export async function chooseRuntime(choice: 'docker' | 'oci' | undefined, dataDi
   }
 }
 
+/** One log broker per manager: its agent side, reader side and leader loop are one object. */
+const brokers = new WeakMap<Manager, LogBroker>();
+function brokerOf(manager: Manager): LogBroker {
+  let broker = brokers.get(manager);
+  if (!broker) {
+    broker = createLogBroker({
+      store: manager.store,
+      isLeader: () => manager.raft.isLeader(),
+      leaderAddress: () => manager.leaderAddress(),
+      logger: componentLogger('logbroker', { nodeId: manager.nodeId }),
+    });
+    brokers.set(manager, broker);
+  }
+  return broker;
+}
+
+/** ServiceLogs of a manager: served by the leader's broker, relayed to it elsewhere. */
+function logsFor(manager: Manager, authorize?: Authorize): LogsServer {
+  const { router } = controlPartsOf(manager);
+  return forwardingLogs(brokerOf(manager).readers, () => router.route(), {
+    authorize,
+    selfName: manager.nodeId,
+  });
+}
+
+/** ServiceLogs on the unix socket, routed to whichever manager this daemon currently runs. */
+function socketLogs(current: () => Manager | undefined): LogsServer {
+  const servers = new WeakMap<Manager, LogsServer>();
+  return {
+    serviceLogs: (call) => {
+      const manager = current();
+      if (!manager) {
+        call.emit(
+          'error',
+          new ClusterError(
+            'FAILED_PRECONDITION',
+            "this node is not a manager: run the command on a manager, or 'cluster init' / 'cluster join' first",
+          ).toServiceError(),
+        );
+        return;
+      }
+      let server = servers.get(manager);
+      if (!server) {
+        server = logsFor(manager);
+        servers.set(manager, server);
+      }
+      server.serviceLogs(call);
+    },
+  };
+}
+
 export function daemonOptions(base: NodeDaemonOptions): DaemonOptions {
   return {
     ...base,
@@ -154,18 +212,25 @@ export function daemonOptions(base: NodeDaemonOptions): DaemonOptions {
           }),
         },
         { definition: DispatcherService, implementation: dispatcherOf(manager).server },
+        { definition: LogBrokerService, implementation: brokerOf(manager).agents },
+        { definition: LogsService, implementation: logsFor(manager, requireManagerCertificate) },
       ],
       loops: (manager) => [
         ...controlLoops(manager.store, { taskAllocators: [ingressGate] }),
         meshLoop(manager.store, componentLogger('mesh', { nodeId: manager.nodeId })),
         dispatcherOf(manager).loop,
+        brokerOf(manager).loop,
       ],
       onStop: (manager) => {
         dispatcherOf(manager).close();
+        brokerOf(manager).close();
         controlParts.get(manager)?.router.close();
       },
     },
-    localServices: (current) => [{ definition: ControlService, implementation: socketControl(current) }],
+    localServices: (current) => [
+      { definition: ControlService, implementation: socketControl(current) },
+      { definition: LogsService, implementation: socketLogs(current) },
+    ],
     startAgent: async (dirs, state, tls) => {
       const logger = componentLogger('agent', { nodeId: state.nodeId });
       const mesh = new Mesh(logger);

@@ -21,9 +21,12 @@ import {
   type ContainerInfo,
   type ContainerStatus,
   type HealthStatus,
+  type LogLine,
+  type LogOptions,
   type Runtime,
   type RuntimeDescription,
 } from './index';
+import { DockerLogDemuxer, dockerSince } from './docker-logs';
 
 export const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
 /** The Engine API version we speak: Debian bookworm's docker.io 20.10 serves 1.41. */
@@ -383,6 +386,62 @@ export class DockerRuntime implements Runtime {
     if (res.status === 404) return '';
     const c = JSON.parse(res.body) as { State?: { Health?: { Status?: string } } };
     return toHealth(c.State?.Health?.Status);
+  }
+
+  /** The container's output from /containers/{id}/logs (multiplexed frames, timestamps on). */
+  async *logs(containerId: string, options: LogOptions): AsyncIterable<LogLine> {
+    const query = new URLSearchParams({
+      stdout: '1',
+      stderr: '1',
+      timestamps: '1',
+      follow: options.follow ? '1' : '0',
+      tail: options.tail === undefined || options.tail < 0 ? 'all' : String(options.tail),
+    });
+    if (options.sinceMs) query.set('since', dockerSince(options.sinceMs));
+    const path = `/containers/${encodeURIComponent(containerId)}/logs?${query.toString()}`;
+    const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      const req = http.request(
+        {
+          socketPath: this.socketPath,
+          agent: this.agent,
+          method: 'GET',
+          path: `/${DOCKER_API_VERSION}${path}`,
+          signal: options.signal,
+        },
+        resolve,
+      );
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        if (err.code !== undefined && ENGINE_DOWN_CODES.has(err.code)) {
+          reject(
+            new RuntimeUnavailableError(
+              `the Docker engine does not answer on ${this.socketPath}: ${err.message}`,
+            ),
+          );
+        } else reject(err);
+      });
+      req.end();
+    });
+    if (res.statusCode !== 200) {
+      const chunks: Buffer[] = [];
+      for await (const c of res) chunks.push(c as Buffer);
+      const body = Buffer.concat(chunks).toString('utf8');
+      let message = body.trim();
+      try {
+        message = (JSON.parse(body) as { message?: string }).message ?? message;
+      } catch {
+        // Not JSON: keep the text.
+      }
+      throw new DockerApiError(res.statusCode ?? 0, `docker GET /containers/${containerId}/logs: ${message}`);
+    }
+    const demux = new DockerLogDemuxer();
+    try {
+      for await (const chunk of res) yield* demux.push(chunk as Buffer);
+    } catch (err) {
+      // A followed stream cut by its reader ends quietly.
+      if (options.signal?.aborted) return;
+      throw err;
+    }
+    yield* demux.end();
   }
 
   async adopt(nodeId: string): Promise<ContainerInfo[]> {

@@ -9,7 +9,9 @@ import {
   type ChannelCredentials,
   Client,
   type ClientOptions,
+  type ClientReadableStream,
   type ClientUnaryCall,
+  type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -174,6 +176,43 @@ export interface UpdateClusterRequest {
 
 export interface UpdateClusterResponse {
   cluster?: Cluster | undefined;
+}
+
+/** Service logs: the leader's log broker asks the agents holding the tasks for their lines. */
+export interface ServiceLogsRequest {
+  /** A service (name, id or id prefix) or a task (id or id prefix). */
+  target: string;
+  follow: boolean;
+  /** The last N lines of each task; negative for all. */
+  tail: number;
+  /** Unix milliseconds; lines before are skipped. 0 for all. */
+  sinceMs: number;
+}
+
+/** Where a line comes from, for the "web.1.abc123@node-2    | " prefix. */
+export interface LogContext {
+  serviceId: string;
+  serviceName: string;
+  taskId: string;
+  slot: number;
+  nodeId: string;
+  nodeName: string;
+}
+
+export interface LogEntry {
+  context?:
+    | LogContext
+    | undefined;
+  /** "stdout" or "stderr". */
+  stream: string;
+  timeMs: number;
+  text: string;
+}
+
+export interface ServiceLogsMessage {
+  entries: LogEntry[];
+  /** Nodes whose lines are missing (not connected, or their runtime failed), said once each. */
+  warnings: string[];
 }
 
 function createBaseGetNodeRequest(): GetNodeRequest {
@@ -2968,6 +3007,504 @@ export const UpdateClusterResponse: MessageFns<UpdateClusterResponse> = {
   },
 };
 
+function createBaseServiceLogsRequest(): ServiceLogsRequest {
+  return { target: "", follow: false, tail: 0, sinceMs: 0 };
+}
+
+export const ServiceLogsRequest: MessageFns<ServiceLogsRequest> = {
+  encode(message: ServiceLogsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.target !== "") {
+      writer.uint32(10).string(message.target);
+    }
+    if (message.follow !== false) {
+      writer.uint32(16).bool(message.follow);
+    }
+    if (message.tail !== 0) {
+      writer.uint32(24).int64(message.tail);
+    }
+    if (message.sinceMs !== 0) {
+      writer.uint32(32).int64(message.sinceMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServiceLogsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServiceLogsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.target = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.follow = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.tail = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.sinceMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ServiceLogsRequest {
+    return {
+      target: isSet(object.target) ? globalThis.String(object.target) : "",
+      follow: isSet(object.follow) ? globalThis.Boolean(object.follow) : false,
+      tail: isSet(object.tail) ? globalThis.Number(object.tail) : 0,
+      sinceMs: isSet(object.sinceMs)
+        ? globalThis.Number(object.sinceMs)
+        : isSet(object.since_ms)
+        ? globalThis.Number(object.since_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: ServiceLogsRequest): unknown {
+    const obj: any = {};
+    if (message.target !== "") {
+      obj.target = message.target;
+    }
+    if (message.follow !== false) {
+      obj.follow = message.follow;
+    }
+    if (message.tail !== 0) {
+      obj.tail = Math.round(message.tail);
+    }
+    if (message.sinceMs !== 0) {
+      obj.sinceMs = Math.round(message.sinceMs);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ServiceLogsRequest>, I>>(base?: I): ServiceLogsRequest {
+    return ServiceLogsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ServiceLogsRequest>, I>>(object: I): ServiceLogsRequest {
+    const message = createBaseServiceLogsRequest();
+    message.target = object.target ?? "";
+    message.follow = object.follow ?? false;
+    message.tail = object.tail ?? 0;
+    message.sinceMs = object.sinceMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseLogContext(): LogContext {
+  return { serviceId: "", serviceName: "", taskId: "", slot: 0, nodeId: "", nodeName: "" };
+}
+
+export const LogContext: MessageFns<LogContext> = {
+  encode(message: LogContext, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.serviceId !== "") {
+      writer.uint32(10).string(message.serviceId);
+    }
+    if (message.serviceName !== "") {
+      writer.uint32(18).string(message.serviceName);
+    }
+    if (message.taskId !== "") {
+      writer.uint32(26).string(message.taskId);
+    }
+    if (message.slot !== 0) {
+      writer.uint32(32).uint32(message.slot);
+    }
+    if (message.nodeId !== "") {
+      writer.uint32(42).string(message.nodeId);
+    }
+    if (message.nodeName !== "") {
+      writer.uint32(50).string(message.nodeName);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LogContext {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLogContext();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.serviceId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.serviceName = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.taskId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.slot = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.nodeName = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LogContext {
+    return {
+      serviceId: isSet(object.serviceId)
+        ? globalThis.String(object.serviceId)
+        : isSet(object.service_id)
+        ? globalThis.String(object.service_id)
+        : "",
+      serviceName: isSet(object.serviceName)
+        ? globalThis.String(object.serviceName)
+        : isSet(object.service_name)
+        ? globalThis.String(object.service_name)
+        : "",
+      taskId: isSet(object.taskId)
+        ? globalThis.String(object.taskId)
+        : isSet(object.task_id)
+        ? globalThis.String(object.task_id)
+        : "",
+      slot: isSet(object.slot) ? globalThis.Number(object.slot) : 0,
+      nodeId: isSet(object.nodeId)
+        ? globalThis.String(object.nodeId)
+        : isSet(object.node_id)
+        ? globalThis.String(object.node_id)
+        : "",
+      nodeName: isSet(object.nodeName)
+        ? globalThis.String(object.nodeName)
+        : isSet(object.node_name)
+        ? globalThis.String(object.node_name)
+        : "",
+    };
+  },
+
+  toJSON(message: LogContext): unknown {
+    const obj: any = {};
+    if (message.serviceId !== "") {
+      obj.serviceId = message.serviceId;
+    }
+    if (message.serviceName !== "") {
+      obj.serviceName = message.serviceName;
+    }
+    if (message.taskId !== "") {
+      obj.taskId = message.taskId;
+    }
+    if (message.slot !== 0) {
+      obj.slot = Math.round(message.slot);
+    }
+    if (message.nodeId !== "") {
+      obj.nodeId = message.nodeId;
+    }
+    if (message.nodeName !== "") {
+      obj.nodeName = message.nodeName;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LogContext>, I>>(base?: I): LogContext {
+    return LogContext.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LogContext>, I>>(object: I): LogContext {
+    const message = createBaseLogContext();
+    message.serviceId = object.serviceId ?? "";
+    message.serviceName = object.serviceName ?? "";
+    message.taskId = object.taskId ?? "";
+    message.slot = object.slot ?? 0;
+    message.nodeId = object.nodeId ?? "";
+    message.nodeName = object.nodeName ?? "";
+    return message;
+  },
+};
+
+function createBaseLogEntry(): LogEntry {
+  return { context: undefined, stream: "", timeMs: 0, text: "" };
+}
+
+export const LogEntry: MessageFns<LogEntry> = {
+  encode(message: LogEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.context !== undefined) {
+      LogContext.encode(message.context, writer.uint32(10).fork()).join();
+    }
+    if (message.stream !== "") {
+      writer.uint32(18).string(message.stream);
+    }
+    if (message.timeMs !== 0) {
+      writer.uint32(24).int64(message.timeMs);
+    }
+    if (message.text !== "") {
+      writer.uint32(34).string(message.text);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LogEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLogEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.context = LogContext.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.stream = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.timeMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.text = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LogEntry {
+    return {
+      context: isSet(object.context) ? LogContext.fromJSON(object.context) : undefined,
+      stream: isSet(object.stream) ? globalThis.String(object.stream) : "",
+      timeMs: isSet(object.timeMs)
+        ? globalThis.Number(object.timeMs)
+        : isSet(object.time_ms)
+        ? globalThis.Number(object.time_ms)
+        : 0,
+      text: isSet(object.text) ? globalThis.String(object.text) : "",
+    };
+  },
+
+  toJSON(message: LogEntry): unknown {
+    const obj: any = {};
+    if (message.context !== undefined) {
+      obj.context = LogContext.toJSON(message.context);
+    }
+    if (message.stream !== "") {
+      obj.stream = message.stream;
+    }
+    if (message.timeMs !== 0) {
+      obj.timeMs = Math.round(message.timeMs);
+    }
+    if (message.text !== "") {
+      obj.text = message.text;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LogEntry>, I>>(base?: I): LogEntry {
+    return LogEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LogEntry>, I>>(object: I): LogEntry {
+    const message = createBaseLogEntry();
+    message.context = (object.context !== undefined && object.context !== null)
+      ? LogContext.fromPartial(object.context)
+      : undefined;
+    message.stream = object.stream ?? "";
+    message.timeMs = object.timeMs ?? 0;
+    message.text = object.text ?? "";
+    return message;
+  },
+};
+
+function createBaseServiceLogsMessage(): ServiceLogsMessage {
+  return { entries: [], warnings: [] };
+}
+
+export const ServiceLogsMessage: MessageFns<ServiceLogsMessage> = {
+  encode(message: ServiceLogsMessage, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.entries) {
+      LogEntry.encode(v!, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.warnings) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServiceLogsMessage {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServiceLogsMessage();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.entries.push(LogEntry.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.warnings.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ServiceLogsMessage {
+    return {
+      entries: globalThis.Array.isArray(object?.entries) ? object.entries.map((e: any) => LogEntry.fromJSON(e)) : [],
+      warnings: globalThis.Array.isArray(object?.warnings) ? object.warnings.map((e: any) => globalThis.String(e)) : [],
+    };
+  },
+
+  toJSON(message: ServiceLogsMessage): unknown {
+    const obj: any = {};
+    if (message.entries?.length) {
+      obj.entries = message.entries.map((e) => LogEntry.toJSON(e));
+    }
+    if (message.warnings?.length) {
+      obj.warnings = message.warnings;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ServiceLogsMessage>, I>>(base?: I): ServiceLogsMessage {
+    return ServiceLogsMessage.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ServiceLogsMessage>, I>>(object: I): ServiceLogsMessage {
+    const message = createBaseServiceLogsMessage();
+    message.entries = object.entries?.map((e) => LogEntry.fromPartial(e)) || [];
+    message.warnings = object.warnings?.map((e) => e) || [];
+    return message;
+  },
+};
+
 export type ControlService = typeof ControlService;
 export const ControlService = {
   getNode: {
@@ -3389,6 +3926,38 @@ export interface ControlClient extends Client {
 export const ControlClient = makeGenericClientConstructor(ControlService, "cluster.v1.Control") as unknown as {
   new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): ControlClient;
   service: typeof ControlService;
+  serviceName: string;
+};
+
+export type LogsService = typeof LogsService;
+export const LogsService = {
+  serviceLogs: {
+    path: "/cluster.v1.Logs/ServiceLogs" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: ServiceLogsRequest): Buffer => Buffer.from(ServiceLogsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ServiceLogsRequest => ServiceLogsRequest.decode(value),
+    responseSerialize: (value: ServiceLogsMessage): Buffer => Buffer.from(ServiceLogsMessage.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ServiceLogsMessage => ServiceLogsMessage.decode(value),
+  },
+} as const;
+
+export interface LogsServer extends UntypedServiceImplementation {
+  serviceLogs: handleServerStreamingCall<ServiceLogsRequest, ServiceLogsMessage>;
+}
+
+export interface LogsClient extends Client {
+  serviceLogs(request: ServiceLogsRequest, options?: Partial<CallOptions>): ClientReadableStream<ServiceLogsMessage>;
+  serviceLogs(
+    request: ServiceLogsRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<ServiceLogsMessage>;
+}
+
+export const LogsClient = makeGenericClientConstructor(LogsService, "cluster.v1.Logs") as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): LogsClient;
+  service: typeof LogsService;
   serviceName: string;
 };
 

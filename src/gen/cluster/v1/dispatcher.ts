@@ -11,6 +11,8 @@ import {
   type ClientOptions,
   type ClientReadableStream,
   type ClientUnaryCall,
+  type ClientWritableStream,
+  type handleClientStreamingCall,
   type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
@@ -131,6 +133,46 @@ export interface UpdateTaskStatusRequest {
 }
 
 export interface UpdateTaskStatusResponse {
+}
+
+/**
+ * The log broker's end at the leader: it asks agents for lines (a subscription) and agents
+ * publish them back on a client stream, one per subscription.
+ */
+export interface LogSubscription {
+  id: string;
+  /** Tasks of this node whose lines are wanted. */
+  taskIds: string[];
+  follow: boolean;
+  /** The last N lines of each task; negative for all. */
+  tail: number;
+  /** Unix milliseconds; 0 for all. */
+  sinceMs: number;
+  /** The reader went away: stop publishing this subscription. */
+  close: boolean;
+}
+
+export interface ListenSubscriptionsRequest {
+  sessionId: string;
+}
+
+export interface PublishedLogLine {
+  taskId: string;
+  stream: string;
+  timeMs: number;
+  text: string;
+}
+
+export interface PublishLogsMessage {
+  subscriptionId: string;
+  lines: PublishedLogLine[];
+  /** This node has sent every line it will (not followed): the broker stops waiting for it. */
+  done: boolean;
+  /** Why lines of some task could not be read. */
+  error: string;
+}
+
+export interface PublishLogsResponse {
 }
 
 function createBaseSessionRequest(): SessionRequest {
@@ -1538,6 +1580,534 @@ export const UpdateTaskStatusResponse: MessageFns<UpdateTaskStatusResponse> = {
   },
 };
 
+function createBaseLogSubscription(): LogSubscription {
+  return { id: "", taskIds: [], follow: false, tail: 0, sinceMs: 0, close: false };
+}
+
+export const LogSubscription: MessageFns<LogSubscription> = {
+  encode(message: LogSubscription, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    for (const v of message.taskIds) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.follow !== false) {
+      writer.uint32(24).bool(message.follow);
+    }
+    if (message.tail !== 0) {
+      writer.uint32(32).int64(message.tail);
+    }
+    if (message.sinceMs !== 0) {
+      writer.uint32(40).int64(message.sinceMs);
+    }
+    if (message.close !== false) {
+      writer.uint32(48).bool(message.close);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LogSubscription {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLogSubscription();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.taskIds.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.follow = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.tail = longToNumber(reader.int64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.sinceMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.close = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LogSubscription {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      taskIds: globalThis.Array.isArray(object?.taskIds)
+        ? object.taskIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.task_ids)
+        ? object.task_ids.map((e: any) => globalThis.String(e))
+        : [],
+      follow: isSet(object.follow) ? globalThis.Boolean(object.follow) : false,
+      tail: isSet(object.tail) ? globalThis.Number(object.tail) : 0,
+      sinceMs: isSet(object.sinceMs)
+        ? globalThis.Number(object.sinceMs)
+        : isSet(object.since_ms)
+        ? globalThis.Number(object.since_ms)
+        : 0,
+      close: isSet(object.close) ? globalThis.Boolean(object.close) : false,
+    };
+  },
+
+  toJSON(message: LogSubscription): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.taskIds?.length) {
+      obj.taskIds = message.taskIds;
+    }
+    if (message.follow !== false) {
+      obj.follow = message.follow;
+    }
+    if (message.tail !== 0) {
+      obj.tail = Math.round(message.tail);
+    }
+    if (message.sinceMs !== 0) {
+      obj.sinceMs = Math.round(message.sinceMs);
+    }
+    if (message.close !== false) {
+      obj.close = message.close;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LogSubscription>, I>>(base?: I): LogSubscription {
+    return LogSubscription.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LogSubscription>, I>>(object: I): LogSubscription {
+    const message = createBaseLogSubscription();
+    message.id = object.id ?? "";
+    message.taskIds = object.taskIds?.map((e) => e) || [];
+    message.follow = object.follow ?? false;
+    message.tail = object.tail ?? 0;
+    message.sinceMs = object.sinceMs ?? 0;
+    message.close = object.close ?? false;
+    return message;
+  },
+};
+
+function createBaseListenSubscriptionsRequest(): ListenSubscriptionsRequest {
+  return { sessionId: "" };
+}
+
+export const ListenSubscriptionsRequest: MessageFns<ListenSubscriptionsRequest> = {
+  encode(message: ListenSubscriptionsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListenSubscriptionsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListenSubscriptionsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListenSubscriptionsRequest {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ListenSubscriptionsRequest): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListenSubscriptionsRequest>, I>>(base?: I): ListenSubscriptionsRequest {
+    return ListenSubscriptionsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListenSubscriptionsRequest>, I>>(object: I): ListenSubscriptionsRequest {
+    const message = createBaseListenSubscriptionsRequest();
+    message.sessionId = object.sessionId ?? "";
+    return message;
+  },
+};
+
+function createBasePublishedLogLine(): PublishedLogLine {
+  return { taskId: "", stream: "", timeMs: 0, text: "" };
+}
+
+export const PublishedLogLine: MessageFns<PublishedLogLine> = {
+  encode(message: PublishedLogLine, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.taskId !== "") {
+      writer.uint32(10).string(message.taskId);
+    }
+    if (message.stream !== "") {
+      writer.uint32(18).string(message.stream);
+    }
+    if (message.timeMs !== 0) {
+      writer.uint32(24).int64(message.timeMs);
+    }
+    if (message.text !== "") {
+      writer.uint32(34).string(message.text);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PublishedLogLine {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePublishedLogLine();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.taskId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.stream = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.timeMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.text = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PublishedLogLine {
+    return {
+      taskId: isSet(object.taskId)
+        ? globalThis.String(object.taskId)
+        : isSet(object.task_id)
+        ? globalThis.String(object.task_id)
+        : "",
+      stream: isSet(object.stream) ? globalThis.String(object.stream) : "",
+      timeMs: isSet(object.timeMs)
+        ? globalThis.Number(object.timeMs)
+        : isSet(object.time_ms)
+        ? globalThis.Number(object.time_ms)
+        : 0,
+      text: isSet(object.text) ? globalThis.String(object.text) : "",
+    };
+  },
+
+  toJSON(message: PublishedLogLine): unknown {
+    const obj: any = {};
+    if (message.taskId !== "") {
+      obj.taskId = message.taskId;
+    }
+    if (message.stream !== "") {
+      obj.stream = message.stream;
+    }
+    if (message.timeMs !== 0) {
+      obj.timeMs = Math.round(message.timeMs);
+    }
+    if (message.text !== "") {
+      obj.text = message.text;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PublishedLogLine>, I>>(base?: I): PublishedLogLine {
+    return PublishedLogLine.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PublishedLogLine>, I>>(object: I): PublishedLogLine {
+    const message = createBasePublishedLogLine();
+    message.taskId = object.taskId ?? "";
+    message.stream = object.stream ?? "";
+    message.timeMs = object.timeMs ?? 0;
+    message.text = object.text ?? "";
+    return message;
+  },
+};
+
+function createBasePublishLogsMessage(): PublishLogsMessage {
+  return { subscriptionId: "", lines: [], done: false, error: "" };
+}
+
+export const PublishLogsMessage: MessageFns<PublishLogsMessage> = {
+  encode(message: PublishLogsMessage, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.subscriptionId !== "") {
+      writer.uint32(10).string(message.subscriptionId);
+    }
+    for (const v of message.lines) {
+      PublishedLogLine.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.done !== false) {
+      writer.uint32(24).bool(message.done);
+    }
+    if (message.error !== "") {
+      writer.uint32(34).string(message.error);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PublishLogsMessage {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePublishLogsMessage();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.subscriptionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.lines.push(PublishedLogLine.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.done = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.error = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PublishLogsMessage {
+    return {
+      subscriptionId: isSet(object.subscriptionId)
+        ? globalThis.String(object.subscriptionId)
+        : isSet(object.subscription_id)
+        ? globalThis.String(object.subscription_id)
+        : "",
+      lines: globalThis.Array.isArray(object?.lines) ? object.lines.map((e: any) => PublishedLogLine.fromJSON(e)) : [],
+      done: isSet(object.done) ? globalThis.Boolean(object.done) : false,
+      error: isSet(object.error) ? globalThis.String(object.error) : "",
+    };
+  },
+
+  toJSON(message: PublishLogsMessage): unknown {
+    const obj: any = {};
+    if (message.subscriptionId !== "") {
+      obj.subscriptionId = message.subscriptionId;
+    }
+    if (message.lines?.length) {
+      obj.lines = message.lines.map((e) => PublishedLogLine.toJSON(e));
+    }
+    if (message.done !== false) {
+      obj.done = message.done;
+    }
+    if (message.error !== "") {
+      obj.error = message.error;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PublishLogsMessage>, I>>(base?: I): PublishLogsMessage {
+    return PublishLogsMessage.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PublishLogsMessage>, I>>(object: I): PublishLogsMessage {
+    const message = createBasePublishLogsMessage();
+    message.subscriptionId = object.subscriptionId ?? "";
+    message.lines = object.lines?.map((e) => PublishedLogLine.fromPartial(e)) || [];
+    message.done = object.done ?? false;
+    message.error = object.error ?? "";
+    return message;
+  },
+};
+
+function createBasePublishLogsResponse(): PublishLogsResponse {
+  return {};
+}
+
+export const PublishLogsResponse: MessageFns<PublishLogsResponse> = {
+  encode(_: PublishLogsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PublishLogsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePublishLogsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): PublishLogsResponse {
+    return {};
+  },
+
+  toJSON(_: PublishLogsResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PublishLogsResponse>, I>>(base?: I): PublishLogsResponse {
+    return PublishLogsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PublishLogsResponse>, I>>(_: I): PublishLogsResponse {
+    const message = createBasePublishLogsResponse();
+    return message;
+  },
+};
+
 export type DispatcherService = typeof DispatcherService;
 export const DispatcherService = {
   session: {
@@ -1638,6 +2208,68 @@ export const DispatcherClient = makeGenericClientConstructor(DispatcherService, 
   serviceName: string;
 };
 
+export type LogBrokerService = typeof LogBrokerService;
+export const LogBrokerService = {
+  listenSubscriptions: {
+    path: "/cluster.v1.LogBroker/ListenSubscriptions" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: ListenSubscriptionsRequest): Buffer =>
+      Buffer.from(ListenSubscriptionsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListenSubscriptionsRequest => ListenSubscriptionsRequest.decode(value),
+    responseSerialize: (value: LogSubscription): Buffer => Buffer.from(LogSubscription.encode(value).finish()),
+    responseDeserialize: (value: Buffer): LogSubscription => LogSubscription.decode(value),
+  },
+  publishLogs: {
+    path: "/cluster.v1.LogBroker/PublishLogs" as const,
+    requestStream: true as const,
+    responseStream: false as const,
+    requestSerialize: (value: PublishLogsMessage): Buffer => Buffer.from(PublishLogsMessage.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PublishLogsMessage => PublishLogsMessage.decode(value),
+    responseSerialize: (value: PublishLogsResponse): Buffer => Buffer.from(PublishLogsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PublishLogsResponse => PublishLogsResponse.decode(value),
+  },
+} as const;
+
+export interface LogBrokerServer extends UntypedServiceImplementation {
+  listenSubscriptions: handleServerStreamingCall<ListenSubscriptionsRequest, LogSubscription>;
+  publishLogs: handleClientStreamingCall<PublishLogsMessage, PublishLogsResponse>;
+}
+
+export interface LogBrokerClient extends Client {
+  listenSubscriptions(
+    request: ListenSubscriptionsRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<LogSubscription>;
+  listenSubscriptions(
+    request: ListenSubscriptionsRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<LogSubscription>;
+  publishLogs(
+    callback: (error: ServiceError | null, response: PublishLogsResponse) => void,
+  ): ClientWritableStream<PublishLogsMessage>;
+  publishLogs(
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PublishLogsResponse) => void,
+  ): ClientWritableStream<PublishLogsMessage>;
+  publishLogs(
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PublishLogsResponse) => void,
+  ): ClientWritableStream<PublishLogsMessage>;
+  publishLogs(
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PublishLogsResponse) => void,
+  ): ClientWritableStream<PublishLogsMessage>;
+}
+
+export const LogBrokerClient = makeGenericClientConstructor(LogBrokerService, "cluster.v1.LogBroker") as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): LogBrokerClient;
+  service: typeof LogBrokerService;
+  serviceName: string;
+};
+
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 
 type DeepPartial<T> = T extends Builtin ? T
@@ -1650,6 +2282,17 @@ type DeepPartial<T> = T extends Builtin ? T
 type KeysOfUnion<T> = T extends T ? keyof T : never;
 type Exact<P, I extends P> = P extends Builtin ? P
   : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
+
+function longToNumber(int64: { toString(): string }): number {
+  const num = globalThis.Number(int64.toString());
+  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
+  }
+  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
+  }
+  return num;
+}
 
 function isSet(value: any): boolean {
   return value !== null && value !== undefined;

@@ -1,0 +1,410 @@
+// The log broker (SwarmKit's logbroker): `cluster service logs` reaches the leader, which finds
+// the tasks and the nodes holding them, sends each node's agent a subscription on its listen
+// stream, and relays what the agents publish back to the reader. Without follow the reader's
+// stream ends once every node has said it is done; with follow it ends when the reader leaves.
+import {
+  Metadata,
+  type handleClientStreamingCall,
+  type ServerReadableStream,
+  type ServerWritableStream,
+  type ServiceError,
+} from '@grpc/grpc-js';
+import {
+  LogSubscription,
+  type ListenSubscriptionsRequest,
+  type LogBrokerServer,
+  type PublishLogsMessage,
+  type PublishLogsResponse,
+} from '../../gen/cluster/v1/dispatcher';
+import {
+  ServiceLogsMessage,
+  type LogContext,
+  type LogEntry,
+  type LogsServer,
+  type ServiceLogsRequest,
+} from '../../gen/cluster/v1/control';
+import { TaskState, type Task } from '../../gen/cluster/v1/objects';
+import { ClusterError, toClusterError } from '../../common/errors';
+import type { Logger } from '../../common/logger';
+import type { LeaderLoop } from '../../node/leader_loops';
+import { newId, thaw, type DeepReadonly, type MemoryStore } from '../../store';
+import { nodeIdentityFromPeer, type NodeIdentity } from '../ca';
+import { LEADER_ADDR_METADATA } from '../dispatcher';
+
+/** Lines per message to the reader. */
+export const MAX_ENTRIES_PER_MESSAGE = 500;
+/** Readers served at once; more are refused (each holds a subscription on every node it reads). */
+export const MAX_SUBSCRIPTIONS = 256;
+
+type AnyCall = ServerWritableStream<unknown, unknown> | ServerReadableStream<unknown, unknown>;
+
+export interface LogBrokerOptions {
+  store: MemoryStore;
+  isLeader(): boolean;
+  leaderAddress(): string | undefined;
+  logger: Logger;
+  /** Who is calling on the agent side; the node certificate by default (tests inject identities). */
+  identify?: (call: AnyCall) => NodeIdentity;
+}
+
+export interface LogBroker {
+  /** The agents' side (on the manager port, next to the dispatcher). */
+  agents: LogBrokerServer;
+  /** The readers' side: ServiceLogs, on the leader (followers forward, see forward.ts). */
+  readers: LogsServer;
+  /** Ends listeners and readers when leadership is lost. */
+  loop: LeaderLoop;
+  close(): void;
+}
+
+interface Listener {
+  nodeId: string;
+  send(sub: LogSubscription): void;
+  end(error: ClusterError): void;
+}
+
+interface Subscription {
+  id: string;
+  /** Tasks asked of each node. */
+  byNode: Map<string, Set<string>>;
+  /** Nodes that have not said they are done. */
+  waiting: Set<string>;
+  deliver(nodeId: string, entries: LogEntry[]): void;
+  warn(text: string): void;
+  nodeDone(nodeId: string): void;
+}
+
+/** Tasks whose container may still exist on a node: assigned and not yet removed. */
+function hasContainer(task: DeepReadonly<Task>): boolean {
+  const state = task.status?.state ?? TaskState.TASK_STATE_NEW;
+  return (
+    task.nodeId !== '' && state >= TaskState.TASK_STATE_ACCEPTED && state !== TaskState.TASK_STATE_REJECTED
+  );
+}
+
+/** The tasks a target names: a service (every task of it) or one task. NOT_FOUND otherwise. */
+export function tasksOfTarget(store: MemoryStore, target: string): Task[] {
+  if (target === '') throw new ClusterError('INVALID_ARGUMENT', 'a service or task name or id is required');
+  return store.view((tx) => {
+    let serviceError: ClusterError | undefined;
+    try {
+      const service = tx.services.lookup(target);
+      return tx.tasks
+        .find('serviceId', service.id)
+        .filter(hasContainer)
+        .map((t) => thaw<Task>(t));
+    } catch (err) {
+      serviceError = toClusterError(err);
+      if (serviceError.code !== 'NOT_FOUND') throw serviceError;
+    }
+    try {
+      const task = tx.tasks.lookup(target);
+      return hasContainer(task) ? [task] : [];
+    } catch (err) {
+      const e = toClusterError(err);
+      if (e.code !== 'NOT_FOUND') throw e;
+    }
+    throw new ClusterError('NOT_FOUND', `no such service or task: '${target}'`);
+  });
+}
+
+export function createLogBroker(options: LogBrokerOptions): LogBroker {
+  const { store, logger } = options;
+  const identify =
+    options.identify ?? ((call: AnyCall) => nodeIdentityFromPeer(call.getAuthContext()?.sslPeerCertificate));
+  const listeners = new Map<string, Listener>();
+  const subscriptions = new Map<string, Subscription>();
+
+  function notLeader(): ClusterError {
+    const addr = options.leaderAddress();
+    return new ClusterError(
+      'UNAVAILABLE',
+      addr
+        ? `this manager is not the leader: reconnect to ${addr}`
+        : 'no leader elected yet; retry in a moment',
+      addr ? { leaderAddr: addr } : {},
+    );
+  }
+
+  function serviceError(err: unknown): Partial<ServiceError> {
+    const e = toClusterError(err);
+    const out = e.toServiceError();
+    const leaderAddr = e.details.leaderAddr;
+    if (typeof leaderAddr === 'string') {
+      const md = out.metadata ?? new Metadata();
+      md.set(LEADER_ADDR_METADATA, leaderAddr);
+      out.metadata = md;
+    }
+    return out;
+  }
+
+  function endStream(stream: ServerWritableStream<unknown, unknown>, error?: ClusterError): void {
+    if (stream.cancelled || stream.writableEnded) return;
+    if (error) stream.emit('error', serviceError(error));
+    else stream.end();
+  }
+
+  // ------------------------------------------------------------------ agents
+  const listenSubscriptions: LogBrokerServer['listenSubscriptions'] = (
+    call: ServerWritableStream<ListenSubscriptionsRequest, LogSubscription>,
+  ) => {
+    const stream = call as ServerWritableStream<unknown, unknown>;
+    let nodeId: string;
+    try {
+      if (!options.isLeader()) throw notLeader();
+      nodeId = identify(stream).nodeId;
+    } catch (err) {
+      endStream(stream, toClusterError(err));
+      return;
+    }
+    const listener: Listener = {
+      nodeId,
+      send: (sub) => call.write(sub),
+      end: (error) => endStream(stream, error),
+    };
+    listeners
+      .get(nodeId)
+      ?.end(new ClusterError('UNAVAILABLE', 'a newer listener of this node replaced this one'));
+    listeners.set(nodeId, listener);
+    logger.debug({ nodeId }, 'log listener connected');
+    const gone = () => {
+      if (listeners.get(nodeId) !== listener) return;
+      listeners.delete(nodeId);
+      // Readers waiting on this node would wait forever.
+      for (const sub of subscriptions.values()) {
+        if (!sub.byNode.has(nodeId)) continue;
+        sub.warn(`node ${nodeId} disconnected: its lines may be incomplete`);
+        sub.nodeDone(nodeId);
+      }
+    };
+    call.on('cancelled', gone);
+    call.on('close', gone);
+    // Subscriptions of followed readers opened before this node (re)connected.
+    for (const sub of subscriptions.values()) {
+      const tasks = sub.byNode.get(nodeId);
+      if (tasks && sub.waiting.has(nodeId)) call.write(subscriptionFor(sub, tasks));
+    }
+  };
+
+  const subscriptionRequests = new Map<string, ServiceLogsRequest>();
+  function subscriptionFor(sub: Subscription, tasks: Set<string>): LogSubscription {
+    const r = subscriptionRequests.get(sub.id);
+    return LogSubscription.fromPartial({
+      id: sub.id,
+      taskIds: [...tasks],
+      follow: r?.follow ?? false,
+      tail: r?.tail ?? -1,
+      sinceMs: r?.sinceMs ?? 0,
+    });
+  }
+
+  const publishLogs: handleClientStreamingCall<PublishLogsMessage, PublishLogsResponse> = (
+    call,
+    callback,
+  ) => {
+    let nodeId: string;
+    try {
+      if (!options.isLeader()) throw notLeader();
+      nodeId = identify(call).nodeId;
+    } catch (err) {
+      callback(serviceError(err));
+      return;
+    }
+    let subId = '';
+    let answered = false;
+    const answer = (err?: ClusterError) => {
+      if (answered) return;
+      answered = true;
+      if (err) callback(serviceError(err));
+      else callback(null, {});
+    };
+    call.on('data', (msg: PublishLogsMessage) => {
+      subId ||= msg.subscriptionId;
+      const sub = subscriptions.get(msg.subscriptionId);
+      // The reader left: tell the agent to stop by ending its stream.
+      if (!sub) {
+        answer();
+        return;
+      }
+      const allowed = sub.byNode.get(nodeId);
+      if (!allowed) {
+        answer(
+          new ClusterError(
+            'PERMISSION_DENIED',
+            `subscription ${msg.subscriptionId} asked nothing of node ${nodeId}`,
+          ),
+        );
+        return;
+      }
+      const entries: LogEntry[] = [];
+      for (const line of msg.lines) {
+        if (!allowed.has(line.taskId)) continue;
+        entries.push({
+          context: contextOf(line.taskId, nodeId),
+          stream: line.stream,
+          timeMs: line.timeMs,
+          text: line.text,
+        });
+      }
+      if (entries.length) sub.deliver(nodeId, entries);
+      if (msg.error) sub.warn(`node ${nodeName(nodeId)}: ${msg.error}`);
+      if (msg.done) sub.nodeDone(nodeId);
+    });
+    call.on('end', () => {
+      const sub = subscriptions.get(subId);
+      if (sub?.waiting.has(nodeId) && !subscriptionRequests.get(subId)?.follow) sub.nodeDone(nodeId);
+      answer();
+    });
+    call.on('error', () => answer());
+  };
+
+  // ------------------------------------------------------------------ context of lines
+  const contexts = new Map<string, LogContext>();
+  function nodeName(nodeId: string): string {
+    return store.view((tx) => {
+      const node = tx.nodes.get(nodeId);
+      return node?.spec?.annotations?.name || node?.description?.hostname || nodeId;
+    });
+  }
+  function contextOf(taskId: string, nodeId: string): LogContext {
+    const known = contexts.get(taskId);
+    if (known) return known;
+    const context = store.view((tx) => {
+      const task = tx.tasks.get(taskId);
+      const service = task ? tx.services.get(task.serviceId) : undefined;
+      return {
+        serviceId: task?.serviceId ?? '',
+        serviceName: service?.spec?.annotations?.name ?? task?.serviceId ?? '',
+        taskId,
+        slot: task?.slot ?? 0,
+        nodeId,
+        nodeName: nodeName(nodeId),
+      };
+    });
+    // Bounded: contexts are cheap, and a long-lived leader forgets them all at once.
+    if (contexts.size >= 10_000) contexts.clear();
+    contexts.set(taskId, context);
+    return context;
+  }
+
+  // ------------------------------------------------------------------ readers
+  const serviceLogs: LogsServer['serviceLogs'] = (
+    call: ServerWritableStream<ServiceLogsRequest, ServiceLogsMessage>,
+  ) => {
+    const stream = call as ServerWritableStream<unknown, unknown>;
+    let tasks: Task[];
+    try {
+      if (!options.isLeader()) throw notLeader();
+      if (subscriptions.size >= MAX_SUBSCRIPTIONS) {
+        throw new ClusterError(
+          'RESOURCE_EXHAUSTED',
+          `${MAX_SUBSCRIPTIONS} log readers are open already; retry later`,
+        );
+      }
+      tasks = tasksOfTarget(store, call.request.target);
+    } catch (err) {
+      endStream(stream, toClusterError(err));
+      return;
+    }
+    const request = call.request;
+    const byNode = new Map<string, Set<string>>();
+    for (const t of tasks) {
+      let set = byNode.get(t.nodeId);
+      if (!set) byNode.set(t.nodeId, (set = new Set()));
+      set.add(t.id);
+    }
+    let ended = false;
+    const finish = () => {
+      if (ended) return;
+      ended = true;
+      subscriptions.delete(sub.id);
+      subscriptionRequests.delete(sub.id);
+      // Agents still publishing stop: a closing subscription, and their publish stream is ended.
+      for (const nodeId of byNode.keys()) {
+        listeners.get(nodeId)?.send(LogSubscription.fromPartial({ id: sub.id, close: true }));
+      }
+    };
+    const sub: Subscription = {
+      id: newId(),
+      byNode,
+      waiting: new Set(byNode.keys()),
+      deliver(_nodeId, entries) {
+        if (ended) return;
+        for (let i = 0; i < entries.length; i += MAX_ENTRIES_PER_MESSAGE) {
+          call.write(
+            ServiceLogsMessage.fromPartial({ entries: entries.slice(i, i + MAX_ENTRIES_PER_MESSAGE) }),
+          );
+        }
+      },
+      warn(text) {
+        if (!ended) call.write(ServiceLogsMessage.fromPartial({ warnings: [text] }));
+      },
+      nodeDone(nodeId) {
+        sub.waiting.delete(nodeId);
+        if (sub.waiting.size === 0 && !request.follow) {
+          finish();
+          endStream(stream);
+        }
+      },
+    };
+    subscriptions.set(sub.id, sub);
+    subscriptionRequests.set(sub.id, request);
+    call.on('cancelled', finish);
+    call.on('close', finish);
+    for (const [nodeId, taskIds] of byNode) {
+      const listener = listeners.get(nodeId);
+      if (listener) listener.send(subscriptionFor(sub, taskIds));
+      else {
+        sub.warn(`node ${nodeName(nodeId)} is not connected: lines of its tasks are missing`);
+        if (!request.follow) sub.waiting.delete(nodeId);
+      }
+    }
+    if (sub.waiting.size === 0 && !request.follow) {
+      finish();
+      endStream(stream);
+    }
+  };
+
+  function closeAll(error: ClusterError): void {
+    for (const l of [...listeners.values()]) l.end(error);
+    listeners.clear();
+    contexts.clear();
+    for (const sub of [...subscriptions.values()]) {
+      sub.warn(error.message);
+      // Readers end: a new leader has none of their subscriptions.
+      sub.waiting.clear();
+    }
+    subscriptions.clear();
+    subscriptionRequests.clear();
+    for (const end of readerEnders) end(error);
+    readerEnders.clear();
+  }
+  const readerEnders = new Set<(error: ClusterError) => void>();
+  const readers: LogsServer = {
+    serviceLogs: (call) => {
+      const ender = (error: ClusterError) => endStream(call, error);
+      readerEnders.add(ender);
+      call.on('close', () => readerEnders.delete(ender));
+      call.on('cancelled', () => readerEnders.delete(ender));
+      serviceLogs(call);
+    },
+  };
+
+  const loop: LeaderLoop = {
+    name: 'logbroker',
+    async run(signal: AbortSignal): Promise<void> {
+      await new Promise<void>((resolve) => {
+        if (signal.aborted) resolve();
+        else signal.addEventListener('abort', () => resolve(), { once: true });
+      });
+      closeAll(notLeader());
+    },
+  };
+
+  return {
+    agents: { listenSubscriptions, publishLogs },
+    readers,
+    loop,
+    close: () => closeAll(new ClusterError('UNAVAILABLE', 'the manager is shutting down')),
+  };
+}
