@@ -61,6 +61,8 @@ export type HostName = string;
 export interface LabOptions {
   managers?: number;
   workers?: number;
+  /** `scripts/lab up --runtime`; the daemons detect one when left out. */
+  runtime?: 'docker' | 'oci';
 }
 
 /** What the tree and the machine can do: tests that need more are skipped or todo, with why. */
@@ -193,7 +195,14 @@ export class Lab {
   async up(options: LabOptions = {}): Promise<void> {
     await removeLeftoverTestLab();
     const result = await this.lab(
-      ['up', '--managers', String(options.managers ?? 3), '--workers', String(options.workers ?? 2)],
+      [
+        'up',
+        '--managers',
+        String(options.managers ?? 3),
+        '--workers',
+        String(options.workers ?? 2),
+        ...(options.runtime ? ['--runtime', options.runtime] : []),
+      ],
       180_000,
     );
     this.isUp = true;

@@ -1,0 +1,293 @@
+// The oci runtime on the namespace lab (1 manager + 2 workers, `scripts/lab up --runtime oci`):
+// a 3-replica service with --publish 8080:80, env, a bind mount and a memory limit runs on runc
+// (not Docker), every replica really has them, the routing mesh reaches every replica from any
+// node, and a worker's daemon killed with SIGKILL and restarted adopts its container instead of
+// starting a duplicate.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { capabilities, eventually, jsonLines, useLab } from './lib/lab';
+
+const caps = capabilities();
+const haveRunc = spawnSync('runc', ['--version']).status === 0;
+function missing(): string | false {
+  if (caps.labUnavailable) return caps.labUnavailable;
+  if (!caps.agent) return `needs agents that run tasks: ${caps.agentMissing ?? ''}`;
+  return haveRunc ? false : 'needs runc (scripts/setup.sh)';
+}
+const needs = missing();
+const { lab } = needs ? { lab: undefined } : useLab({ managers: 1, workers: 2, runtime: 'oci' });
+
+const PORT = 8080;
+const CONVERGE_TIMEOUT_MS = 90_000;
+const MEMORY_BYTES = 64 << 20;
+let bindDir = '';
+
+function theLab() {
+  if (!lab) throw new Error('no lab');
+  return lab;
+}
+
+interface TaskRow {
+  ID: string;
+  Node: string;
+  CurrentState: string;
+}
+
+// GETs `count` times (a new connection each) from every address given; one line per request:
+// "<address> <status> <body's first line>" or "<address> ERR <reason>".
+const PROBE = `
+const http = require('node:http');
+const [count, port, ...addrs] = process.argv.slice(1);
+const get = (host) => new Promise((resolve) => {
+  const req = http.get({ host, port: Number(port), path: '/', timeout: 2000, agent: false }, (res) => {
+    let body = '';
+    res.on('data', (c) => (body += c));
+    res.on('end', () => resolve(res.statusCode + ' ' + body.split('\\n')[0]));
+  });
+  req.on('timeout', () => req.destroy(new Error('no answer in 2 s')));
+  req.on('error', (e) => resolve('ERR ' + e.message));
+});
+(async () => {
+  for (const host of addrs) for (let i = 0; i < Number(count); i++) console.log(host + ' ' + (await get(host)));
+})();
+`;
+
+async function probe(count: number, addrs: readonly string[]): Promise<{ addr: string; reply: string }[]> {
+  const r = await theLab().lab([
+    'exec',
+    'worker1',
+    '--',
+    'node',
+    '-e',
+    PROBE,
+    String(count),
+    String(PORT),
+    ...addrs,
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  return r.stdout
+    .trim()
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((line) => {
+      const [addr = '', ...rest] = line.split(' ');
+      return { addr, reply: rest.join(' ') };
+    });
+}
+
+async function runningTasks(): Promise<TaskRow[]> {
+  const out = await theLab().ok(
+    'manager1',
+    '--format',
+    'json',
+    'service',
+    'ps',
+    '--filter',
+    'desired-state=running',
+    'web',
+  );
+  return jsonLines<TaskRow>(out).filter((r) => /^Running/.test(r.CurrentState));
+}
+
+/** Containers runc runs for each host's daemon (its runc root is in the host's data dir). */
+function runcContainers(): Map<string, { id: string; status: string; pid: number }[]> {
+  const byHost = new Map<string, { id: string; status: string; pid: number }[]>();
+  for (const { host } of theLab().hosts()) {
+    const r = spawnSync(
+      'runc',
+      ['--root', path.join(theLab().dir, host, 'data', 'oci', 'runc'), 'list', '--format', 'json'],
+      {
+        encoding: 'utf8',
+      },
+    );
+    const list = (JSON.parse(r.stdout.trim() || 'null') ?? []) as {
+      id: string;
+      status: string;
+      pid: number;
+    }[];
+    byHost.set(host, list);
+  }
+  return byHost;
+}
+
+function allRunning(): { host: string; id: string; pid: number }[] {
+  return [...runcContainers()].flatMap(([host, list]) =>
+    list.filter((c) => c.status === 'running').map((c) => ({ host, id: c.id, pid: c.pid })),
+  );
+}
+
+describe('lab on the oci runtime: 1 manager + 2 workers', { skip: needs }, () => {
+  before(() => {
+    bindDir = fs.mkdtempSync(path.join(os.tmpdir(), 'lab-oci-bind-'));
+    fs.writeFileSync(path.join(bindDir, 'greeting'), 'from-the-host\n');
+    fs.chmodSync(bindDir, 0o755);
+  });
+  after(() => {
+    if (bindDir) fs.rmSync(bindDir, { recursive: true, force: true });
+  });
+
+  test('3 replicas with env, a bind mount and a memory limit run on runc and answer through the mesh', async (t) => {
+    for (const { host } of theLab().hosts()) {
+      const images = await theLab().ok(
+        host,
+        'image',
+        'ls',
+        '-q',
+        '--data-dir',
+        path.join(theLab().dir, host, 'data'),
+      );
+      assert.match(images, /^local\/busybox:1$/m, `${host} has the test image`);
+    }
+    await theLab().ok(
+      'manager1',
+      'service',
+      'create',
+      '-d',
+      '--name',
+      'web',
+      '--replicas',
+      '3',
+      '--publish',
+      `${PORT}:80`,
+      '--env',
+      'GREETING=hello-oci',
+      '--mount',
+      `type=bind,src=${bindDir},dst=/host,readonly`,
+      '--limit-memory',
+      String(MEMORY_BYTES),
+      'local/busybox:1',
+      'sh',
+      '-c',
+      'echo "replica $(hostname) $GREETING $(cat /host/greeting) $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes)" >/www/index.html && exec httpd -f -p 80 -h /www',
+    );
+    const tasks = await eventually(
+      'web at 3/3 running',
+      CONVERGE_TIMEOUT_MS,
+      async () => {
+        const running = await runningTasks();
+        return running.length === 3 ? running : undefined;
+      },
+      500,
+    );
+    t.diagnostic(`tasks on ${tasks.map((r) => r.Node).join(', ')}`);
+    // On runc, one container per task, each with the limit in its own cgroup.
+    const containers = allRunning();
+    assert.equal(containers.length, 3, JSON.stringify(containers));
+    for (const c of containers) {
+      const limit = fs.readFileSync(
+        `/sys/fs/cgroup/memory/cluster-oci-${c.id}/memory.limit_in_bytes`,
+        'utf8',
+      );
+      assert.equal(limit.trim(), String(MEMORY_BYTES));
+      const environ = fs.readFileSync(`/proc/${c.pid}/environ`, 'utf8').split('\0');
+      assert.ok(environ.includes('GREETING=hello-oci'), `${c.id} has the env`);
+    }
+    const addrs = theLab()
+      .hosts()
+      .map((h) => h.address);
+    await eventually(
+      'one answer from every host',
+      30_000,
+      async () => {
+        const replies = await probe(1, addrs);
+        return replies.length === addrs.length && replies.every((r) => r.reply.startsWith('200 '))
+          ? true
+          : undefined;
+      },
+      500,
+    );
+    const replies = await probe(6, addrs);
+    assert.deepEqual(
+      replies.filter((r) => !r.reply.startsWith('200 ')),
+      [],
+      'every request answers',
+    );
+    for (const r of replies) {
+      assert.match(r.reply, new RegExp(`^200 replica \\S+ hello-oci from-the-host ${MEMORY_BYTES}$`));
+    }
+    const replicas = new Set(replies.map((r) => r.reply.split(' ')[2]));
+    t.diagnostic(`replicas seen: ${[...replicas].join(', ')}`);
+    assert.equal(replicas.size, 3, `every replica reached: ${[...replicas].join(', ')}`);
+  });
+
+  test('kill -9 a worker daemon and restart it: its container is adopted, never duplicated', async (t) => {
+    const before = allRunning();
+    const victim = before.find((c) => c.host === 'worker1');
+    assert.ok(victim, `worker1 runs a container: ${JSON.stringify(before)}`);
+    const k = await theLab().lab(['kill', 'worker1']);
+    assert.equal(k.code, 0, k.stderr);
+    // The container does not depend on the agent: it still runs with its daemon dead.
+    assert.ok(allRunning().some((c) => c.id === victim.id));
+    const r = await theLab().lab(['restart', 'worker1']);
+    assert.equal(r.code, 0, r.stderr);
+    await eventually('worker1 Ready again', 60_000, async () => {
+      const row = (await theLab().nodes('manager1')).find((n) => n.Hostname === 'worker1');
+      return row?.Status === 'Ready' ? row : undefined;
+    });
+    const settled = await eventually(
+      '3 tasks running on 3 containers',
+      CONVERGE_TIMEOUT_MS,
+      async () => {
+        const tasks = await runningTasks();
+        const containers = allRunning();
+        return tasks.length === 3 && containers.length === 3 ? containers : undefined;
+      },
+      500,
+    );
+    const kept = settled.some((c) => c.id === victim.id);
+    t.diagnostic(
+      kept
+        ? `worker1's container ${victim.id} was adopted`
+        : 'worker1 was down long enough for its task to move',
+    );
+    // Never more containers than tasks, on any host, while things settle and after.
+    for (let i = 0; i < 10; i++) {
+      const now = allRunning();
+      assert.ok(now.length <= 3, `no duplicate containers: ${JSON.stringify(now)}`);
+      assert.equal(new Set(now.map((c) => c.id)).size, now.length);
+    }
+    const addrs = theLab()
+      .hosts()
+      .map((h) => h.address);
+    await eventually(
+      'every host answers after the restart',
+      30_000,
+      async () => {
+        const replies = await probe(2, addrs);
+        return replies.every((x) => x.reply.startsWith('200 replica ')) ? true : undefined;
+      },
+      500,
+    );
+  });
+
+  test('service rm removes every container, overlay and cgroup', async () => {
+    const containers = allRunning();
+    await theLab().ok('manager1', 'service', 'rm', 'web');
+    await eventually(
+      'no containers left',
+      60_000,
+      () => Promise.resolve(allRunning().length === 0 ? true : undefined),
+      500,
+    );
+    await eventually(
+      'container folders removed',
+      60_000,
+      () => {
+        const left = theLab()
+          .hosts()
+          .flatMap(({ host }) => {
+            const dir = path.join(theLab().dir, host, 'data', 'oci', 'containers');
+            return fs.existsSync(dir) ? fs.readdirSync(dir) : [];
+          });
+        return Promise.resolve(left.length === 0 ? true : undefined);
+      },
+      500,
+    );
+    for (const c of containers)
+      assert.equal(fs.existsSync(`/sys/fs/cgroup/memory/cluster-oci-${c.id}`), false);
+  });
+});
