@@ -3,7 +3,7 @@
 // service is lost, and the killed manager rejoins after a restart.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { eventually, useLab, type HostName, type NodeRow } from './lib/lab';
+import { capabilities, eventually, jsonLines, useLab, type HostName, type NodeRow } from './lib/lab';
 
 const { lab, skip } = useLab({ managers: 3, workers: 2 });
 
@@ -35,6 +35,29 @@ async function createDetached(
   const ok = result.code === 0 || /already exists/.test(result.stderr);
   return { ok, stderr: result.stderr.trim(), elapsedMs: result.elapsedMs };
 }
+
+interface TaskRow {
+  ID: string;
+  Node: string;
+  CurrentState: string;
+}
+
+/** The live tasks of a service that run now, via HOST. */
+async function runningTasks(host: HostName, service: string): Promise<TaskRow[]> {
+  const out = await lab.ok(
+    host,
+    '--format',
+    'json',
+    'service',
+    'ps',
+    '--filter',
+    'desired-state=running',
+    service,
+  );
+  return jsonLines<TaskRow>(out).filter((t) => /^Running/.test(t.CurrentState));
+}
+
+const agents = capabilities().agent;
 
 async function serviceNames(host: HostName): Promise<string[]> {
   return (await lab.services(host)).map((s) => s.Name).sort();
@@ -111,6 +134,8 @@ describe('lab faults: 3 managers + 2 workers', { skip }, () => {
 
   describe('kill -9 the leader', () => {
     let killed: HostName = '';
+    let killedAt = 0;
+    let spreadBefore: TaskRow[] = [];
     let shownLeader: HostName | undefined;
     let servicesBefore: string[] = [];
     let others: HostName[] = [];
@@ -124,9 +149,27 @@ describe('lab faults: 3 managers + 2 workers', { skip }, () => {
       assert.ok(leader, `a leader: ${JSON.stringify(nodes.map((n) => [n.Hostname, n.ManagerStatus]))}`);
       killed = leader;
       others = lab.managers().filter((m) => m !== killed);
+      if (agents) {
+        // One task per node, to see what the new leader does with the nodes' state.
+        await lab.ok(
+          leader,
+          'service',
+          'create',
+          '-d',
+          '--name',
+          'spread',
+          '--replicas',
+          '5',
+          'local/busybox:1',
+        );
+        spreadBefore = await eventually('spread at 5/5 on 5 nodes', 90_000, async () => {
+          const tasks = await runningTasks(leader, 'spread');
+          return tasks.length === 5 && new Set(tasks.map((x) => x.Node)).size === 5 ? tasks : undefined;
+        });
+      }
       servicesBefore = await serviceNames(others[0] ?? 'manager1');
 
-      const killedAt = Date.now();
+      killedAt = Date.now();
       const k = await lab.lab(['kill', killed]);
       assert.equal(k.code, 0, k.stderr);
 
@@ -178,6 +221,42 @@ describe('lab faults: 3 managers + 2 workers', { skip }, () => {
       );
       assert.ok(others.includes(leader));
     });
+
+    test(
+      'the new leader trusts node state at once: the dead leader is Down and its task moved within seconds, the workers keep theirs',
+      { skip: agents ? false : 'needs agents that run tasks' },
+      async (t) => {
+        assert.ok(killed, 'the kill test ran');
+        const via = others[0] ?? 'manager1';
+        await eventually(`${killed} Down in node ls`, 60_000, async () => {
+          const row = (await lab.nodes(via)).find((n) => n.Hostname === killed);
+          return row?.Status === 'Down' ? row : undefined;
+        });
+        const downSeconds = (Date.now() - killedAt) / 1000;
+        const moved = await eventually(`spread at 5 running, none on ${killed}`, 60_000, async () => {
+          const tasks = await runningTasks(via, 'spread');
+          return tasks.length === 5 && !tasks.some((x) => x.Node === killed) ? tasks : undefined;
+        });
+        const movedSeconds = (Date.now() - killedAt) / 1000;
+        console.log(
+          `leader kill: ${killed} Down in node ls by ${downSeconds.toFixed(2)} s, its task running elsewhere by ${movedSeconds.toFixed(2)} s`,
+        );
+        t.diagnostic(
+          `dead leader Down by ${downSeconds.toFixed(2)} s; its task moved by ${movedSeconds.toFixed(2)} s`,
+        );
+        const workers = lab
+          .hosts()
+          .filter((h) => h.role === 'worker')
+          .map((h) => h.host);
+        for (const w of workers) {
+          const before = spreadBefore.filter((x) => x.Node === w).map((x) => x.ID);
+          const after = moved.filter((x) => x.Node === w).map((x) => x.ID);
+          // It may have gained the dead leader's task; it keeps its own.
+          for (const id of before)
+            assert.ok(after.includes(id), `${w}'s task ${id} moved across the leader change`);
+        }
+      },
+    );
 
     test('the killed manager rejoins after a restart: Reachable, and caught up', async (t) => {
       assert.ok(killed, 'the kill test ran');
