@@ -236,7 +236,9 @@ describe('lab rolling update: no request dropped', { skip: needs }, () => {
     );
     await eventually('one 1/1 on v1', CONVERGE_TIMEOUT_MS, () => settledOn('one', 'local/busybox:1', 1), 500);
     const outcomes = await underTraffic(port, 'hello v1', 'hello v2', async () => {
-      await theLab().ok('manager1', 'service', 'update', '-d', '--image', 'local/busybox:2', 'one');
+      // Not detached: the CLI follows the rollout to its end and says how it ended.
+      const out = await theLab().ok('manager1', 'service', 'update', '--image', 'local/busybox:2', 'one');
+      assert.match(out, /^one\noverall progress: [\s\S]*\nupdated\n$/);
       await eventually(
         'update completed',
         CONVERGE_TIMEOUT_MS,

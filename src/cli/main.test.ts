@@ -49,3 +49,10 @@ test('a bad flag value of service logs exits 2 without a stack trace', () => {
   assert.match(r.stderr, /--tail/);
   assert.doesNotMatch(r.stderr, /\n\s+at /);
 });
+
+test('daemon --drain-period must be a duration: a bad one exits 2 before anything starts', () => {
+  const r = cluster('daemon', '--data-dir', '/nonexistent/never-created', '--drain-period', 'soon');
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /--drain-period/);
+  assert.match(r.stderr, /duration/);
+});
