@@ -53,6 +53,8 @@ export interface DaemonOptions {
   runtime?: 'docker' | 'oci';
   /** From --drain-period. */
   drainMs?: number;
+  /** From --lb: the load balancer's data plane. */
+  lb?: 'nftables' | 'userspace';
 }
 
 /** Resolves with the daemon's exit code when it stops (SIGTERM/SIGINT). */
@@ -98,6 +100,14 @@ function addDaemonCommand(program: Command): void {
         '--runtime <runtime>',
         'container runtime (default: docker where an engine answers, else oci)',
       ).choices(['docker', 'oci']),
+    )
+    .addOption(
+      new Option(
+        '--lb <data-plane>',
+        'load balancer for published ports and VIPs: nftables (kernel) or userspace (a proxy; also used when nft is missing)',
+      )
+        .choices(['nftables', 'userspace'])
+        .default('nftables'),
     )
     .option(
       '--drain-period <duration>',

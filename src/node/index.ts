@@ -24,7 +24,7 @@ import { dispatcherFor } from '../manager/dispatcher';
 import { DispatcherService, LogBrokerService } from '../gen/cluster/v1/dispatcher';
 import { createLogBroker, forwardingLogs, type LogBroker } from '../manager/logs';
 import { Agent } from '../agent';
-import { Mesh } from '../agent/mesh';
+import { Mesh, type LbMode } from '../agent/mesh';
 import type { Runtime } from '../agent/runtime';
 import { DockerRuntime } from '../agent/runtime/docker';
 import { OciRuntime } from '../agent/runtime/oci';
@@ -127,8 +127,8 @@ function dispatcherOf(manager: Manager) {
   return dispatcherFor(manager, { logger: componentLogger('dispatcher', { nodeId: manager.nodeId }) });
 }
 
-/** The daemon's options and its container runtime (`--runtime`; undefined detects). */
-export type NodeDaemonOptions = DaemonOptions & { runtime?: 'docker' | 'oci' };
+/** The daemon's options, its container runtime (`--runtime`; undefined detects) and load balancer (`--lb`). */
+export type NodeDaemonOptions = DaemonOptions & { runtime?: 'docker' | 'oci'; lb?: LbMode };
 
 /** `--runtime docker|oci`, or detected: docker where an engine answers on its socket, else oci. */
 export async function chooseRuntime(choice: 'docker' | 'oci' | undefined, dataDir: string): Promise<Runtime> {
@@ -233,7 +233,7 @@ export function daemonOptions(base: NodeDaemonOptions): DaemonOptions {
     ],
     startAgent: async (dirs, state, tls) => {
       const logger = componentLogger('agent', { nodeId: state.nodeId });
-      const mesh = new Mesh(logger);
+      const mesh = new Mesh(logger, { lb: base.lb });
       const runtime = await chooseRuntime(base.runtime, dirs.root);
       logger.info({ runtime: runtime.name, chosen: base.runtime ?? 'detected' }, 'container runtime');
       return Agent.start({

@@ -265,3 +265,46 @@ test('property: from any config, the incremental diff to any other is valid for 
     { numRuns: 300 },
   );
 });
+
+describe('a VIP on every port (allPorts)', () => {
+  const anyPort: LbFrontend = {
+    kind: 'vip',
+    protocol: 'tcp',
+    address: '10.0.9.11',
+    port: 0,
+    allPorts: true,
+    backends: [
+      { ip: '10.0.9.5', port: 0 },
+      { ip: '10.0.9.6', port: 0 },
+    ],
+    snatTo: '10.0.9.2',
+  };
+  const lines = fullScript(TABLE, { frontends: [anyPort] })
+    .trim()
+    .split('\n');
+
+  test('maps (address . protocol) to its frontend chain, looked up before published ports', () => {
+    assert.ok(
+      lines.includes(
+        `add element ip ${TABLE} vip_any { 10.0.9.11 . tcp : goto ${frontendChainName(anyPort)} }`,
+      ),
+    );
+    const vipRule = lines.indexOf(`add rule ip ${TABLE} services ip daddr . meta l4proto vmap @vip_any`);
+    const publishedRule = lines.findIndex((l) => l.includes('services fib daddr type local'));
+    assert.ok(vipRule >= 0 && vipRule < publishedRule, 'VIPs first: a VIP is a local address too');
+  });
+
+  test('DNATs to the backend keeping the destination port', () => {
+    assert.ok(
+      lines.includes(
+        `add rule ip ${TABLE} ${backendChainName(anyPort, { ip: '10.0.9.5', port: 0 })} meta l4proto tcp dnat to 10.0.9.5`,
+      ),
+    );
+  });
+
+  test('no endpoint: rejected rather than left to time out', () => {
+    const state = desiredState({ frontends: [{ ...anyPort, backends: [] }] });
+    assert.deepEqual([...(state.elements.get('noep_vip_any')?.keys() ?? [])], ['10.0.9.11 . tcp']);
+    assert.equal(state.elements.get('vip_any')?.size, 0);
+  });
+});

@@ -53,24 +53,44 @@ function addElement(state: NftState, set: string, key: string, value?: string): 
 /** The state that programming `config` leads to. Assumes validateConfig passed. */
 export function desiredState(config: LbConfig): NftState {
   const state = emptyState();
-  for (const set of ['service_ips', 'service_ports', 'noep_ips', 'noep_ports', 'snat_by_backend'])
+  for (const set of [
+    'service_ips',
+    'service_ports',
+    'vip_any',
+    'noep_ips',
+    'noep_ports',
+    'noep_vip_any',
+    'snat_by_backend',
+  ])
     state.elements.set(set, new Map());
   for (const fe of config.frontends) {
     const feChain = frontendChainName(fe);
     const active = activeBackends(fe);
     const rules: string[] = [];
-    const serviceKey =
-      fe.kind === 'vip' ? `${fe.address ?? ''} . ${fe.protocol} . ${fe.port}` : `${fe.protocol} . ${fe.port}`;
+    // A VIP on every port of the protocol keeps the port.
+    const allPorts = fe.allPorts === true;
+    const serviceKey = allPorts
+      ? `${fe.address ?? ''} . ${fe.protocol}`
+      : fe.kind === 'vip'
+        ? `${fe.address ?? ''} . ${fe.protocol} . ${fe.port}`
+        : `${fe.protocol} . ${fe.port}`;
+    const [serviceMap, noEndpointSet] = allPorts
+      ? ['vip_any', 'noep_vip_any']
+      : fe.kind === 'vip'
+        ? ['service_ips', 'noep_ips']
+        : ['service_ports', 'noep_ports'];
     if (active.length === 0) {
       // No endpoint: not DNATed; the filter chains reject it, as kube-proxy does.
-      addElement(state, fe.kind === 'vip' ? 'noep_ips' : 'noep_ports', serviceKey);
+      addElement(state, noEndpointSet, serviceKey);
     } else {
-      addElement(state, fe.kind === 'vip' ? 'service_ips' : 'service_ports', serviceKey, `goto ${feChain}`);
+      addElement(state, serviceMap, serviceKey, `goto ${feChain}`);
       if (fe.snatTo !== undefined) rules.push(`meta mark set meta mark | ${SNAT_MARK_HEX}`);
       for (const be of active) {
         state.backendChains.set(
           backendChainName(fe, be),
-          `meta l4proto ${fe.protocol} dnat to ${be.ip}:${be.port}`,
+          allPorts
+            ? `meta l4proto ${fe.protocol} dnat to ${be.ip}`
+            : `meta l4proto ${fe.protocol} dnat to ${be.ip}:${be.port}`,
         );
         if (fe.snatTo !== undefined) addElement(state, 'snat_by_backend', be.ip, fe.snatTo);
       }
@@ -99,9 +119,13 @@ export function skeleton(table: string): string[] {
     `add map ${t} service_ports { type inet_proto . inet_service : verdict; }`,
     `add set ${t} noep_ips { type ipv4_addr . inet_proto . inet_service; }`,
     `add set ${t} noep_ports { type inet_proto . inet_service; }`,
+    `add map ${t} vip_any { type ipv4_addr . inet_proto : verdict; }`,
+    `add set ${t} noep_vip_any { type ipv4_addr . inet_proto; }`,
     `add map ${t} snat_by_backend { type ipv4_addr : ipv4_addr; }`,
     `add chain ${t} services`,
     `add rule ${t} services ip daddr . meta l4proto . th dport vmap @service_ips`,
+    // VIPs on every port, before published ports: a VIP is a local address of the node too.
+    `add rule ${t} services ip daddr . meta l4proto vmap @vip_any`,
     `add rule ${t} services fib daddr type local meta l4proto . th dport vmap @service_ports`,
     `add chain ${t} nat_prerouting { type nat hook prerouting priority dstnat; policy accept; }`,
     `add rule ${t} nat_prerouting jump services`,
@@ -119,6 +143,7 @@ export function skeleton(table: string): string[] {
       ...[
         'ip daddr . meta l4proto . th dport @noep_ips',
         'fib daddr type local meta l4proto . th dport @noep_ports',
+        'ip daddr . meta l4proto @noep_vip_any',
       ].flatMap((match) => [
         `add rule ${t} filter_${hook} ${match} meta l4proto tcp reject with tcp reset`,
         `add rule ${t} filter_${hook} ${match} reject`,

@@ -28,6 +28,11 @@ test('a valid config passes', () => {
 test('bad configs are rejected with a message naming the frontend', () => {
   rejects({ address: 'web' }, /vip\/tcp\/web\/80: a vip frontend needs an IPv4 address/);
   rejects({ port: 0 }, /port must be a port 1-65535/);
+  rejects({ allPorts: true }, /only a vip frontend may take every port, and then its port is 0/);
+  rejects({ allPorts: true, port: 0 }, /backend 10.0.0.5 port must be 0/);
+  validateConfig({
+    frontends: [{ ...base, allPorts: true, port: 0, backends: [{ ip: '10.0.0.5', port: 0 }] }],
+  });
   rejects({ backends: [{ ip: '10.0.0.5', port: 8080, weight: 0 }] }, /weight must be a whole number ≥ 1/);
   rejects(
     {

@@ -20,7 +20,13 @@ export interface LbFrontend {
   protocol: LbProtocol;
   /** The VIP; ignored for 'published'. */
   address?: string;
+  /** 0 when allPorts. */
   port: number;
+  /**
+   * A VIP on every port of the protocol (as a Swarm VIP forwards any port), each to the same
+   * port of a backend: `port` and the backends' ports are 0. The kernel data plane only.
+   */
+  allPorts?: boolean;
   backends: LbBackend[];
   /** Source address for traffic to the backends when replies must come back through this node. */
   snatTo?: string;
@@ -81,7 +87,11 @@ export function validateConfig(config: LbConfig): void {
   for (const fe of config.frontends) {
     const key = frontendKey(fe);
     if (fe.protocol !== 'tcp' && fe.protocol !== 'udp') throw invalid(`${key}: protocol must be tcp or udp`);
-    checkPort(fe.port, `${key}: port`);
+    const allPorts = fe.allPorts === true;
+    if (allPorts && (fe.kind !== 'vip' || fe.port !== 0)) {
+      throw invalid(`${key}: only a vip frontend may take every port, and then its port is 0`);
+    }
+    if (!allPorts) checkPort(fe.port, `${key}: port`);
     if (fe.kind === 'vip' && (fe.address === undefined || !isIpv4(fe.address))) {
       throw invalid(`${key}: a vip frontend needs an IPv4 address, got '${fe.address ?? ''}'`);
     }
@@ -93,7 +103,10 @@ export function validateConfig(config: LbConfig): void {
     let slots = 0;
     for (const be of fe.backends) {
       if (!isIpv4(be.ip)) throw invalid(`${key}: backend ip must be IPv4, got '${be.ip}'`);
-      checkPort(be.port, `${key}: backend ${be.ip} port`);
+      if (allPorts && be.port !== 0) {
+        throw invalid(`${key}: a frontend on every port keeps the port: backend ${be.ip} port must be 0`);
+      }
+      if (!allPorts) checkPort(be.port, `${key}: backend ${be.ip} port`);
       const weight = be.weight ?? 1;
       if (!Number.isInteger(weight) || weight < 1)
         throw invalid(`${key}: backend ${backendKey(be)} weight must be a whole number ≥ 1, got '${weight}'`);

@@ -328,6 +328,9 @@ export class OverlayDriver {
     batch.push(
       `link add ${hostIfname} mtu ${OVERLAY_MTU} type veth peer name ${peer} mtu ${OVERLAY_MTU}`,
       `link set ${hostIfname} master ${bridgeName(vni)} up`,
+      // Hairpin: a task reaching a VIP or published port whose chosen backend is itself gets the
+      // DNATed packet back through the port it came from (the bridge drops that otherwise).
+      `link set ${hostIfname} type bridge_slave hairpin on`,
       `link set ${peer} netns ${target}`,
     );
     await this.host(['ip', '-batch', '-'], batch.join('\n') + '\n');
