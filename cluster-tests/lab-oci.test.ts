@@ -142,6 +142,7 @@ describe('lab on the oci runtime: 1 manager + 2 workers', { skip: needs }, () =>
       );
       assert.match(images, /^local\/busybox:1$/m, `${host} has the test image`);
     }
+    const createdAt = Date.now();
     await theLab().ok(
       'manager1',
       'service',
@@ -162,7 +163,7 @@ describe('lab on the oci runtime: 1 manager + 2 workers', { skip: needs }, () =>
       'local/busybox:1',
       'sh',
       '-c',
-      'echo "replica $(hostname) $GREETING $(cat /host/greeting) $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes)" >/www/index.html && exec httpd -f -p 80 -h /www',
+      'echo "replica $(hostname) $GREETING $(cat /host/greeting) $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes)" >/www/index.html && echo "up on $(hostname)" && exec httpd -f -p 80 -h /www',
     );
     const tasks = await eventually(
       'web at 3/3 running',
@@ -173,7 +174,9 @@ describe('lab on the oci runtime: 1 manager + 2 workers', { skip: needs }, () =>
       },
       500,
     );
-    t.diagnostic(`tasks on ${tasks.map((r) => r.Node).join(', ')}`);
+    t.diagnostic(
+      `3/3 running ${((Date.now() - createdAt) / 1000).toFixed(1)} s after create (lab, under load), on ${tasks.map((r) => r.Node).join(', ')}`,
+    );
     // On runc, one container per task, each with the limit in its own cgroup.
     const containers = allRunning();
     assert.equal(containers.length, 3, JSON.stringify(containers));
@@ -209,6 +212,17 @@ describe('lab on the oci runtime: 1 manager + 2 workers', { skip: needs }, () =>
     for (const r of replies) {
       assert.match(r.reply, new RegExp(`^200 replica \\S+ hello-oci from-the-host ${MEMORY_BYTES}$`));
     }
+    // Their output, captured by the shims, reaches `service logs` through the managers.
+    const logs = await eventually(
+      'three start lines in service logs',
+      30_000,
+      async () => {
+        const out = await theLab().ok('manager1', 'service', 'logs', 'web');
+        return (out.match(/up on \S+/g) ?? []).length === 3 ? out : undefined;
+      },
+      500,
+    );
+    t.diagnostic(logs.trim().split('\n').join(' | '));
     const replicas = new Set(replies.map((r) => r.reply.split(' ')[2]));
     t.diagnostic(`replicas seen: ${[...replicas].join(', ')}`);
     assert.equal(replicas.size, 3, `every replica reached: ${[...replicas].join(', ')}`);

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { Mount_Type, Task, TaskSpec } from '../src/gen/cluster/v1/objects';
 import { OciRuntime } from '../src/agent/runtime/oci';
 import { TaskRuntimeError, type LogLine } from '../src/agent/runtime';
+import { main } from '../src/cli/main';
 
 const root = path.resolve(__dirname, '..', '..');
 const RUN = `${process.pid}${Math.floor(Math.random() * 1e6)}`;
@@ -406,5 +407,56 @@ test(
       assert.ok(!fs.readFileSync('/proc/self/mountinfo', 'utf8').includes(`/containers/${id}/`));
     }
     await until('the shims exit', () => shimPids.every((pid) => !fs.existsSync(`/proc/${pid}`)));
+  },
+);
+
+test(
+  'cluster image import, ls and rm on the data dir; rm refused while a task uses the image',
+  { skip },
+  async () => {
+    const out: string[] = [];
+    const err: string[] = [];
+    const io = { stdout: (t: string) => out.push(t), stderr: (t: string) => err.push(t), isTTY: false };
+    const cli = (...args: string[]) => main(['node', 'cluster', ...args], io);
+    const tar = path.join(tmp, 'image.tar');
+    assert.equal(
+      await cli('image', 'import', '--data-dir', dataDir, '-c', 'CMD ["true"]', tar, 'local/cli'),
+      0,
+      err.join(''),
+    );
+    assert.match(out.join(''), /^local\/cli:latest [0-9a-f]{32}$/m);
+    out.length = 0;
+    assert.equal(await cli('--format', 'json', 'image', 'ls', '--data-dir', dataDir), 0);
+    const rows = out
+      .join('')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { Repository: string; Tag: string });
+    assert.ok(rows.some((r) => r.Repository === 'local/cli' && r.Tag === 'latest'));
+    const id = await prepare(task('cliimg', TaskSpec.fromPartial({ container: { image: 'local/cli' } })));
+    err.length = 0;
+    assert.equal(await cli('image', 'rm', '--data-dir', dataDir, 'local/cli'), 1);
+    assert.match(err.join(''), /in use by task container\(s\) t-cliimg/);
+    assert.notEqual(runtime.images.get('local/cli'), undefined, 'a refused rm changes nothing');
+    err.length = 0;
+    assert.equal(await cli('image', 'import', '--data-dir', dataDir, tar, 'local/cli'), 1);
+    assert.match(err.join(''), /used by task/);
+    await runtime.remove(id);
+    assert.equal(await cli('image', 'rm', '--data-dir', dataDir, 'local/cli'), 0);
+    assert.equal(runtime.images.get('local/cli'), undefined);
+    err.length = 0;
+    assert.equal(await cli('image', 'rm', '--data-dir', dataDir, 'local/cli'), 1);
+    assert.match(err.join(''), /not found/);
+    assert.equal(await cli('image', 'import', '--data-dir', dataDir, '-c', 'RUN make', tar, 'local/bad'), 1);
+    assert.equal(
+      await cli('image', 'import', '--data-dir', dataDir, path.join(tmp, 'missing.tar'), 'local/bad'),
+      1,
+    );
+    assert.equal(runtime.images.get('local/bad'), undefined);
+    assert.deepEqual(
+      fs.readdirSync(path.join(dataDir, 'oci', 'images')).filter((n) => n.startsWith('.')),
+      [],
+      'no staging folders left',
+    );
   },
 );
