@@ -3,6 +3,8 @@
 // service is lost, and the killed manager rejoins after a restart.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { capabilities, eventually, jsonLines, useLab, type HostName, type NodeRow } from './lib/lab';
 
 const { lab, skip } = useLab({ managers: 3, workers: 2 });
@@ -277,5 +279,66 @@ describe('lab faults: 3 managers + 2 workers', { skip }, () => {
       const w = await createDetached(killed, 'after-rejoin');
       assert.ok(w.ok, w.stderr);
     });
+  });
+
+  test('every follower restarted in turn rejoins: Reachable, caught up, and Raft goes on with it', async (t) => {
+    // A restarted manager finds the others from the peers it saved: the Raft log alone never
+    // names the founding manager, and of two members only the lower raft id dials.
+    const raftIds = Object.fromEntries(
+      lab.managers().map((m) => {
+        const file = path.join(lab.dir, m, 'data', 'node.json');
+        return [m, (JSON.parse(fs.readFileSync(file, 'utf8')) as { raftId?: number }).raftId ?? 0];
+      }),
+    );
+    t.diagnostic(`raft ids: ${JSON.stringify(raftIds)}`);
+    for (let round = 0; round < 2; round++) {
+      const nodes = await lab.nodes('manager1');
+      const leader = leaderOf(nodes);
+      assert.ok(leader, 'a leader');
+      const follower = lab.managers().filter((m) => m !== leader)[round];
+      assert.ok(follower);
+      const restarted = await lab.lab(['restart', follower]);
+      assert.equal(restarted.code, 0, restarted.stderr);
+      const name = `after-restart-${round}`;
+      await eventually(`a write through the leader ${leader}`, 30_000, async () => {
+        const r = await createDetached(leader, name);
+        return r.ok ? r : undefined;
+      });
+      await eventually(`${follower} caught up (it sees ${name})`, CATCH_UP_TIMEOUT_MS, async () => {
+        const seen = await serviceNames(follower);
+        return seen.includes(name) ? seen : undefined;
+      });
+      await eventually(`${follower} Reachable from the leader ${leader}`, CATCH_UP_TIMEOUT_MS, async () => {
+        const row = (await lab.nodes(leader)).find((n) => n.Hostname === follower);
+        return row?.ManagerStatus === 'Reachable' ? row : undefined;
+      });
+      t.diagnostic(
+        `${follower} (raft id ${raftIds[follower]}) rejoined under ${leader} (raft id ${raftIds[leader]})`,
+      );
+    }
+  });
+
+  test('all managers restarted at once (a power cut): they form a group again, every one Reachable', async (t) => {
+    const managers = lab.managers();
+    for (const m of managers) {
+      const k = await lab.lab(['kill', m]);
+      assert.equal(k.code, 0, k.stderr);
+    }
+    const started = Date.now();
+    for (const m of managers) {
+      const r = await lab.lab(['restart', m]);
+      assert.equal(r.code, 0, r.stderr);
+    }
+    const rows = await eventually('one Leader and two Reachable managers', CATCH_UP_TIMEOUT_MS, async () => {
+      const nodes = await lab.nodes(managers[0] ?? 'manager1');
+      const statuses = managers.map((m) => nodes.find((n) => n.Hostname === m)?.ManagerStatus).sort();
+      return statuses.join(',') === 'Leader,Reachable,Reachable' ? statuses : undefined;
+    });
+    t.diagnostic(`${rows.join(', ')} ${((Date.now() - started) / 1000).toFixed(1)} s after the restarts`);
+    const w = await eventually('a write after the restart', 30_000, async () => {
+      const r = await createDetached(managers[1] ?? 'manager2', 'after-power-cut');
+      return r.ok ? r : undefined;
+    });
+    assert.ok(w.ok);
   });
 });

@@ -147,6 +147,7 @@ export class Daemon {
       state = saveState(this.dirs, { ...state, role: 'manager', raftId: undefined });
     } else if (state.role === 'manager' && certRole === 'worker') {
       fs.rmSync(this.dirs.raftDir, { recursive: true, force: true });
+      fs.rmSync(this.dirs.raftPeersFile, { force: true });
       state = saveState(this.dirs, { ...state, role: 'worker', raftId: undefined });
     }
     this.state = state;
@@ -661,6 +662,7 @@ export class Daemon {
         this.manager = undefined;
         await manager?.stop();
         fs.rmSync(this.dirs.raftDir, { recursive: true, force: true });
+        fs.rmSync(this.dirs.raftPeersFile, { force: true });
         this.state = saveState(this.dirs, { ...state, role: 'worker', raftId: undefined });
       }
       this.lastError = '';

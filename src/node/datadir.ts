@@ -30,6 +30,8 @@ export interface DataDirLayout {
   stateFile: string;
   tlsDir: string;
   raftDir: string;
+  /** The other Raft members' addresses as last seen in the store, for a restart (managers). */
+  raftPeersFile: string;
   agentDir: string;
   socketPath: string;
 }
@@ -40,6 +42,7 @@ export function layout(root: string): DataDirLayout {
     stateFile: path.join(root, STATE_FILE),
     tlsDir: path.join(root, 'tls'),
     raftDir: path.join(root, 'raft'),
+    raftPeersFile: path.join(root, 'raft-peers.json'),
     agentDir: path.join(root, 'agent'),
     socketPath: path.join(root, 'cluster.sock'),
   };
@@ -177,7 +180,36 @@ export function loadTls(tlsDir: string): NodeTls {
 
 /** Removes what joining a cluster wrote, so the node can init or join again (`leave`). */
 export function clearClusterState(dirs: DataDirLayout): void {
-  for (const p of [dirs.stateFile, dirs.tlsDir, dirs.raftDir, dirs.agentDir]) {
+  for (const p of [dirs.stateFile, dirs.tlsDir, dirs.raftDir, dirs.raftPeersFile, dirs.agentDir]) {
     fs.rmSync(p, { recursive: true, force: true });
   }
+}
+
+/**
+ * The Raft peers (raft id → host:port) saved by a running manager. A restarted manager needs
+ * them: the Raft log names only members added by a membership change, never the founding
+ * one, and only the lower id of a pair dials. Missing or damaged: an empty map (the log and the
+ * peers that dial in still connect it).
+ */
+export function loadRaftPeers(dirs: DataDirLayout): Map<number, string> {
+  const peers = new Map<number, string>();
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(fs.readFileSync(dirs.raftPeersFile, 'utf8'));
+  } catch {
+    return peers;
+  }
+  if (typeof parsed !== 'object' || parsed === null) return peers;
+  for (const [id, addr] of Object.entries(parsed as Record<string, unknown>)) {
+    const raftId = Number(id);
+    if (Number.isSafeInteger(raftId) && raftId > 0 && typeof addr === 'string' && addr)
+      peers.set(raftId, addr);
+  }
+  return peers;
+}
+
+export function saveRaftPeers(dirs: DataDirLayout, peers: ReadonlyMap<number, string>): void {
+  const out: Record<string, string> = {};
+  for (const [id, addr] of [...peers].sort((a, b) => a[0] - b[0])) out[String(id)] = addr;
+  writeFileAtomic(dirs.raftPeersFile, JSON.stringify(out, null, 2) + '\n');
 }

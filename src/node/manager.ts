@@ -41,13 +41,15 @@ import { RaftNode } from '../raft/node';
 import { TRANSPORT_SERVER_OPTIONS } from '../raft/transport';
 import { MemoryStore, type AppliedResult } from '../store';
 import { formatHostPort, joinAddress, parseHostPort } from './addr';
-import type { DataDirLayout, NodeState } from './datadir';
+import { loadRaftPeers, saveRaftPeers, type DataDirLayout, type NodeState } from './datadir';
 import { LeaderLoops, type LeaderLoop } from './leader_loops';
 import { managerStatusLoop } from './manager_status';
 import { roleLoop } from './roles';
 
 /** Attempts at recording a joining manager when its node record changes under the write. */
 const JOIN_WRITE_ATTEMPTS = 5;
+/** How often the Raft peers' addresses in the store are compared with the saved ones. */
+export const RAFT_PEERS_SAVE_MS = 1000;
 /** How often leadership is observed to start/stop the leader loops and refresh manager status. */
 export const LEADERSHIP_POLL_MS = 50;
 export const FORWARD_DEADLINE_MS = 10_000;
@@ -89,6 +91,8 @@ export class Manager {
   private readonly joinServer: Server;
   private loops?: LeaderLoops;
   private poller?: NodeJS.Timeout;
+  private peersSaver?: NodeJS.Timeout;
+  private savedPeers = '';
   private leaderClients = new Map<string, { membership: RaftMembershipClient; ca: NodeCAClient }>();
   private stopped = false;
   raft!: RaftNode<AppliedResult>;
@@ -153,7 +157,8 @@ export class Manager {
       dataDir: dirs.raftDir,
       listenAddress: formatHostPort(listen),
       advertiseAddress: state.advertiseAddr,
-      peers: this.options.peers ?? new Map(),
+      // Saved addresses first, then what the joining call returned (fresher).
+      peers: new Map([...loadRaftPeers(dirs), ...(this.options.peers ?? new Map<number, string>())]),
       bootstrapVoters: this.options.bootstrapVoters,
       server: this.mainServer,
       authorizeStream: (call) => {
@@ -226,6 +231,28 @@ export class Manager {
     );
     this.loops = new LeaderLoops([statusLoop, roles, ...(this.options.loops?.(this) ?? [])], this.logger);
     this.poller = setInterval(() => this.observeLeadership(), LEADERSHIP_POLL_MS);
+    this.savePeers();
+    this.peersSaver = setInterval(() => this.savePeers(), RAFT_PEERS_SAVE_MS);
+  }
+
+  /** Keeps the other members' addresses on disk for a restart (see loadRaftPeers). */
+  private savePeers(): void {
+    const selfId = this.options.state.raftId;
+    const peers = new Map<number, string>();
+    for (const n of this.store.view((tx) => tx.nodes.list((x) => x.role === NodeRole.NODE_ROLE_MANAGER))) {
+      const id = n.managerStatus?.raftId ?? 0;
+      const addr = n.managerStatus?.addr ?? '';
+      if (id > 0 && id !== selfId && addr) peers.set(id, addr);
+    }
+    if (peers.size === 0) return; // a store still being restored says nothing
+    const text = JSON.stringify([...peers].sort((a, b) => a[0] - b[0]));
+    if (text === this.savedPeers) return;
+    try {
+      saveRaftPeers(this.options.dirs, peers);
+      this.savedPeers = text;
+    } catch (err) {
+      this.logger.warn({ err }, 'could not save the raft peers');
+    }
   }
 
   private observing = false;
@@ -366,6 +393,7 @@ export class Manager {
     if (this.stopped) return;
     this.stopped = true;
     if (this.poller) clearInterval(this.poller);
+    if (this.peersSaver) clearInterval(this.peersSaver);
     await this.loops?.stop();
     this.options.onStop?.(this);
     for (const clients of this.leaderClients.values()) {

@@ -6,7 +6,16 @@ import path from 'node:path';
 import pino from 'pino';
 import { ClusterError } from '../common/errors';
 import { formatHostPort, joinAddress, parseHostPort } from './addr';
-import { clearClusterState, loadState, loadTls, prepareDataDir, saveState, saveTls } from './datadir';
+import {
+  clearClusterState,
+  loadRaftPeers,
+  loadState,
+  loadTls,
+  prepareDataDir,
+  saveRaftPeers,
+  saveState,
+  saveTls,
+} from './datadir';
 import { LeaderLoops, type LeaderLoop } from './leader_loops';
 import { staleManagerStatus } from './manager_status';
 import { demotionStep } from './roles';
@@ -173,4 +182,29 @@ test('demotion steps: remove a follower, hand over leadership first, wait rather
   assert.deepEqual(demotionStep(demoted(4), raft([1, 2, 3])), { kind: 'record' }, 'already out of Raft');
   assert.equal(demotionStep(demoted(4), raft([1, 2, 3, 4], [2, 3])).kind, 'wait', '1 of 3 reachable');
   assert.equal(demotionStep(demoted(1), raft([1])).kind, 'wait', 'the last manager');
+});
+
+test('raft peers saved for a restart round-trip; a missing or damaged file is an empty map', (t) => {
+  const dirs = prepareDataDir(path.join(tempDir(t), 'data'));
+  assert.equal(loadRaftPeers(dirs).size, 0, 'no file yet');
+  saveRaftPeers(
+    dirs,
+    new Map([
+      [7, '10.0.0.7:4242'],
+      [3, '10.0.0.3:4242'],
+    ]),
+  );
+  assert.deepEqual(
+    [...loadRaftPeers(dirs)].sort((a, b) => a[0] - b[0]),
+    [
+      [3, '10.0.0.3:4242'],
+      [7, '10.0.0.7:4242'],
+    ],
+  );
+  fs.writeFileSync(dirs.raftPeersFile, '{"x": 5, "9": 42, "4": "10.0.0.4:4242"');
+  assert.equal(loadRaftPeers(dirs).size, 0, 'damaged: nothing');
+  fs.writeFileSync(dirs.raftPeersFile, '{"x": "a:1", "9": 42, "4": "10.0.0.4:4242"}');
+  assert.deepEqual([...loadRaftPeers(dirs)], [[4, '10.0.0.4:4242']], 'only well-formed entries');
+  clearClusterState(dirs);
+  assert.equal(fs.existsSync(dirs.raftPeersFile), false, 'leave removes it');
 });
