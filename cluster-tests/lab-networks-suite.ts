@@ -6,6 +6,8 @@
 // port, so its tasks sit on two networks (ingress first). Run by lab-networks.test.ts on the
 // nftables data plane and by lab-networks-userspace.test.ts on the userspace proxy.
 import { describe, test } from 'node:test';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
 import assert from 'node:assert/strict';
 import { capabilities, eventually, jsonLines, run, useLab, type Lab } from './lib/lab';
 
@@ -25,21 +27,45 @@ interface TaskRow {
   CurrentState: string;
 }
 
-async function docker(...args: string[]): Promise<string> {
-  const r = await run('docker', args, { timeoutMs: 60_000 });
-  if (r.code !== 0) throw new Error(`docker ${args.join(' ')} exited ${r.code}: ${r.stderr.trim()}`);
+let runtime: 'docker' | 'oci' = 'docker';
+
+/** A command inside a task's container: docker exec, or nsenter into a runc container's namespaces. */
+function execIn(container: string, args: readonly string[], timeoutMs = 60_000) {
+  const oci = /^oci:(\d+)$/.exec(container);
+  return oci
+    ? run('nsenter', ['-t', oci[1] ?? '', '-m', '-u', '-i', '-n', '-p', ...args], { timeoutMs })
+    : run('docker', ['exec', container, ...args], { timeoutMs });
+}
+
+async function inContainer(container: string, ...args: string[]): Promise<string> {
+  const r = await execIn(container, args);
+  if (r.code !== 0) throw new Error(`${args.join(' ')} in ${container} exited ${r.code}: ${r.stderr.trim()}`);
   return r.stdout;
 }
 
-/** The running containers of a service (shared dockerd: found by the service id label). */
+/**
+ * The running containers of a service: on docker (a shared dockerd) by the service id label; on
+ * oci, what runc runs for this lab's hosts (the only service running then), as `oci:<pid>`.
+ */
 async function containersOf(serviceId: string): Promise<string[]> {
-  const out = await docker('ps', '-q', '--filter', `label=${SERVICE_ID_LABEL}=${serviceId}`);
-  return out.split('\n').filter((l) => l.trim() !== '');
+  if (runtime === 'oci') {
+    const found: string[] = [];
+    for (const { host } of theLab().hosts()) {
+      const root = path.join(theLab().dir, host, 'data', 'oci', 'runc');
+      const r = await run('runc', ['--root', root, 'list', '--format', 'json']);
+      const list = (JSON.parse(r.stdout.trim() || 'null') ?? []) as { status: string; pid: number }[];
+      found.push(...list.filter((c) => c.status === 'running').map((c) => `oci:${c.pid}`));
+    }
+    return found;
+  }
+  const r = await run('docker', ['ps', '-q', '--filter', `label=${SERVICE_ID_LABEL}=${serviceId}`]);
+  if (r.code !== 0) throw new Error(`docker ps exited ${r.code}: ${r.stderr.trim()}`);
+  return r.stdout.split('\n').filter((l) => l.trim() !== '');
 }
 
 /** A container's address on the user network: eth1 (eth0 is on the ingress network). */
 async function addressOf(container: string): Promise<string> {
-  const out = await docker('exec', container, 'ip', '-4', '-o', 'addr', 'show', 'eth1');
+  const out = await inContainer(container, 'ip', '-4', '-o', 'addr', 'show', 'eth1');
   const match = /inet (\d+\.\d+\.\d+\.\d+)\//.exec(out);
   if (!match?.[1]) throw new Error(`no IPv4 address on eth1 of ${container}: ${out}`);
   return match[1];
@@ -51,13 +77,13 @@ async function addressOf(container: string): Promise<string> {
  */
 async function fetchFrom(container: string, target: string, count = 1): Promise<string[]> {
   const script = `for i in $(seq 1 ${count}); do out=$(timeout 5 wget -qO- http://${target}/ 2>&1) && echo "$out" | head -1 || echo "ERR $out"; done`;
-  const out = await docker('exec', container, 'sh', '-c', script);
+  const out = await inContainer(container, 'sh', '-c', script);
   return out.split('\n').filter((l) => l.trim() !== '');
 }
 
 /** The A records busybox's nslookup prints for NAME (the answer section, not the server's address). */
 async function lookup(container: string, name: string): Promise<string[]> {
-  const r = await run('docker', ['exec', container, 'nslookup', name], { timeoutMs: 30_000 });
+  const r = await execIn(container, ['nslookup', name], 30_000);
   const answer = r.stdout
     .split(/Name:\s/)
     .slice(1)
@@ -98,14 +124,17 @@ async function leftovers(host: string, vniHex: string): Promise<string[]> {
   ];
 }
 
-export function networksSuite(lb: 'nftables' | 'userspace'): void {
+export function networksSuite(lb: 'nftables' | 'userspace', on: 'docker' | 'oci' = 'docker'): void {
+  runtime = on;
   const caps = capabilities();
   const needs =
     caps.labUnavailable ?? (caps.agent ? false : `needs agents that run tasks: ${caps.agentMissing ?? ''}`);
   // The lab's daemons start with --lb from LAB_LB (read when the lab comes up).
   process.env.LAB_LB = lb;
-  lab = needs ? undefined : useLab({ managers: 1, workers: 2 }).lab;
-  describe(`lab user overlay network (${lb}): service discovery, VIP and cleanup`, { skip: needs }, () => {
+  const noRunc = on === 'oci' && spawnSync('runc', ['--version']).status !== 0 ? 'needs runc' : false;
+  const skip = needs || noRunc;
+  lab = skip ? undefined : useLab({ managers: 1, workers: 2, runtime: on }).lab;
+  describe(`lab user overlay network (${lb}, ${on}): service discovery, VIP and cleanup`, { skip }, () => {
     let webId = '';
     let vniHex = '';
     const state: { containers: string[]; ips: string[] } = { containers: [], ips: [] };
