@@ -31,8 +31,10 @@ export const DEFAULT_PIDS_LIMIT = 4096;
 const RUNC_TIMEOUT_MS = 30_000;
 /** runc create through the shim: namespaces, cgroups, mounts. */
 const CREATE_TIMEOUT_MS = 60_000;
-/** How often wait/stop/follow look for the exit record or new output. */
+/** How often stop/remove/follow look for the exit or new output. */
 const POLL_MS = 100;
+/** wait() sleeps on inotify; this is only its fallback re-check (a shim that died unseen). */
+const WAIT_RECHECK_MS = 2000;
 /** How long a killed container may take to be reaped before remove goes on regardless. */
 const KILL_WAIT_MS = 10_000;
 /** Output kept from one exec. */
@@ -115,6 +117,35 @@ export function parseLogLine(line: string): LogLine | undefined {
   const stream = line.slice(first + 1, first + 2);
   if (!Number.isFinite(timeMs) || (stream !== 'o' && stream !== 'e')) return undefined;
   return { stream: stream === 'o' ? 'stdout' : 'stderr', timeMs, text: line.slice(first + 3) };
+}
+
+/** Resolves on the next change in `dir` (inotify), after `limitMs`, or when `signal` fires. */
+function watchDir(
+  dir: string,
+  limitMs: number,
+  signal: AbortSignal,
+): { next: Promise<void>; close: () => void } {
+  let watcher: fs.FSWatcher | undefined;
+  let wake = () => {};
+  const next = new Promise<void>((resolve) => {
+    wake = resolve;
+  });
+  const timer = setTimeout(() => wake(), limitMs);
+  const close = () => {
+    clearTimeout(timer);
+    watcher?.close();
+    signal.removeEventListener('abort', wake);
+    wake();
+  };
+  signal.addEventListener('abort', wake, { once: true });
+  try {
+    watcher = fs.watch(dir, { persistent: false }, () => wake());
+    watcher.on('error', () => wake());
+  } catch {
+    // The folder is gone: the caller finds out when it looks.
+    wake();
+  }
+  return { next, close };
 }
 
 export class OciRuntime implements Runtime {
@@ -445,20 +476,25 @@ export class OciRuntime implements Runtime {
   }
 
   async wait(containerId: string, signal: AbortSignal): Promise<number> {
+    const dir = this.dirOf(containerId);
     for (;;) {
       if (signal.aborted) throw new Error(`wait for ${containerId} aborted`);
-      const exit = this.exitRecord(containerId);
-      if (exit) return exit.exitCode;
-      const state = this.state(containerId);
-      if (!state) throw new Error(`container ${containerId} was removed`);
-      if (!this.shimAlive(containerId, state.shimPid)) {
-        // The shim is gone (the exit record may have landed meanwhile): the code is lost.
-        const again = this.exitRecord(containerId);
-        if (again) return again.exitCode;
-        const info = await this.inspect(containerId);
-        if (info?.status === 'exited') return info.exitCode;
+      // Watch first, then look: an exit record written in between still wakes us.
+      const change = watchDir(dir, WAIT_RECHECK_MS, signal);
+      try {
+        const exit = this.exitRecord(containerId);
+        if (exit) return exit.exitCode;
+        const state = this.state(containerId);
+        if (!state) throw new Error(`container ${containerId} was removed`);
+        if (!this.shimAlive(containerId, state.shimPid)) {
+          // The shim is gone (the exit record may have landed meanwhile): the code is lost.
+          const info = await this.inspect(containerId);
+          if (info?.status === 'exited') return info.exitCode;
+        }
+        await change.next;
+      } finally {
+        change.close();
       }
-      await abortableSleep(POLL_MS, signal);
     }
   }
 

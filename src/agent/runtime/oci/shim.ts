@@ -14,9 +14,7 @@ export const SHIM_SCRIPT = String.raw`#!/usr/bin/perl
 # cluster oci shim: shim.pl LOGFILE EXITFILE PIDFILE -- RUNC ARGS...
 use strict;
 use warnings;
-use POSIX ();
 use Config;
-use IO::Select;
 
 my ($log_path, $exit_path, $pid_path, $sep, @cmd) = @ARGV;
 die "usage: shim.pl LOG EXIT PIDFILE -- CMD...\n" unless defined $sep && $sep eq '--' && @cmd;
@@ -40,7 +38,7 @@ if ($runc == 0) {
   open(STDIN, '<', '/dev/null');
   open(STDOUT, '>&', $out_w);
   open(STDERR, '>&', $err_w);
-  exec(@cmd) or POSIX::_exit(127);
+  exec(@cmd) or CORE::exit(127);
 }
 close($out_w);
 close($err_w);
@@ -48,8 +46,8 @@ close($err_w);
 open(my $log, '>>', $log_path) or die "shim: $log_path: $!\n";
 $log->autoflush(1);
 my %buf = (o => '', e => '');
-my %fh_name = (fileno($out_r) => 'o', fileno($err_r) => 'e');
-my $sel = IO::Select->new($out_r, $err_r);
+# Open pipe ends by file descriptor (4-arg select, no modules beyond perl-base's Config).
+my %open = (fileno($out_r) => [$out_r, 'o'], fileno($err_r) => [$err_r, 'e']);
 my $create_output = '';
 my ($runc_status, $init_pid, $init_status);
 my $reported = 0;
@@ -62,11 +60,17 @@ sub emit {
 
 sub pump {
   my ($timeout) = @_;
-  for my $fh ($sel->can_read($timeout)) {
-    my $name = $fh_name{fileno($fh)};
+  if (!%open) { select(undef, undef, undef, $timeout); return; }
+  my $rin = '';
+  vec($rin, $_, 1) = 1 for keys %open;
+  my $ready = select(my $rout = $rin, undef, undef, $timeout);
+  return if $ready <= 0;
+  for my $fd (keys %open) {
+    next unless vec($rout, $fd, 1);
+    my ($fh, $name) = @{$open{$fd}};
     my $n = sysread($fh, my $chunk, 65536);
     if (!$n) {
-      $sel->remove($fh);
+      delete $open{$fd};
       emit($name, $buf{$name}) if length $buf{$name};
       $buf{$name} = '';
       close($fh);
@@ -79,7 +83,8 @@ sub pump {
 }
 
 sub reap {
-  while ((my $pid = waitpid(-1, POSIX::WNOHANG())) > 0) {
+  # 1: WNOHANG.
+  while ((my $pid = waitpid(-1, 1)) > 0) {
     my $status = $?;
     if ($pid == $runc) { $runc_status = $status; }
     elsif (defined $init_pid && $pid == $init_pid) { $init_status = $status; }
@@ -108,12 +113,11 @@ sub json_string {
 
 # Until runc create is done: its own output is its error message, not the container's.
 until (defined $runc_status) {
-  pump(0.05) if $sel->count;
-  select(undef, undef, undef, 0.05) unless $sel->count;
+  pump(0.05);
   reap();
 }
 if ($runc_status != 0) {
-  pump(0.2) while $sel->count && $sel->can_read(0);
+  for (1 .. 25) { last unless %open; pump(0.2); }
   report('{"ok":false,"code":' . code_of($runc_status) . ',"error":' . json_string($create_output) . '}');
   exit 0;
 }
@@ -131,10 +135,9 @@ report('{"ok":true,"pid":' . $init_pid . ',"shimPid":' . $$ . '}');
 # The init process may have gone already: reap() picks up what exited meanwhile.
 my $drain_deadline;
 while (1) {
-  pump(0.5) if $sel->count;
-  select(undef, undef, undef, 0.5) unless $sel->count;
+  pump(0.5);
   reap();
-  last if defined $init_status && !$sel->count;
+  last if defined $init_status && !%open;
   # A process that escaped the container could hold the pipes open: stop waiting for it.
   $drain_deadline //= time() + 5 if defined $init_status;
   last if defined $drain_deadline && time() > $drain_deadline;
