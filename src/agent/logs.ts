@@ -35,8 +35,22 @@ function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/** A subscription being served: its abort, and a way to add tasks to a followed one. */
+interface ActiveSubscription {
+  abort: AbortController;
+  /** Starts reading tasks not read yet (or whose followed stream ended before they ran). */
+  add(taskIds: readonly string[]): void;
+}
+
+/** One task's reading within a subscription. */
+interface TaskReading {
+  active: boolean;
+  /** Time of the last line sent: a reading started again continues after it. */
+  lastMs: number;
+}
+
 export class LogPublisher {
-  private readonly active = new Map<string, AbortController>();
+  private readonly active = new Map<string, ActiveSubscription>();
 
   constructor(private readonly deps: LogPublisherDeps) {}
 
@@ -66,34 +80,41 @@ export class LogPublisher {
       clearTimeout(retry);
       stream?.cancel();
       stream = undefined;
-      for (const abort of this.active.values()) abort.abort();
+      for (const sub of this.active.values()) sub.abort.abort();
       this.active.clear();
     };
   }
 
   private take(client: LogBrokerClient, sub: LogSubscription): void {
+    const existing = this.active.get(sub.id);
     if (sub.close) {
-      this.active.get(sub.id)?.abort();
+      existing?.abort.abort();
       this.active.delete(sub.id);
       return;
     }
-    if (this.active.has(sub.id)) return;
+    // A followed subscription named again: tasks that started since.
+    if (existing) {
+      existing.add(sub.taskIds);
+      return;
+    }
     const abort = new AbortController();
-    this.active.set(sub.id, abort);
-    this.publish(client, sub, abort).then(
-      () => this.active.delete(sub.id),
-      (err: unknown) => {
-        this.active.delete(sub.id);
-        this.deps.logger.warn({ subscriptionId: sub.id, err }, 'publishing logs failed');
-      },
-    );
+    const served: ActiveSubscription = { abort, add: () => undefined };
+    this.active.set(sub.id, served);
+    const forget = () => {
+      if (this.active.get(sub.id) === served) this.active.delete(sub.id);
+    };
+    this.publish(client, sub, served).then(forget, (err: unknown) => {
+      forget();
+      this.deps.logger.warn({ subscriptionId: sub.id, err }, 'publishing logs failed');
+    });
   }
 
   private async publish(
     client: LogBrokerClient,
     sub: LogSubscription,
-    abort: AbortController,
+    served: ActiveSubscription,
   ): Promise<void> {
+    const { abort } = served;
     const signal = abort.signal;
     const call: ClientWritableStream<PublishLogsMessage> = client.publishLogs(new Metadata(), (err) => {
       // The broker answered: the reader left (or the broker went away). Stop reading.
@@ -139,24 +160,33 @@ export class LogPublisher {
     let flushTimer: NodeJS.Timeout | undefined;
     const errors: string[] = [];
     const { runtime } = this.deps;
-    const readTask = async (taskId: string): Promise<void> => {
-      const containerId = this.deps.containerOf(taskId);
-      if (!containerId) return;
+    const readings = new Map<string, TaskReading>();
+    const initial = new Set(sub.taskIds);
+    const readTask = async (taskId: string, containerId: string, reading: TaskReading): Promise<void> => {
       if (!runtime.logs) {
         errors.push(`the ${runtime.name} runtime keeps no logs (task ${taskId})`);
         return;
       }
+      const again = reading.lastMs > 0;
+      // A task named after the subscription began started since: all of its lines.
+      const fromStart = again || !initial.has(taskId) || sub.tail < 0;
       try {
         // A task whose container is gone has no lines left: nothing to say about it.
         if (!(await runtime.inspect(containerId))) return;
         const lines = runtime.logs(containerId, {
           follow: sub.follow,
-          tail: sub.tail < 0 ? undefined : sub.tail,
-          sinceMs: sub.sinceMs > 0 ? sub.sinceMs : undefined,
+          // Read again (a followed task that started since): everything after the last line sent.
+          tail: fromStart ? undefined : sub.tail,
+          sinceMs: again
+            ? Math.max(sub.sinceMs, reading.lastMs + 1)
+            : sub.sinceMs > 0
+              ? sub.sinceMs
+              : undefined,
           signal,
         });
         for await (const line of lines) {
           if (signal.aborted) return;
+          reading.lastMs = Math.max(reading.lastMs, line.timeMs);
           buffer.push({ taskId, stream: line.stream, timeMs: line.timeMs, text: line.text });
           if (buffer.length >= MAX_LINES_PER_PUBLISH) {
             clearTimeout(flushTimer);
@@ -172,10 +202,34 @@ export class LogPublisher {
         }
       } catch (err) {
         if (!signal.aborted) errors.push(`task ${taskId}: ${message(err)}`);
+      } finally {
+        reading.active = false;
       }
     };
+    const started: Promise<void>[] = [];
+    const add = (taskIds: readonly string[]) => {
+      for (const taskId of taskIds) {
+        const reading = readings.get(taskId) ?? { active: false, lastMs: 0 };
+        if (reading.active || signal.aborted) continue;
+        // No container yet (still preparing): a later naming of the task starts it.
+        const containerId = this.deps.containerOf(taskId);
+        if (!containerId) continue;
+        reading.active = true;
+        readings.set(taskId, reading);
+        started.push(readTask(taskId, containerId, reading));
+      }
+    };
+    add(sub.taskIds);
     try {
-      await Promise.all(sub.taskIds.map(readTask));
+      if (sub.follow) {
+        served.add = add;
+        // Followed: open until the reader leaves, whatever the tasks do meanwhile.
+        await new Promise<void>((resolve) => {
+          if (signal.aborted) resolve();
+          else signal.addEventListener('abort', () => resolve(), { once: true });
+        });
+      }
+      await Promise.all(started);
     } finally {
       clearTimeout(flushTimer);
     }

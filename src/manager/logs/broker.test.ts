@@ -220,7 +220,7 @@ test('lines of every node reach the reader with their context, and the stream en
   );
 });
 
-test('follow streams new lines until the reader leaves, and the agents stop reading', async (t) => {
+test('follow streams new lines and new tasks until the reader leaves, and the agents stop reading', async (t) => {
   const h = await harness(t);
   const { a1, a2 } = await prepared(h);
   let seen: string[] = [];
@@ -234,9 +234,24 @@ test('follow streams new lines until the reader leaves, and the agents stop read
   a2.runtime.add('c1', 'late-2');
   await until(() => seen.includes('late-1') && seen.includes('late-2'));
   assert.ok(!seen.includes('one-a'), 'tail 0 sends no old lines');
+
+  // A task that starts while the reader follows (a replacement): all its lines come too.
+  const t3 = Task.fromPartial({
+    id: 'task3task3task3task3task3',
+    serviceId: h.service.id,
+    slot: 3,
+    nodeId: a1.nodeId,
+    desiredState: TaskState.TASK_STATE_RUNNING,
+    status: { state: TaskState.TASK_STATE_RUNNING },
+  });
+  const c3 = await a1.runtime.prepare(t3, a1.nodeId);
+  a1.containers.set(t3.id, c3);
+  a1.runtime.add(c3, 'three-a');
+  await h.store.update((tx) => tx.tasks.create(t3));
+  await until(() => seen.includes('three-a'));
   cancelReader?.();
   await done;
-  await until(() => !a1.runtime.followers.has('c1') && !a2.runtime.followers.has('c1'));
+  await until(() => a1.runtime.followers.size === 0 && a2.runtime.followers.size === 0);
 });
 
 test('an unknown target is NOT_FOUND; a node without a listener is a warning', async (t) => {

@@ -82,24 +82,32 @@ function hasContainer(task: DeepReadonly<Task>): boolean {
   );
 }
 
+/** What a target names: a service (every task of it) or one task. */
+export interface LogTarget {
+  tasks: Task[];
+  /** Set when the target is a service: a followed reader also gets its tasks started later. */
+  serviceId?: string;
+  taskId?: string;
+}
+
 /** The tasks a target names: a service (every task of it) or one task. NOT_FOUND otherwise. */
-export function tasksOfTarget(store: MemoryStore, target: string): Task[] {
+export function tasksOfTarget(store: MemoryStore, target: string): LogTarget {
   if (target === '') throw new ClusterError('INVALID_ARGUMENT', 'a service or task name or id is required');
-  return store.view((tx) => {
-    let serviceError: ClusterError | undefined;
+  return store.view((tx): LogTarget => {
     try {
       const service = tx.services.lookup(target);
-      return tx.tasks
+      const tasks = tx.tasks
         .find('serviceId', service.id)
         .filter(hasContainer)
         .map((t) => thaw<Task>(t));
+      return { tasks, serviceId: service.id };
     } catch (err) {
-      serviceError = toClusterError(err);
-      if (serviceError.code !== 'NOT_FOUND') throw serviceError;
+      const e = toClusterError(err);
+      if (e.code !== 'NOT_FOUND') throw e;
     }
     try {
       const task = tx.tasks.lookup(target);
-      return hasContainer(task) ? [task] : [];
+      return { tasks: hasContainer(task) ? [task] : [], taskId: task.id };
     } catch (err) {
       const e = toClusterError(err);
       if (e.code !== 'NOT_FOUND') throw e;
@@ -182,7 +190,8 @@ export function createLogBroker(options: LogBrokerOptions): LogBroker {
     // Subscriptions of followed readers opened before this node (re)connected.
     for (const sub of subscriptions.values()) {
       const tasks = sub.byNode.get(nodeId);
-      if (tasks && sub.waiting.has(nodeId)) call.write(subscriptionFor(sub, tasks));
+      const follow = subscriptionRequests.get(sub.id)?.follow ?? false;
+      if (tasks && (follow || sub.waiting.has(nodeId))) call.write(subscriptionFor(sub, tasks));
     }
   };
 
@@ -292,7 +301,7 @@ export function createLogBroker(options: LogBrokerOptions): LogBroker {
     call: ServerWritableStream<ServiceLogsRequest, ServiceLogsMessage>,
   ) => {
     const stream = call as ServerWritableStream<unknown, unknown>;
-    let tasks: Task[];
+    let target: LogTarget;
     try {
       if (!options.isLeader()) throw notLeader();
       if (subscriptions.size >= MAX_SUBSCRIPTIONS) {
@@ -301,22 +310,26 @@ export function createLogBroker(options: LogBrokerOptions): LogBroker {
           `${MAX_SUBSCRIPTIONS} log readers are open already; retry later`,
         );
       }
-      tasks = tasksOfTarget(store, call.request.target);
+      target = tasksOfTarget(store, call.request.target);
     } catch (err) {
       endStream(stream, toClusterError(err));
       return;
     }
     const request = call.request;
     const byNode = new Map<string, Set<string>>();
-    for (const t of tasks) {
+    const include = (t: DeepReadonly<Task>): Set<string> => {
       let set = byNode.get(t.nodeId);
       if (!set) byNode.set(t.nodeId, (set = new Set()));
       set.add(t.id);
-    }
+      return set;
+    };
+    for (const t of target.tasks) include(t);
     let ended = false;
+    const following = new AbortController();
     const finish = () => {
       if (ended) return;
       ended = true;
+      following.abort();
       subscriptions.delete(sub.id);
       subscriptionRequests.delete(sub.id);
       // Agents still publishing stop: a closing subscription, and their publish stream is ended.
@@ -363,7 +376,38 @@ export function createLogBroker(options: LogBrokerOptions): LogBroker {
       finish();
       endStream(stream);
     }
+    if (request.follow) followTasks(sub, target, include, following.signal);
   };
+
+  /**
+   * A followed reader also gets tasks that start after it began (a replacement, a scale-up, an
+   * update), as Docker's: each node is asked again when one of its tasks of the target runs.
+   */
+  function followTasks(
+    sub: Subscription,
+    target: LogTarget,
+    include: (t: DeepReadonly<Task>) => Set<string>,
+    signal: AbortSignal,
+  ): void {
+    const watcher = store.watch({ tables: ['tasks'], signal });
+    (async () => {
+      for await (const event of watcher) {
+        if (event.table !== 'tasks' || event.kind === 'delete') continue;
+        const t = event.object;
+        if (target.serviceId ? t.serviceId !== target.serviceId : t.id !== target.taskId) continue;
+        if (!hasContainer(t)) continue;
+        const known = sub.byNode.get(t.nodeId)?.has(t.id) ?? false;
+        const nowRunning =
+          t.status?.state === TaskState.TASK_STATE_RUNNING &&
+          event.oldObject?.status?.state !== TaskState.TASK_STATE_RUNNING;
+        if (known && !nowRunning) continue;
+        const tasks = include(t);
+        listeners.get(t.nodeId)?.send(subscriptionFor(sub, tasks));
+      }
+    })().catch((err: unknown) =>
+      logger.warn({ err, subscriptionId: sub.id }, 'a followed reader no longer sees new tasks'),
+    );
+  }
 
   function closeAll(error: ClusterError): void {
     for (const l of [...listeners.values()]) l.end(error);
