@@ -286,5 +286,24 @@ describe('updater: failures', () => {
       2000,
     );
     assert.equal(done.service?.updateStatus?.state, UpdateStatus_State.STATE_ROLLBACK_COMPLETED);
+    assert.equal(done.service?.updateStatus?.message, 'rollback completed');
+  });
+
+  it('a rollback the failure action started ends with its reason', () => {
+    const { v1, v2, step } = withFailures(
+      { failureAction: UpdateConfig_FailureAction.FAILURE_ACTION_ROLLBACK },
+      1,
+      3,
+    );
+    const back = step.service ?? v2;
+    const settled: SlotView = {
+      key: '1',
+      tasks: [task(v1, { slot: 1 })],
+      current: task(v1, { slot: 1 }),
+      outdated: false,
+    };
+    const done = nextUpdateStep(back, [settled], 70_000);
+    assert.equal(done.service?.updateStatus?.state, UpdateStatus_State.STATE_ROLLBACK_COMPLETED);
+    assert.equal(done.service?.updateStatus?.message, '1 of 3 updated tasks failed (max failure ratio 0)');
   });
 });

@@ -57,6 +57,18 @@ function failed(task: Task): boolean {
   );
 }
 
+/** Ends the message of a rollback the failure action started; the reason comes before it. */
+const ROLLING_BACK = ': rolling back';
+
+/**
+ * A finished rollback says why it happened when the failure action started it (the CLI prints
+ * "rolled back: <reason>"); a rollback the user asked for just completed.
+ */
+function rollbackDoneMessage(service: Service): string {
+  const started = service.updateStatus?.message ?? '';
+  return started.endsWith(ROLLING_BACK) ? started.slice(0, -ROLLING_BACK.length) : 'rollback completed';
+}
+
 /** The config the rollout follows: the rollback config while rolling back. */
 export function activeUpdateConfig(service: Service): UpdateConfig | undefined {
   const state = service.updateStatus?.state;
@@ -119,7 +131,12 @@ export function nextUpdateStep(service: Service, slots: readonly SlotView[], now
     if (state === UpdateStatus_State.STATE_UPDATING)
       return finish(service, UpdateStatus_State.STATE_COMPLETED, 'update completed', nowMs);
     if (state === UpdateStatus_State.STATE_ROLLBACK_STARTED)
-      return finish(service, UpdateStatus_State.STATE_ROLLBACK_COMPLETED, 'rollback completed', nowMs);
+      return finish(
+        service,
+        UpdateStatus_State.STATE_ROLLBACK_COMPLETED,
+        rollbackDoneMessage(service),
+        nowMs,
+      );
     return { replace: [], service: undefined, wakeAtMs };
   }
   if (PAUSED.has(state)) return { replace: [], service: undefined, wakeAtMs: undefined };
@@ -143,7 +160,7 @@ export function nextUpdateStep(service: Service, slots: readonly SlotView[], now
       const back = withStatus(
         service,
         UpdateStatus_State.STATE_ROLLBACK_STARTED,
-        `${why}: rolling back`,
+        `${why}${ROLLING_BACK}`,
         nowMs,
         true,
       );
