@@ -203,6 +203,17 @@ describe('lab nodes: 3 managers + 2 workers', { skip: needs }, () => {
       },
     );
     t.diagnostic(`promoted after ${((Date.now() - started) / 1000).toFixed(1)} s: ${four.join(', ')}`);
+    // The other nodes keep the new manager in their state, to find the cluster after a restart.
+    const promotedAddr = `${
+      theLab()
+        .hosts()
+        .find((h) => h.host === host)?.address ?? ''
+    }:4242`;
+    await eventually('worker1 saved the new manager list', 30_000, () => {
+      const file = path.join(theLab().dir, 'worker1', 'data', 'node.json');
+      const saved = JSON.parse(fs.readFileSync(file, 'utf8')) as { managers: string[] };
+      return Promise.resolve(saved.managers.includes(promotedAddr) ? saved.managers : undefined);
+    });
     // The promoted node serves the control API on its own socket, and Raft takes writes with it.
     const viaPromoted = await eventually('a write through the promoted node', 30_000, async () => {
       const r = await theLab().cli(

@@ -140,8 +140,19 @@ export function createNodeCertificatesServer(deps: NodeCertificatesDeps): NodeCe
       try {
         const now = await answer(who, csr);
         if (now) return now;
+        // The manager list is news too: the caller keeps it to find the cluster after a restart.
+        const managersAtStart = managerAddresses(store).join(',');
         for await (const event of watcher) {
-          // Only this node's record or the cluster object (its removal) can change the answer.
+          const aboutManagers =
+            event.table === 'nodes' &&
+            (event.object.role === NodeRole.NODE_ROLE_MANAGER ||
+              event.oldObject?.role === NodeRole.NODE_ROLE_MANAGER);
+          const managers = aboutManagers ? managerAddresses(store) : undefined;
+          if (managers && managers.join(',') !== managersAtStart) {
+            if (!deps.isLeader()) throw notLeader();
+            return { role: who.role, certificate: '', managers };
+          }
+          // Only this node's record or the cluster object (its removal) can change the role.
           if (event.table === 'nodes' && event.object.id !== who.nodeId) continue;
           const changed = await answer(who, csr);
           if (changed) return changed;
