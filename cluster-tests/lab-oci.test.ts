@@ -278,6 +278,57 @@ describe('lab on the oci runtime: 1 manager + 2 workers', { skip: needs }, () =>
     );
   });
 
+  test('healthchecks run through exec in the runc container: healthy shown, unhealthy replaced', async () => {
+    const create = (name: string, check: string) =>
+      theLab().ok(
+        'manager1',
+        'service',
+        'create',
+        '-d',
+        '--name',
+        name,
+        '--health-cmd',
+        check,
+        '--health-interval',
+        '1s',
+        '--health-retries',
+        '1',
+        'local/busybox:1',
+      );
+    await create('checked', 'wget -q -O /dev/null http://127.0.0.1/health');
+    await create('sick', 'test -f /www/missing');
+    const psRows = async (name: string) =>
+      jsonLines<TaskRow & { Error: string }>(
+        await theLab().ok('manager1', '--format', 'json', 'service', 'ps', name),
+      );
+    await eventually(
+      'checked healthy in service ps',
+      60_000,
+      async () => {
+        const rows = await psRows('checked');
+        return rows.some((r) => /^Running .* \(healthy\)$/.test(r.CurrentState)) ? true : undefined;
+      },
+      500,
+    );
+    const failed = await eventually(
+      'sick FAILED as unhealthy',
+      60_000,
+      async () => {
+        const rows = await psRows('sick');
+        return rows.find((r) => /unhealthy/.test(r.Error));
+      },
+      500,
+    );
+    assert.match(failed.Error, /unhealthy container/);
+    await theLab().ok('manager1', 'service', 'rm', 'checked', 'sick');
+    await eventually(
+      'only the 3 web containers left',
+      60_000,
+      () => Promise.resolve(allRunning().length === 3 ? true : undefined),
+      500,
+    );
+  });
+
   test('service rm removes every container, overlay and cgroup', async () => {
     const containers = allRunning();
     await theLab().ok('manager1', 'service', 'rm', 'web');

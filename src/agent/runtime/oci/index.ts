@@ -109,6 +109,12 @@ function isMountPoint(dir: string): boolean {
   return info.split('\n').some((line) => line.split(' ')[4] === dir);
 }
 
+/** runc needs the cgroup hierarchies; `ip netns exec` remounts /sys and hides them. */
+function cgroupsVisible(): boolean {
+  const info = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+  return info.split('\n').some((line) => / - cgroup2? /.test(line));
+}
+
 /** Parses "<unix ms> <o|e> <text>" lines of a container log. */
 export function parseLogLine(line: string): LogLine | undefined {
   const first = line.indexOf(' ');
@@ -461,6 +467,10 @@ export class OciRuntime implements Runtime {
     let current = await this.runcState(containerId);
     if (current?.status === 'running' || this.exitRecord(containerId)) return;
     if (!current) {
+      if (!cgroupsVisible())
+        throw new RuntimeUnavailableError(
+          'no cgroup hierarchy is mounted in this mount namespace (a daemon started with `ip netns exec` sees a fresh /sys): run the daemon in the host mount namespace (e.g. nsenter --net=... instead)',
+        );
       await this.mountRootfs(containerId, state);
       const shimPid = await this.createWithShim(containerId);
       writeJsonAtomic(path.join(this.dirOf(containerId), 'state.json'), {
