@@ -78,6 +78,9 @@ export class TaskController {
     this.task = task;
     this.state = task.status?.state ?? TaskState.TASK_STATE_ASSIGNED;
     this.containerId = adopted?.id;
+    // After an agent restart: the last report stands (its time, its health) until news.
+    this.lastStatus = task.status;
+    this.health = (task.status?.health ?? '') as HealthStatus;
   }
 
   get taskId(): string {

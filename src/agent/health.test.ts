@@ -292,3 +292,46 @@ test('a task stopped while its check runs ends without a verdict', async () => {
   assert.equal(reports.at(-1)?.state, TaskState.TASK_STATE_SHUTDOWN);
   assert.equal(reports.at(-1)?.err, '');
 });
+
+test('after an agent restart, a health change keeps the time of the running report it adopted', async () => {
+  const runtime = new EngineHealthRuntime();
+  const t = healthTask('t5');
+  const containerId = await runtime.prepare(t, 'n1');
+  await runtime.start(containerId);
+  const runningSince = new Date(Date.now() - 60_000);
+  const adoptedTask: Task = {
+    ...t,
+    status: {
+      state: TaskState.TASK_STATE_RUNNING,
+      timestamp: runningSince,
+      message: 'started',
+      err: '',
+      container: { containerId, pid: 0, exitCode: 0 },
+      health: 'healthy',
+    },
+  };
+  runtime.verdict = 'unhealthy';
+  const reports: TaskStatus[] = [];
+  const c = new TaskController(
+    adoptedTask,
+    { runtime, nodeId: 'n1', report: (_id, s) => reports.push(s), logger, healthPollMs: 1 },
+    {
+      ...(runtime.containerOf('t5')?.info ?? {
+        id: containerId,
+        taskId: 't5',
+        status: 'running',
+        exitCode: 0,
+        pid: 0,
+        error: '',
+      }),
+    },
+  );
+  c.start();
+  await c.idle();
+  const [changed, failed] = reports;
+  assert.equal(changed?.state, TaskState.TASK_STATE_RUNNING);
+  assert.equal(changed?.health, 'unhealthy');
+  assert.equal(changed?.timestamp?.getTime(), runningSince.getTime());
+  assert.equal(failed?.state, TaskState.TASK_STATE_FAILED);
+  assert.equal(failed?.err, UNHEALTHY_ERROR);
+});

@@ -169,6 +169,11 @@ const BAD: [string, Mutation, string][] = [
   ],
   ['stop signal with spaces', (s) => (container(s).stopSignal = 'kill me'), 'stop_signal'],
   ['healthcheck of unknown form', (s) => (health(s).test = ['RUN', 'x']), 'healthcheck.test'],
+  [
+    'healthcheck HTTP probe form (not built: a CMD-SHELL check does it)',
+    (s) => (health(s).test = ['HTTP', 'http://:80/health']),
+    'use CMD-SHELL',
+  ],
   ['healthcheck CMD without command', (s) => (health(s).test = ['CMD']), 'healthcheck.test'],
   [
     'healthcheck CMD-SHELL with two strings',

@@ -258,7 +258,11 @@ function validateHealthcheck(container: ContainerSpec): void {
           throw fieldError(`${field}.test`, 'CMD-SHELL takes exactly one command string');
         break;
       default:
-        throw fieldError(`${field}.test`, `must start with CMD, CMD-SHELL or NONE, got '${form}'`);
+        // HTTP/TCP probe forms are not built: a shell check does the same with the image's tools.
+        throw fieldError(
+          `${field}.test`,
+          `must start with CMD, CMD-SHELL or NONE, got '${form}' (for an HTTP or TCP probe use CMD-SHELL, e.g. 'wget -q -O /dev/null http://localhost/health' or 'nc -z localhost 80')`,
+        );
     }
   }
   validateDuration(`${field}.interval`, health.interval, 1);
