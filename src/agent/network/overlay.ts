@@ -240,6 +240,15 @@ export class OverlayDriver {
     batch.push(`link set ${bridge} up`);
     await this.host(['ip', '-batch', '-'], batch.join('\n') + '\n');
     const table = nftTableName(config.vni);
+    if (!(await this.haveNft())) {
+      // The userspace load balancer runs without nftables; egress is then not masqueraded.
+      this.options.logger?.warn(
+        { vni: config.vni },
+        'overlay: nft not found; egress from tasks is not masqueraded',
+      );
+      this.networks.set(config.vni, config);
+      return;
+    }
     // Declare, delete and recreate in one transaction: idempotent and atomic.
     await this.host(
       ['nft', '-f', '-'],
@@ -396,7 +405,24 @@ export class OverlayDriver {
     return links.map((l) => l.ifname);
   }
 
+  private nftFound: boolean | undefined;
+
+  /** Whether the nft command exists here (asked once). */
+  private async haveNft(): Promise<boolean> {
+    if (this.nftFound === undefined) {
+      try {
+        await this.host(['nft', '--version']);
+        this.nftFound = true;
+      } catch (e) {
+        if (!(e instanceof CommandError && /ENOENT/.test(e.stderr))) throw e;
+        this.nftFound = false;
+      }
+    }
+    return this.nftFound;
+  }
+
   private async nftTables(): Promise<string[]> {
+    if (!(await this.haveNft())) return [];
     const out = JSON.parse(await this.host(['nft', '-j', 'list', 'tables', 'ip'])) as {
       nftables?: { table?: { name: string } }[];
     };
