@@ -69,7 +69,8 @@ interface Subscription {
   byNode: Map<string, Set<string>>;
   /** Nodes that have not said they are done. */
   waiting: Set<string>;
-  deliver(nodeId: string, entries: LogEntry[]): void;
+  /** Sends lines to the reader; `resume` is called once a full reader can take more. */
+  deliver(nodeId: string, entries: LogEntry[], pause: () => void, resume: () => void): void;
   warn(text: string): void;
   nodeDone(nodeId: string): void;
 }
@@ -255,7 +256,14 @@ export function createLogBroker(options: LogBrokerOptions): LogBroker {
           text: line.text,
         });
       }
-      if (entries.length) sub.deliver(nodeId, entries);
+      // A slow reader slows the agents (gRPC flow control) instead of filling the leader's memory.
+      if (entries.length)
+        sub.deliver(
+          nodeId,
+          entries,
+          () => call.pause(),
+          () => call.resume(),
+        );
       if (msg.error) sub.warn(`node ${nodeName(nodeId)}: ${msg.error}`);
       if (msg.done) sub.nodeDone(nodeId);
     });
@@ -341,12 +349,20 @@ export function createLogBroker(options: LogBrokerOptions): LogBroker {
       id: newId(),
       byNode,
       waiting: new Set(byNode.keys()),
-      deliver(_nodeId, entries) {
+      deliver(_nodeId, entries, pause, resume) {
         if (ended) return;
+        let full = false;
         for (let i = 0; i < entries.length; i += MAX_ENTRIES_PER_MESSAGE) {
-          call.write(
+          const more = call.write(
             ServiceLogsMessage.fromPartial({ entries: entries.slice(i, i + MAX_ENTRIES_PER_MESSAGE) }),
           );
+          full ||= !more;
+        }
+        if (full) {
+          pause();
+          call.once('drain', resume);
+          // A reader that leaves never drains: the publisher must not stay paused.
+          following.signal.addEventListener('abort', resume, { once: true });
         }
       },
       warn(text) {

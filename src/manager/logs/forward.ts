@@ -52,7 +52,13 @@ export function forwardingLogs(
           {},
         );
         call.on('cancelled', () => upstream.cancel());
-        upstream.on('data', (msg: ServiceLogsMessage) => call.write(msg));
+        // A slow reader slows the leader's stream rather than filling this manager's memory.
+        upstream.on('data', (msg: ServiceLogsMessage) => {
+          if (!call.write(msg)) {
+            upstream.pause();
+            call.once('drain', () => upstream.resume());
+          }
+        });
         upstream.on('end', () => {
           if (!call.cancelled && !call.writableEnded) call.end();
         });
