@@ -98,7 +98,7 @@ after(async () => {
 });
 
 test(
-  'a task runs its args with env, user, workdir and hostname, and its exit code comes back',
+  'a task runs its args with env, user, workdir, hostname and DNS config, and its exit code comes back',
   { skip },
   async () => {
     const t = task(
@@ -109,12 +109,13 @@ test(
           args: [
             'sh',
             '-c',
-            'echo "A=$A FROM_IMAGE=$FROM_IMAGE"; id -u; id -g; pwd; hostname; echo oops >&2; exit 7',
+            'echo "A=$A FROM_IMAGE=$FROM_IMAGE"; id -u; id -g; pwd; hostname; cat /etc/resolv.conf; grep -c web-1 /etc/hosts; echo oops >&2; exit 7',
           ],
           env: ['A=1'],
           user: '1234:4321',
           dir: '/tmp',
           hostname: 'web-1',
+          dnsConfig: { nameservers: ['10.0.0.2'], search: ['svc.local'], options: ['ndots:1'] },
         },
       }),
     );
@@ -122,7 +123,17 @@ test(
     assert.equal(code, 7);
     assert.deepEqual(
       out.filter((l) => l !== 'oops'),
-      ['A=1 FROM_IMAGE=yes', '1234', '4321', '/tmp', 'web-1'],
+      [
+        'A=1 FROM_IMAGE=yes',
+        '1234',
+        '4321',
+        '/tmp',
+        'web-1',
+        'nameserver 10.0.0.2',
+        'search svc.local',
+        'options ndots:1',
+        '1',
+      ],
     );
     assert.ok(out.includes('oops'), 'stderr is captured too');
   },
