@@ -244,6 +244,55 @@ export function networksSuite(lb: 'nftables' | 'userspace', on: 'docker' | 'oci'
       );
     });
 
+    test('dnsrr: the name lists the task IPs (no VIP); removed, it stops resolving', async (t) => {
+      await theLab().ok(
+        'manager1',
+        'service',
+        'create',
+        '-d',
+        '--name',
+        'db',
+        '--replicas',
+        '2',
+        '--endpoint-mode',
+        'dnsrr',
+        '--network',
+        NETWORK,
+        '--constraint',
+        'node.role==worker',
+        'local/busybox:1',
+        'sleep',
+        '100000',
+      );
+      const [client = ''] = state.containers;
+      const ips = await eventually(
+        'db resolves to its 2 tasks',
+        CONVERGE_TIMEOUT_MS,
+        async () => {
+          const found = await lookup(client, 'db');
+          return found.length === 2 ? found : undefined;
+        },
+        500,
+      );
+      assert.ok(!ips.some((ip) => state.ips.includes(ip)), `db's addresses are its own: ${ips.join(', ')}`);
+      assert.deepEqual(await lookup(client, 'tasks.db'), ips);
+      await theLab().ok('manager1', 'service', 'rm', 'db');
+      const removedAt = Date.now();
+      await eventually(
+        'db no longer resolves',
+        30_000,
+        async () => ((await lookup(client, 'db')).length === 0 ? true : undefined),
+        100,
+      );
+      t.diagnostic(
+        `db stopped resolving ${Date.now() - removedAt} ms after service rm returned (polling ~100 ms + nslookup)`,
+      );
+      // On oci every runc container of the lab is counted: wait for db's to go.
+      await eventually('db containers gone', 60_000, async () =>
+        (await containersOf(webId)).length === 2 ? true : undefined,
+      );
+    });
+
     test('network rm is refused while a service uses the network', async () => {
       const refused = await theLab().cli('manager1', 'network', 'rm', NETWORK);
       assert.notEqual(refused.code, 0);
