@@ -15,7 +15,9 @@ const caps = capabilities();
 const haveRunc = spawnSync('runc', ['--version']).status === 0;
 function missing(): string | false {
   if (caps.labUnavailable) return caps.labUnavailable;
-  if (!caps.agent) return `needs agents that run tasks: ${caps.agentMissing ?? ''}`;
+  // Docker itself is not needed here: only the agent's wiring.
+  if (!caps.agent && !/docker is not installed/.test(caps.agentMissing ?? ''))
+    return `needs agents that run tasks: ${caps.agentMissing ?? ''}`;
   return haveRunc ? false : 'needs runc (scripts/setup.sh)';
 }
 const needs = missing();

@@ -131,9 +131,12 @@ function dispatcherOf(manager: Manager) {
 export type NodeDaemonOptions = DaemonOptions & { runtime?: 'docker' | 'oci'; lb?: LbMode };
 
 /** `--runtime docker|oci`, or detected: docker where an engine answers on its socket, else oci. */
-export async function chooseRuntime(choice: 'docker' | 'oci' | undefined, dataDir: string): Promise<Runtime> {
+export async function chooseRuntime(
+  choice: 'docker' | 'oci' | undefined,
+  dataDir: string,
+  docker: DockerRuntime = new DockerRuntime(),
+): Promise<Runtime> {
   if (choice === 'oci') return new OciRuntime({ dataDir });
-  const docker = new DockerRuntime();
   if (choice === 'docker') return docker;
   try {
     await docker.describe();
