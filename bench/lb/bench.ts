@@ -1,14 +1,18 @@
 // `npm run bench:lb`: wrk against 3 Node HTTP backends in a private network namespace, direct
 // and through HAProxy (tcp, round robin, nbthread 2), our nftables data plane and our userspace
 // proxy, all in one run, in the same setup as the peer baselines (RESULTS.md section D).
+// The VXLAN path too: two hosts (namespaces on a veth underlay) with our overlay driver, a task
+// namespace on each, wrk from one task to a backend in the other ('vxlan') against wrk between
+// the same two hosts over the underlay ('underlay').
 // Options: --runs N (default 3, the median is reported), --duration S (default 10),
-// --configs direct,haproxy,nft,userspace (a subset, for quick comparisons).
+// --configs direct,haproxy,nft,userspace,underlay,vxlan (a subset, for quick comparisons).
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { NetnsLab, sh } from '../../src/agent/lb/netlab';
 import { NftLoadBalancer } from '../../src/agent/lb/nft';
 import { ProxyProcess } from '../../src/agent/lb/proxy-process';
+import { OverlayDriver } from '../../src/agent/network/overlay';
 import type { LbConfig, LoadBalancer } from '../../src/agent/lb/types';
 
 const BACKEND_IPS = ['127.0.0.2', '127.0.0.3', '127.0.0.4'];
@@ -17,6 +21,16 @@ const HAPROXY_VIP = '127.0.0.10';
 const NFT_VIP = '127.0.0.11';
 const USERSPACE_VIP = '127.0.0.12';
 const WRK_ARGS = ['-t2', '-c64', '--latency'];
+/** The two-host overlay setup: underlay addresses, the overlay subnet, node and task addresses. */
+const UNDERLAY = { a: '192.168.77.1', b: '192.168.77.2', prefix: 24 };
+const OVERLAY = {
+  vni: 4242,
+  subnet: '10.77.0.0/24',
+  nodeA: '10.77.0.2',
+  nodeB: '10.77.0.3',
+  taskA: '10.77.0.10',
+  taskB: '10.77.0.11',
+};
 
 /** Peer figures, RESULTS.md section D (medians of 3 runs, 2026-11-22, same VM and wrk flags). */
 const PEERS: Record<string, { rps: number; p50: number; p99: number; cpu: string; what: string }> = {
@@ -25,6 +39,46 @@ const PEERS: Record<string, { rps: number; p50: number; p99: number; cpu: string
   nft: { rps: 47183, p50: 1.03, p99: 7.73, cpu: 'kernel', what: 'bare nft DNAT numgen inc' },
   userspace: { rps: 27814, p50: 2.21, p99: 5.08, cpu: '25.5', what: 'naive Node tcp-proxy.js' },
 };
+
+/**
+ * Two hosts joined by a veth underlay, our overlay network on both, a task namespace on each
+ * plumbed in by the driver as the agent does; a backend in host B (underlay) and in task B.
+ */
+async function twoHosts(lab: NetnsLab): Promise<{ hostA: string; taskA: string }> {
+  const hostA = await lab.addNamespace('ha');
+  const hostB = await lab.addNamespace('hb');
+  const taskA = await lab.addNamespace('ta');
+  const taskB = await lab.addNamespace('tb');
+  await lab.link(
+    hostA,
+    'und0',
+    `${UNDERLAY.a}/${UNDERLAY.prefix}`,
+    hostB,
+    'und0',
+    `${UNDERLAY.b}/${UNDERLAY.prefix}`,
+  );
+  const sides = [
+    { host: hostA, task: taskA, underlay: UNDERLAY.a, node: OVERLAY.nodeA, ip: OVERLAY.taskA },
+    { host: hostB, task: taskB, underlay: UNDERLAY.b, node: OVERLAY.nodeB, ip: OVERLAY.taskB },
+  ];
+  for (const side of sides) {
+    const other = sides.find((s) => s !== side);
+    const driver = new OverlayDriver({ underlayIp: side.underlay, hostNetns: `/var/run/netns/${side.host}` });
+    await driver.ensureNetwork({ vni: OVERLAY.vni, subnet: OVERLAY.subnet, nodeIp: side.node });
+    await driver.setRemoteEndpoints(OVERLAY.vni, [
+      { ip: other?.node ?? '', host: other?.underlay ?? '' },
+      { ip: other?.ip ?? '', host: other?.underlay ?? '' },
+    ]);
+    await driver.attach(OVERLAY.vni, {
+      endpointId: `bench-${side.task}`,
+      netns: side.task,
+      ip: `${side.ip}/24`,
+    });
+  }
+  await lab.startBackend(hostB, 'underlay b', UNDERLAY.b, PORT);
+  await lab.startBackend(taskB, 'task b', OVERLAY.taskB, PORT);
+  return { hostA, taskA };
+}
 
 interface WrkResult {
   rps: number;
@@ -139,20 +193,28 @@ async function main(): Promise<void> {
   process.once('SIGTERM', interrupted);
   const configsIndex = process.argv.indexOf('--configs');
   const configs = new Set(
-    (configsIndex >= 0 ? (process.argv[configsIndex + 1] ?? '') : 'direct,haproxy,nft,userspace').split(','),
+    (configsIndex >= 0
+      ? (process.argv[configsIndex + 1] ?? '')
+      : 'direct,haproxy,nft,userspace,underlay,vxlan'
+    ).split(','),
   );
   const results = new Map<string, WrkResult[]>();
   try {
     const ns = await lab.addNamespace('x');
     for (const [i, ip] of BACKEND_IPS.entries()) await lab.startBackend(ns, `hello from b${i + 1}`, ip, PORT);
     const client = lab.startClient(ns);
-    const wrk = async (url: string, seconds: number): Promise<WrkResult> =>
-      parseWrk(await lab.exec(ns, ['wrk', ...WRK_ARGS, `-d${seconds}s`, url]));
+    const wrk = async (url: string, seconds: number, from = ns): Promise<WrkResult> =>
+      parseWrk(await lab.exec(from, ['wrk', ...WRK_ARGS, `-d${seconds}s`, url]));
 
-    const targets: Array<{ name: string; url: string; pid?: number }> = [];
-    const add = (name: string, address: string, pid?: number): void => {
-      if (configs.has(name)) targets.push({ name, url: `http://${address}:${PORT}/`, pid });
+    const targets: Array<{ name: string; url: string; pid?: number; from: string }> = [];
+    const add = (name: string, address: string, pid?: number, from = ns): void => {
+      if (configs.has(name)) targets.push({ name, url: `http://${address}:${PORT}/`, pid, from });
     };
+    if (configs.has('underlay') || configs.has('vxlan')) {
+      const hosts = await twoHosts(lab);
+      add('underlay', UNDERLAY.b, undefined, hosts.hostA);
+      add('vxlan', OVERLAY.taskB, undefined, hosts.taskA);
+    }
     add('direct', BACKEND_IPS[0] ?? '');
     // Every load balancer is up at once on its own address, so runs can be interleaved: on a
     // shared, noisy machine, a burst of outside load then hits all configs, not just one.
@@ -178,7 +240,16 @@ async function main(): Promise<void> {
       add('userspace', USERSPACE_VIP, proxy.pid);
     }
 
-    for (const { name, url } of targets) {
+    for (const { name, url, from } of targets) {
+      if (from !== ns) {
+        // Another namespace: a plain request shows the path answers.
+        console.log(
+          `[${name}] ${url} answers: ${(await lab.exec(from, ['wget', '-qO-', url]).catch((e: unknown) => String(e))).trim()}`,
+        );
+        await wrk(url, 2, from);
+        results.set(name, []);
+        continue;
+      }
       // Sanity: which backends answer over 6 fresh connections (as the peer script prints).
       const spread = await client.fresh(url, 6);
       const counts: Record<string, number> = {};
@@ -189,9 +260,9 @@ async function main(): Promise<void> {
       results.set(name, []);
     }
     for (let run = 1; run <= runs; run++) {
-      for (const { name, url, pid } of targets) {
+      for (const { name, url, pid, from } of targets) {
         const cpuBefore = await cpuSeconds(pid);
-        const result = await wrk(url, durationS);
+        const result = await wrk(url, durationS, from);
         if (pid !== undefined && result.requests > 0) {
           result.lbCpuUsPerReq = (((await cpuSeconds(pid)) - cpuBefore) * 1e6) / result.requests;
         }
@@ -225,6 +296,8 @@ async function main(): Promise<void> {
     haproxy: summary('haproxy'),
     nft: summary('nft'),
     userspace: summary('userspace'),
+    underlay: summary('underlay'),
+    vxlan: summary('vxlan'),
   };
   const rows: string[] = [];
   rows.push(
@@ -234,7 +307,7 @@ async function main(): Promise<void> {
     '| config | req/s | p50 ms | p99 ms | LB CPU µs/req | peer (RESULTS.md D) req/s, p50, p99, µs/req |',
   );
   rows.push('|---|---|---|---|---|---|');
-  for (const name of ['direct', 'haproxy', 'nft', 'userspace'] as const) {
+  for (const name of ['direct', 'haproxy', 'nft', 'userspace', 'underlay', 'vxlan'] as const) {
     const o = ours[name];
     const p = PEERS[name];
     rows.push(
@@ -249,6 +322,10 @@ async function main(): Promise<void> {
   );
   rows.push(
     `target userspace ≥ 0.7× HAProxy req/s: ${userspaceRatio.toFixed(2)}× → ${userspaceRatio >= 0.7 ? 'met' : 'NOT met'}`,
+  );
+  const vxlanRatio = ours.vxlan.rps / ours.underlay.rps;
+  rows.push(
+    `VXLAN task-to-task across two hosts vs the same hosts over the underlay: ${vxlanRatio.toFixed(2)}× req/s`,
   );
   console.log(rows.join('\n'));
   console.log(
@@ -271,6 +348,11 @@ async function main(): Promise<void> {
       userspaceCpuUsPerReq: Number(ours.userspace.cpu) || null,
       nftVsHaproxy: Number(nftRatio.toFixed(3)),
       userspaceVsHaproxy: Number(userspaceRatio.toFixed(3)),
+      underlayRps: Math.round(ours.underlay.rps),
+      vxlanRps: Math.round(ours.vxlan.rps),
+      underlayP99Ms: ours.underlay.p99,
+      vxlanP99Ms: ours.vxlan.p99,
+      vxlanVsUnderlay: Number.isFinite(vxlanRatio) ? Number(vxlanRatio.toFixed(3)) : null,
     }),
   );
 }
