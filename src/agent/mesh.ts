@@ -262,7 +262,12 @@ export class Mesh {
     for (const resolve of this.readyWaiters.splice(0)) resolve();
     await this.loadBalancer().then((lb) => lb.apply(lbConfigOf(state, wanted, this.lbMode)));
     for (const network of wanted) {
-      if (network.user !== undefined) await this.syncDns(network, network.user);
+      if (network.user === undefined) continue;
+      // A DNS server that cannot bind (port 53 taken on the host) must not hold the data plane
+      // back: it is logged and tried again with the next update.
+      await this.syncDns(network, network.user).catch((err: unknown) =>
+        this.logger.warn({ err, networkId: network.networkId }, 'mesh: DNS server not running'),
+      );
     }
   }
 
@@ -319,7 +324,12 @@ export class Mesh {
         logger: this.logger,
       });
       server.update(dnsRecordsOf(user));
-      await server.start();
+      try {
+        await server.start();
+      } catch (err) {
+        await server.stop().catch(() => undefined);
+        throw err;
+      }
       this.dns.set(network.networkId, { server, host });
       this.logger.info({ networkId: network.networkId, host }, 'mesh: DNS server up');
       return;
