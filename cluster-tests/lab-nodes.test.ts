@@ -5,7 +5,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { capabilities, eventually, jsonLines, sleep, useLab, type HostName } from './lib/lab';
+import { capabilities, eventually, jsonLines, run, sleep, useLab, type HostName } from './lib/lab';
 
 const caps = capabilities();
 // Without agents no task ever runs: the whole file waits for them rather than failing.
@@ -317,6 +317,47 @@ describe('lab nodes: 3 managers + 2 workers', { skip: needs }, () => {
         'local/busybox:1',
       );
       return w.code === 0 ? w : undefined;
+    });
+  });
+
+  test('cluster leave on a worker stops and removes its task containers, then the node is Down', async () => {
+    const host = 'worker2';
+    await theLab().ok('manager1', 'node', 'demote', host);
+    await eventually(`${host} Ready as a worker`, 60_000, async () => {
+      const row = await nodeRow(host);
+      return row?.Status === 'Ready' && row.ManagerStatus === '' ? row : undefined;
+    });
+    const nodeId = (
+      JSON.parse(fs.readFileSync(path.join(theLab().dir, host, 'data', 'node.json'), 'utf8')) as {
+        nodeId: string;
+      }
+    ).nodeId;
+    const containers = async () => {
+      const r = await run('docker', ['ps', '-aq', '--filter', `label=cluster.node.id=${nodeId}`]);
+      assert.equal(r.code, 0, r.stderr);
+      return r.stdout.split('\n').filter((l) => l.trim() !== '');
+    };
+    await theLab().ok(
+      'manager1',
+      'service',
+      'create',
+      '-d',
+      '--name',
+      'on-worker2',
+      '--constraint',
+      `node.hostname==${host}`,
+      'local/busybox:1',
+    );
+    await eventually(`a task running on ${host}`, CONVERGE_TIMEOUT_MS, async () => {
+      const tasks = running(await liveTasks('on-worker2'));
+      return tasks.some((x) => x.Node === host) ? tasks : undefined;
+    });
+    assert.ok((await containers()).length > 0, `${host} runs containers`);
+    await theLab().ok(host, 'leave');
+    assert.deepEqual(await containers(), [], `containers of ${host} left behind by leave`);
+    await eventually(`${host} Down`, 60_000, async () => {
+      const row = await nodeRow(host);
+      return row?.Status === 'Down' ? row : undefined;
     });
   });
 });

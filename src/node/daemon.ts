@@ -572,12 +572,15 @@ export class Daemon {
         clientCredentials(tls, 'manager'),
         NODE_CHANNEL_OPTIONS,
       );
-      const onAbort = () => client.close();
+      // Closing a client lets its calls run on: the long poll itself is cancelled on stop.
+      let inFlight: { cancel(): void } | undefined;
+      const onAbort = () => inFlight?.cancel();
       signal.addEventListener('abort', onAbort, { once: true });
       try {
         const key = await generateNodeKey();
+        if (signal.aborted) return;
         const answer = await callUnary<RenewNodeCertificateResponse>(
-          (m, o, cb) => client.renew({ csr: key.csrPem, waitMs: ROLE_WATCH_WAIT_MS }, m, o, cb),
+          (m, o, cb) => (inFlight = client.renew({ csr: key.csrPem, waitMs: ROLE_WATCH_WAIT_MS }, m, o, cb)),
           ROLE_WATCH_WAIT_MS + JOIN_DEADLINE_MS,
         );
         failures = 0;
