@@ -89,11 +89,11 @@ test('logs: both streams in order, timestamps, tail and since', { skip }, async 
   for (const l of all)
     assert.ok(l.timeMs > before - 60_000 && l.timeMs < Date.now() + 60_000, String(l.timeMs));
 
+  // Docker orders stdout and stderr by arrival: the two written together may come either way.
   const tail = await collect(rt.logs(id, { follow: false, tail: 2 }));
-  assert.deepEqual(
-    tail.map((l) => l.text),
-    ['err 1', 'late'],
-  );
+  assert.equal(tail.length, 2);
+  assert.ok(['out 5', 'err 1'].includes(tail[0]?.text ?? ''), tail[0]?.text);
+  assert.equal(tail[1]?.text, 'late');
 
   const late = all.find((l) => l.text === 'late');
   assert.ok(late);
