@@ -187,6 +187,45 @@ describe('lab nodes: 3 managers + 2 workers', { skip: needs }, () => {
     });
   });
 
+  test('a worker cut off for good (silent: no connection closes): its tasks run elsewhere (measured)', async (t) => {
+    const before = await converged('web', 5);
+    const victim = 'worker2';
+    assert.ok(nodesOf(before).includes(victim), `${victim} runs a task: ${nodesOf(before).join(', ')}`);
+    const cut = await theLab().lab(['partition', victim]);
+    assert.equal(cut.code, 0, cut.stderr);
+    const cutAt = Date.now();
+    let lastMissAt = cutAt;
+    try {
+      await eventually(
+        '5 running tasks, none on the silent worker',
+        CONVERGE_TIMEOUT_MS,
+        async () => {
+          const pollAt = Date.now();
+          const tasks = running(await liveTasks('web'));
+          if (tasks.length === 5 && !nodesOf(tasks).includes(victim)) return tasks;
+          lastMissAt = pollAt;
+          return undefined;
+        },
+        50,
+      );
+    } finally {
+      const healed = await theLab().lab(['heal']);
+      assert.equal(healed.code, 0, healed.stderr);
+    }
+    const upper = (Date.now() - cutAt) / 1000;
+    const lower = (lastMissAt - cutAt) / 1000;
+    console.log(
+      `silent worker: ${victim} cut off; 5/5 running elsewhere between ${lower.toFixed(2)} and ${upper.toFixed(2)} s`,
+    );
+    t.diagnostic(
+      `reschedule seconds (worker cut off → running elsewhere): ${lower.toFixed(2)}-${upper.toFixed(2)}`,
+    );
+    await eventually(`${victim} Ready again after the heal`, 60_000, async () => {
+      const row = await nodeRow(victim);
+      return row?.Status === 'Ready' ? row : undefined;
+    });
+  });
+
   test('node promote: a worker becomes a Raft member and a manager; demote: it is a worker again', async (t) => {
     const host = 'worker2';
     const workerCert = copyTls(host, 'worker2-as-worker');
