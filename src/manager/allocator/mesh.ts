@@ -23,6 +23,7 @@ import {
   type Task,
 } from '../../gen/cluster/v1/objects';
 import type { Logger } from '../../common/logger';
+import { abortableSleep } from '../../common/sleep';
 import type { LeaderLoop } from '../../node/leader_loops';
 import { newId, thaw, type DeepReadonly, type MemoryStore, type ReadTx, type WriteTx } from '../../store';
 import { isLive, stateOf, takesTraffic } from '../orchestrator/tasks';
@@ -300,16 +301,16 @@ export function meshLoop(store: MemoryStore, logger: Logger): LeaderLoop {
 /** Resolves at the first change (plus a short batch window), after IDLE_PASS_MS, or on abort. */
 async function nextChange(watcher: AsyncIterable<unknown>, outer: AbortSignal): Promise<void> {
   const iterator = watcher[Symbol.asyncIterator]();
-  let timer: NodeJS.Timeout | undefined;
-  const idle = new Promise<void>((resolve) => {
-    timer = setTimeout(resolve, IDLE_PASS_MS);
-    outer.addEventListener('abort', () => resolve(), { once: true });
-  });
+  // A signal of this wait's own, so that no listener is left on the loop's signal per pass.
+  const idle = new AbortController();
+  const onAbort = () => idle.abort();
+  outer.addEventListener('abort', onAbort, { once: true });
   try {
-    await Promise.race([iterator.next(), idle]);
-    if (!outer.aborted) await new Promise((resolve) => setTimeout(resolve, BATCH_MS));
+    await Promise.race([iterator.next(), abortableSleep(IDLE_PASS_MS, idle.signal)]);
+    if (!outer.aborted) await abortableSleep(BATCH_MS, idle.signal);
   } finally {
-    clearTimeout(timer);
+    idle.abort();
+    outer.removeEventListener('abort', onAbort);
     await iterator.return?.();
   }
 }
