@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
+import { bareBoolFlags, buildProgram } from './main';
 
 const root = path.join(__dirname, '..', '..', '..');
 const bin = path.join(root, 'bin', 'cluster.js');
@@ -55,4 +56,33 @@ test('daemon --drain-period must be a duration: a bad one exits 2 before anythin
   assert.equal(r.code, 2);
   assert.match(r.stderr, /--drain-period/);
   assert.match(r.stderr, /duration/);
+});
+
+test('--init and --read-only are bare flags: they never swallow the image, and container arguments are left alone', () => {
+  const program = buildProgram();
+  const run = (...args: string[]) => bareBoolFlags(program, ['node', 'cluster', 'service', ...args]).slice(3);
+  assert.deepEqual(run('create', '--init', 'local/busybox:1'), ['create', '--init=true', 'local/busybox:1']);
+  assert.deepEqual(run('create', '--name', '--init', '--read-only', 'img'), [
+    'create',
+    '--name',
+    '--init',
+    '--read-only=true',
+    'img',
+  ]);
+  assert.deepEqual(run('create', '--init=false', 'img', 'sh', '--init'), [
+    'create',
+    '--init=false',
+    'img',
+    'sh',
+    '--init',
+  ]);
+  assert.deepEqual(run('update', 'web', '--init', '--read-only=false'), [
+    'update',
+    'web',
+    '--init=true',
+    '--read-only=false',
+  ]);
+  assert.deepEqual(run('create', '--', '--init'), ['create', '--', '--init']);
+  // Other verbs are untouched.
+  assert.deepEqual(run('ls', '--init'), ['ls', '--init']);
 });

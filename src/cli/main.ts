@@ -184,11 +184,49 @@ export function buildProgram(io: CliIO = PROCESS_IO): Command {
   return program;
 }
 
+/** Flags that take a boolean the Docker way: bare means true, a value only after "=". */
+const BOOL_FLAGS = new Set(['--init', '--read-only']);
+
+/**
+ * `--init` and `--read-only` are bare flags to Docker's users (`--init=false` to turn one off),
+ * but commander lets an optional value swallow the next word (`--init IMAGE` would lose the
+ * image). Before parsing, a bare one among a service command's flags becomes `--flag=true`; the
+ * scan stops at `--` and, for `create`, at the image, so the container's own arguments are
+ * never touched.
+ */
+export function bareBoolFlags(program: Command, argv: string[]): string[] {
+  const at = argv.findIndex((a, i) => a === 'service' && ['create', 'update'].includes(argv[i + 1] ?? ''));
+  if (at < 0) return argv;
+  const verb = argv[at + 1] ?? '';
+  const cmd = program.commands.find((c) => c.name() === 'service')?.commands.find((c) => c.name() === verb);
+  if (cmd === undefined) return argv;
+  const takesValue = new Set(
+    cmd.options.filter((o) => o.required || o.optional).flatMap((o) => [o.long, o.short].filter(Boolean)),
+  );
+  const out = argv.slice(0, at + 2);
+  for (let i = at + 2; i < argv.length; i++) {
+    const arg = argv[i] ?? '';
+    if (arg === '--' || (!arg.startsWith('-') && verb === 'create')) {
+      out.push(...argv.slice(i));
+      break;
+    }
+    if (BOOL_FLAGS.has(arg)) {
+      out.push(`${arg}=true`);
+    } else if (takesValue.has(arg)) {
+      out.push(arg, ...argv.slice(i + 1, i + 2));
+      i++;
+    } else {
+      out.push(arg);
+    }
+  }
+  return out;
+}
+
 /** Runs the CLI; resolves to the process exit code. Never prints a stack trace for a user mistake. */
 export async function main(argv: string[], io: CliIO = PROCESS_IO): Promise<number> {
   const program = buildProgram(io);
   try {
-    await program.parseAsync(argv);
+    await program.parseAsync(bareBoolFlags(program, argv));
     return 0;
   } catch (e) {
     if (e instanceof CommanderError) {

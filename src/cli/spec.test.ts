@@ -246,7 +246,7 @@ test('bad create values are usage errors naming the flag and the rule', () => {
     [['--health-start-period', 'soon'], /"--health-start-period"/],
     [['--no-healthcheck', '--health-cmd', 'true'], /--no-healthcheck conflicts/],
     [['--read-only', 'perhaps'], /"--read-only"/],
-    [['--init', 'yes'], /"--init"/],
+    [['--init=yes'], /"--init"/],
     [['--endpoint-mode', 'lb'], /"--endpoint-mode": must be one of vip, dnsrr/],
     [['--update-parallelism', 'x'], /"--update-parallelism"/],
     [['--update-delay', '1'], /"--update-delay"/],
