@@ -11,7 +11,7 @@ import {
 } from '../../gen/cluster/v1/objects';
 import { planGlobalService, planOrchestration } from './orchestrator';
 import type { ClusterState } from './plan';
-import { NODE_DOWN_GRACE_MS } from './tasks';
+import { NODE_DOWN_GRACE_MS, hasEnded } from './tasks';
 import {
   DOWN,
   DRAIN,
@@ -286,36 +286,114 @@ describe('rolling update (orchestrator part)', () => {
     return { ...s, services: [withImage(web, image, 100)] };
   }
 
-  it('replaces one slot at a time, stop-first, moving on once the new task runs', () => {
+  /** No slot runs (or is about to run) a new task while its old task has not ended. */
+  function assertNoOverlap(s: ClusterState): void {
+    for (const t of live(s.tasks)) {
+      if (t.spec?.container?.image !== 'nginx:2') continue;
+      const old = s.tasks.filter(
+        (o) => o.slot === t.slot && o.spec?.container?.image === 'nginx:1' && !hasEnded(o),
+      );
+      assert.deepEqual(
+        old.map((o) => o.id),
+        [],
+        `slot ${t.slot}: new task ${t.id} beside old ones still running`,
+      );
+    }
+  }
+
+  it('replaces one slot at a time, stop-first: the new task is created once the old one has stopped', () => {
     let s = update(deployed(3), 'nginx:2');
-    const seen: number[][] = [];
-    for (let round = 0; round < 10; round++) {
+    const created: number[] = [];
+    for (let round = 0; round < 20; round++) {
       // Each round is past the previous replacement's monitor period (5 s by default).
       const nowMs = round * 10_000;
       const plan = orchestrate(s, nowMs);
       if (plan.empty) break;
-      seen.push(plan.createdTasks.map((t) => t.slot));
-      // Stop-first: the old task of the slot stops in the same pass as its replacement appears.
-      for (const created of plan.createdTasks) {
-        const stopped = [...plan.updatedTasks.values()].filter((t) => t.slot === created.slot);
-        assert.equal(stopped.length, 1);
-        assert.equal(stopped[0]?.desiredState, TaskState.TASK_STATE_SHUTDOWN);
-      }
+      created.push(...plan.createdTasks.map((t) => t.slot));
       s = applyPlan(s, plan, nowMs);
-      // Before the replacement runs, nothing else moves.
-      if (plan.createdTasks.length > 0) assert.deepEqual(orchestrate(s, nowMs).createdTasks, []);
+      assertNoOverlap(s);
+      // Until the agent reports the old task stopped, the slot waits and nothing else moves.
+      const again = orchestrate(s, nowMs);
+      if (plan.createdTasks.length === 0 && plan.updatedTasks.size > 0) {
+        assert.deepEqual(again.createdTasks, []);
+        assert.equal(again.updatedTasks.size, 0);
+      }
       s = agentsSettle(s);
     }
-    assert.deepEqual(
-      seen.filter((slots) => slots.length > 0),
-      [[1], [2], [3]],
-    );
+    assert.deepEqual(created, [1, 2, 3]);
     assert.ok(live(s.tasks).every((t) => t.spec?.container?.image === 'nginx:2'));
     assert.equal(s.services[0]?.updateStatus?.state, UpdateStatus_State.STATE_COMPLETED);
   });
 
-  it('replaces every slot at once with parallelism 0', () => {
-    const s = update(
+  it('stop-first: a slot waiting for its old task to stop counts against parallelism', () => {
+    let s = update(deployed(3), 'nginx:2');
+    const first = orchestrate(s, 0);
+    assert.deepEqual(first.createdTasks, []);
+    assert.deepEqual(
+      [...first.updatedTasks.values()].map((t) => [t.slot, t.desiredState]),
+      [[1, TaskState.TASK_STATE_SHUTDOWN]],
+    );
+    s = applyPlan(s, first, 0);
+    // Long after, the old task still runs (draining): no other slot starts, slot 1 stays empty.
+    const later = orchestrate(s, 60_000);
+    assert.ok(later.empty, 'nothing moves while slot 1 waits');
+  });
+
+  it('stop-first: the replacement starts at once when the old task never reached an agent', () => {
+    const web = service('web', { replicas: 1 });
+    const pending = task(web, { slot: 1, state: TaskState.TASK_STATE_PENDING });
+    const s = update(state({ services: [web], tasks: [pending], nodes: [node('n1')] }), 'nginx:2');
+    const plan = orchestrate(s);
+    assert.deepEqual(
+      plan.createdTasks.map((t) => t.slot),
+      [1],
+    );
+    assert.equal(plan.updatedTasks.get(pending.id)?.desiredState, TaskState.TASK_STATE_SHUTDOWN);
+  });
+
+  it('stop-first: the replacement does not wait for an old task on a DOWN node', () => {
+    let s = update(deployed(1), 'nginx:2');
+    s = applyPlan(s, orchestrate(s), 0);
+    assert.equal(live(s.tasks).length, 0);
+    assert.deepEqual(orchestrate(s).createdTasks, []);
+    const down = { ...s, nodes: [node('n1', { state: DOWN })] };
+    assert.deepEqual(
+      orchestrate(down).createdTasks.map((t) => t.slot),
+      [1],
+    );
+  });
+
+  it('stop-first on a global service: the node gets its new task once the old one stopped', () => {
+    const web = service('web', { global: true });
+    const old = task(web, { nodeId: 'n1' });
+    let s = update(state({ services: [web], tasks: [old], nodes: [node('n1')] }), 'nginx:2');
+    const first = orchestrate(s);
+    assert.deepEqual(first.createdTasks, []);
+    assert.equal(first.updatedTasks.get(old.id)?.desiredState, TaskState.TASK_STATE_SHUTDOWN);
+    s = applyPlan(s, first);
+    assert.deepEqual(orchestrate(s).createdTasks, []);
+    s = agentsSettle(s);
+    assert.deepEqual(
+      orchestrate(s).createdTasks.map((t) => t.nodeId),
+      ['n1'],
+    );
+  });
+
+  it('scaling up during a stop-first update fills the new slots with the new spec', () => {
+    let s = update(deployed(2), 'nginx:2');
+    s = applyPlan(s, orchestrate(s), 0);
+    const [web] = s.services;
+    assert.ok(web);
+    s = { ...s, services: [withReplicas(web, 4)] };
+    const plan = orchestrate(s);
+    assert.deepEqual(plan.createdTasks.map((t) => [t.slot, t.spec?.container?.image]).sort(), [
+      [3, 'nginx:2'],
+      [4, 'nginx:2'],
+    ]);
+  });
+
+  it('stop-first with parallelism 0 stops every slot at once and refills each once stopped', () => {
+    let s = update(
       deployed(4, (svc) => {
         if (svc.spec)
           svc.spec.update = {
@@ -330,10 +408,18 @@ describe('rolling update (orchestrator part)', () => {
       'nginx:2',
     );
     const plan = orchestrate(s);
-    assert.deepEqual(plan.createdTasks.map((t) => t.slot).sort(), [1, 2, 3, 4]);
+    assert.deepEqual(plan.createdTasks, []);
+    assert.equal(plan.updatedTasks.size, 4);
     assert.equal(
       [...plan.updatedServices.values()][0]?.updateStatus?.state,
       UpdateStatus_State.STATE_UPDATING,
+    );
+    s = agentsSettle(applyPlan(s, plan));
+    assert.deepEqual(
+      orchestrate(s)
+        .createdTasks.map((t) => t.slot)
+        .sort(),
+      [1, 2, 3, 4],
     );
   });
 

@@ -50,13 +50,38 @@ export function tasksByService(tasks: readonly Task[]): Map<string, Task[]> {
 }
 
 /**
+ * Whether the agent still has to stop this task: it was told to stop (not by policy), runs on an
+ * agent, has not reported an end yet, and its node is up. Stop-first replacements wait for it.
+ */
+function stillStopping(task: Task, nodes: ReadonlyMap<string, Node>): boolean {
+  if (occupiesSlot(task) || isNotOnAgent(task)) return false;
+  const node = nodes.get(task.nodeId);
+  return node !== undefined && node.status?.state !== NodeState.NODE_STATE_DOWN;
+}
+
+/**
  * Settles one slot: at most one task of the current spec stays (the running one, else the
  * newest); an outdated task is stopped once its replacement runs (start-first) or at once
- * (stop-first). Returns how the slot stands for the updater.
+ * (stop-first). An empty slot gets a new task from `create`, but only once every task stopped
+ * in it has ended (or its node is down or gone): stop-first never runs old and new side by side.
+ * Returns how the slot stands for the updater (undefined: the slot stays empty).
  */
-function settleSlot(service: Service, key: string, group: readonly Task[], plan: Plan): SlotView | undefined {
+function settleSlot(
+  service: Service,
+  key: string,
+  group: readonly Task[],
+  plan: Plan,
+  nodes: ReadonlyMap<string, Node>,
+  create: () => Task,
+): SlotView | undefined {
   const occupying = group.filter(occupiesSlot);
-  if (occupying.length === 0) return undefined;
+  if (occupying.length === 0) {
+    if (group.some((t) => stillStopping(t, nodes)))
+      return { key, tasks: group, current: undefined, outdated: false, stopping: true };
+    const fresh = create();
+    plan.createTask(fresh);
+    return { key, tasks: [...group, fresh], current: fresh, outdated: false };
+  }
   const current = occupying.filter((t) => isUpToDate(t, service));
   const outdated = occupying.filter((t) => !isUpToDate(t, service));
   const [keep, ...extra] = [...(current.length > 0 ? current : outdated)].sort(preferRunningThenNewest);
@@ -79,13 +104,19 @@ function preferRunningThenNewest(a: Task, b: Task): number {
   return bRuns - aRuns || byAge(b, a);
 }
 
-/** Applies the updater's next step: replacements (stop-first or start-first) and the service status. */
+/**
+ * Applies the updater's next step and the service status. Start-first creates the replacement
+ * at once (the old task stops once it runs, in settleSlot). Stop-first stops the old task first;
+ * the replacement is created in the same pass only when nothing is left to wait for (the old
+ * task never reached an agent, or its node is down), otherwise by settleSlot once it has ended.
+ */
 function rollOut(
   service: Service,
   slots: readonly SlotView[],
   replaceFor: (key: string) => Task,
   plan: Plan,
   nowMs: number,
+  nodes: ReadonlyMap<string, Node>,
 ): void {
   const step = nextUpdateStep(service, slots, nowMs);
   if (step.service !== undefined) plan.updateService(step.service);
@@ -93,11 +124,15 @@ function rollOut(
   const startFirst = activeUpdateConfig(service)?.order === UpdateConfig_Order.ORDER_START_FIRST;
   const byKey = new Map(slots.map((slot) => [slot.key, slot]));
   for (const key of step.replace) {
-    plan.createTask(replaceFor(key));
-    if (startFirst) continue;
-    for (const task of byKey.get(key)?.tasks.filter(occupiesSlot) ?? []) {
-      plan.updateTask(stopTask(task, TaskState.TASK_STATE_SHUTDOWN, 'replaced by service update'));
+    if (startFirst) {
+      plan.createTask(replaceFor(key));
+      continue;
     }
+    const stopped = (byKey.get(key)?.tasks.filter(occupiesSlot) ?? []).map((task) =>
+      stopTask(task, TaskState.TASK_STATE_SHUTDOWN, 'replaced by service update'),
+    );
+    for (const task of stopped) plan.updateTask(task);
+    if (!stopped.some((t) => stillStopping(t, nodes))) plan.createTask(replaceFor(key));
   }
 }
 
@@ -110,6 +145,7 @@ function rollOut(
 export function planReplicatedService(
   service: Service,
   tasks: readonly Task[],
+  nodes: ReadonlyMap<string, Node>,
   plan: Plan,
   nowMs: number,
 ): void {
@@ -119,9 +155,10 @@ export function planReplicatedService(
   const slots = groupBy(tasks, (t) => String(t.slot));
   const views: SlotView[] = [];
   for (let slot = 1; slot <= replicas; slot++) {
-    const view = settleSlot(service, String(slot), slots.get(String(slot)) ?? [], plan);
-    if (view === undefined) plan.createTask(newTask(service, { slot }));
-    else views.push(view);
+    const view = settleSlot(service, String(slot), slots.get(String(slot)) ?? [], plan, nodes, () =>
+      newTask(service, { slot }),
+    );
+    if (view !== undefined) views.push(view);
   }
   for (const [key, group] of slots) {
     const slot = Number(key);
@@ -132,7 +169,7 @@ export function planReplicatedService(
       else if (isNotOnAgent(task)) plan.deleteTask(task);
     }
   }
-  rollOut(service, views, (key) => newTask(service, { slot: Number(key) }), plan, nowMs);
+  rollOut(service, views, (key) => newTask(service, { slot: Number(key) }), plan, nowMs, nodes);
 }
 
 // ---------------------------------------------------------------------------------- global
@@ -175,6 +212,7 @@ export function planGlobalService(
     constraints = undefined;
   }
   const byNode = groupBy(tasks, (t) => t.nodeId);
+  const byId = new Map(nodes.map((n) => [n.id, n]));
   const views: SlotView[] = [];
   const seen = new Set<string>();
   for (const node of nodes) {
@@ -194,9 +232,10 @@ export function planGlobalService(
     }
     const hasTask = group.some(occupiesSlot);
     if (!hasTask && !fit.start) continue;
-    const view = settleSlot(service, node.id, group, plan);
-    if (view === undefined) plan.createTask(newTask(service, { slot: 0, nodeId: node.id }));
-    else views.push(view);
+    const view = settleSlot(service, node.id, group, plan, byId, () =>
+      newTask(service, { slot: 0, nodeId: node.id }),
+    );
+    if (view !== undefined) views.push(view);
   }
   for (const [nodeId, group] of byNode) {
     if (seen.has(nodeId)) continue;
@@ -208,7 +247,7 @@ export function planGlobalService(
       nodeId !== '',
     );
   }
-  rollOut(service, views, (nodeId) => newTask(service, { slot: 0, nodeId }), plan, nowMs);
+  rollOut(service, views, (nodeId) => newTask(service, { slot: 0, nodeId }), plan, nowMs, byId);
 }
 
 function stopGroup(group: readonly Task[], plan: Plan, why: string, orphan: boolean): void {
@@ -268,7 +307,7 @@ export function planOrchestration(
     byService.delete(service.id);
     if (service.spec?.mode?.$case === 'global')
       planGlobalService(service, tasks, state.nodes, plan, nowMs, options);
-    else planReplicatedService(service, tasks, plan, nowMs);
+    else planReplicatedService(service, tasks, nodes, plan, nowMs);
   }
   for (const orphans of byService.values()) planRemovedServiceTasks(orphans, nodes, plan, nowMs, options);
 }

@@ -120,6 +120,29 @@ describe('updater: batches', () => {
     assert.deepEqual(nextUpdateStep(v2, slots, 100).replace, ['2']);
   });
 
+  it('a slot whose old task is still stopping (stop-first) uses up the batch and keeps the update open', () => {
+    const { v1, v2 } = updatedService({ parallelism: 2, status: UpdateStatus_State.STATE_UPDATING });
+    const stopping = (slot: number): SlotView => ({
+      key: String(slot),
+      tasks: [task(v1, { slot, nodeId: 'n1', desired: TaskState.TASK_STATE_SHUTDOWN })],
+      current: undefined,
+      outdated: false,
+      stopping: true,
+    });
+    assert.deepEqual(nextUpdateStep(v2, [stopping(1), oldSlot(v1, 2), oldSlot(v1, 3)], 100).replace, ['2']);
+    assert.deepEqual(nextUpdateStep(v2, [stopping(1), stopping(2), oldSlot(v1, 3)], 100).replace, []);
+    // The last slot still stopping: not completed yet.
+    const last = nextUpdateStep(v2, [stopping(1)], 100);
+    assert.equal(last.service, undefined);
+    // A slot of the current spec being refilled (scaled down and up) is not part of the update.
+    const done = nextUpdateStep(
+      v2,
+      [{ ...stopping(1), tasks: [task(v2, { slot: 1, desired: TaskState.TASK_STATE_SHUTDOWN })] }],
+      100,
+    );
+    assert.equal(done.service?.updateStatus?.state, UpdateStatus_State.STATE_COMPLETED);
+  });
+
   it('the next batch starts once the new tasks run; the update completes after their monitor period', () => {
     const { v1, v2 } = updatedService({ status: UpdateStatus_State.STATE_UPDATING });
     const slots = [newSlot(v1, v2, 1, TaskState.TASK_STATE_RUNNING, 10_000), oldSlot(v1, 2)];

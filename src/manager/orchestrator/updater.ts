@@ -24,6 +24,11 @@ export interface SlotView {
   readonly current: Task | undefined;
   /** Whether only tasks of an older spec hold the slot. */
   readonly outdated: boolean;
+  /**
+   * No task holds the slot yet because a stopped one has not ended (stop-first: the replacement
+   * waits for the old task to stop). Counts against parallelism when the old task is outdated.
+   */
+  readonly stopping?: boolean;
 }
 
 export interface UpdateStep {
@@ -99,6 +104,10 @@ export function nextUpdateStep(service: Service, slots: readonly SlotView[], now
   for (const slot of slots) {
     if (slot.outdated) {
       outdated.push(slot.key);
+      continue;
+    }
+    if (slot.stopping === true) {
+      if (slot.tasks.some((t) => !isUpToDate(t, service))) inFlight++;
       continue;
     }
     // Failed tasks of the current spec since the rollout began count against it.
