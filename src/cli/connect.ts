@@ -148,7 +148,13 @@ export class Connection {
     const fromServer = error.metadata?.get('cluster-error-code').length > 0;
     const err = toClusterError(error);
     // A transport failure (nothing answered) rather than a manager saying UNAVAILABLE.
-    if (!fromServer && (err.code === 'UNAVAILABLE' || err.code === 'DEADLINE_EXCEEDED')) {
+    if (!fromServer && err.code === 'DEADLINE_EXCEEDED') {
+      return new ClusterError(
+        'UNAVAILABLE',
+        `the manager at ${this.target.address} did not answer in time: it may have lost its quorum, or be overloaded (${err.message})`,
+      );
+    }
+    if (!fromServer && err.code === 'UNAVAILABLE') {
       const hint =
         this.target.kind === 'unix'
           ? 'is `cluster daemon` running?'

@@ -1,9 +1,10 @@
 // Forwarding between two real gRPC servers on 127.0.0.1: a follower sends each call to the
 // leader's Control service and relays the answer; without a known leader it says retry.
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 
-import { credentials, Server } from '@grpc/grpc-js';
+import { credentials, Metadata, Server } from '@grpc/grpc-js';
 
 import { ClusterError, type ErrorCode } from '../../common/errors';
 import {
@@ -140,6 +141,26 @@ describe('forwardingControl', () => {
       unary<ListNodesResponse>((cb) => viaFollower().listNodes({ filters: {} }, cb)),
       isCode('UNAVAILABLE', /leader \(manager-9\) could not be reached/),
     );
+  });
+
+  test("a leader that never answers: UNAVAILABLE saying so, before the caller's own deadline", async () => {
+    // Accepts TCP and says nothing, as a leader behind a partition looks from a cut-off follower.
+    const sockets: net.Socket[] = [];
+    const silent = net.createServer((socket) => sockets.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = silent.address() as net.AddressInfo;
+      followerRoute = { isLeader: false, leaderClient: connect(port), leaderName: 'manager-7' };
+      await assert.rejects(
+        unary<ListNodesResponse>((cb) =>
+          viaFollower().listNodes({ filters: {} }, new Metadata(), { deadline: Date.now() + 4000 }, cb),
+        ),
+        isCode('UNAVAILABLE', /leader \(manager-7\) did not answer in time: .*no quorum/),
+      );
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    }
   });
 
   test('a forwarded call is never forwarded again', async () => {

@@ -7,6 +7,7 @@ import {
   Metadata,
   type handleUnaryCall,
   type MethodDefinition,
+  type Deadline,
   type sendUnaryData,
   type ServerUnaryCall,
   type ServiceError,
@@ -35,6 +36,19 @@ export interface ForwardingOptions {
   authorize?: Authorize;
   /** Names this manager in the forwarded-by metadata (logs on the leader). */
   selfName?: string;
+}
+
+/**
+ * How much sooner than its caller a forwarded call gives up: a follower cut off from its leader
+ * then answers "the leader could not be reached" before the client's own deadline turns it into
+ * a bare timeout with no word of why.
+ */
+export const FORWARD_MARGIN_MS = 2000;
+
+function forwardDeadline(deadline: Deadline): Deadline {
+  const at = deadline instanceof Date ? deadline.getTime() : deadline;
+  if (!Number.isFinite(at)) return deadline;
+  return at - Math.min(FORWARD_MARGIN_MS, Math.max(0, at - Date.now()) / 2);
 }
 
 function forwarder<Req, Res>(
@@ -68,17 +82,25 @@ function forwarder<Req, Res>(
         method.responseDeserialize,
         call.request,
         metadata,
-        { deadline: call.getDeadline() },
+        { deadline: forwardDeadline(call.getDeadline()) },
         (error: ServiceError | null, response?: Res) => {
           if (error) {
             const converted = toClusterError(error);
             // The leader's own answer carries our code; a transport failure says where it failed.
             const sent = error.metadata?.get('cluster-error-code').length ?? 0;
+            const name = where.leaderName ? ` (${where.leaderName})` : '';
             if (sent === 0 && converted.code === 'UNAVAILABLE') {
               fail(
                 new ClusterError(
                   'UNAVAILABLE',
-                  `the leader${where.leaderName ? ` (${where.leaderName})` : ''} could not be reached: ${converted.message}; retry`,
+                  `the leader${name} could not be reached: ${converted.message}; retry`,
+                ),
+              );
+            } else if (sent === 0 && converted.code === 'DEADLINE_EXCEEDED') {
+              fail(
+                new ClusterError(
+                  'UNAVAILABLE',
+                  `the leader${name} did not answer in time: this manager may be cut off from the majority (no quorum here), or the leader is overloaded; retry, or ask another manager`,
                 ),
               );
             } else fail(converted);
