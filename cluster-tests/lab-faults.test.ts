@@ -152,7 +152,14 @@ describe('lab faults: 3 managers + 2 workers', { skip }, () => {
       killed = leader;
       others = lab.managers().filter((m) => m !== killed);
       if (agents) {
-        // One task per node, to see what the new leader does with the nodes' state.
+        // One task per node, to see what the new leader does with the nodes' state. The node the
+        // partition test cut off may still be Down: placed now, its task would land elsewhere.
+        await eventually('every node Ready', 60_000, async () => {
+          const all = await lab.nodes(leader);
+          return all.length === lab.hosts().length && all.every((n) => n.Status === 'Ready')
+            ? all
+            : undefined;
+        });
         await lab.ok(
           leader,
           'service',
