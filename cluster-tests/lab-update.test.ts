@@ -9,191 +9,29 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import http from 'node:http';
-import { capabilities, eventually, jsonLines, run, useLab } from './lib/lab';
+import { capabilities, eventually, run, useLab } from './lib/lab';
+import { CONVERGE_TIMEOUT_MS, REQUEST_TIMEOUT_MS, updateHelpers } from './lab-update-helpers';
 
 const caps = capabilities();
 const needs =
   caps.labUnavailable ?? (caps.agent ? false : `needs agents that run tasks: ${caps.agentMissing ?? ''}`);
 const { lab } = needs ? { lab: undefined } : useLab({ managers: 1, workers: 2 });
 
-const CONVERGE_TIMEOUT_MS = 120_000;
-/** Generous: the machine is shared and noisy; a stuck connection still counts as a failure. */
-const REQUEST_TIMEOUT_MS = 5_000;
+const { updateState, settledOn, underTraffic, sixReplicasStopFirst } = updateHelpers(theLab);
 
 function theLab() {
   if (!lab) throw new Error('no lab');
   return lab;
 }
 
-interface TaskRow {
-  Image: string;
-  CurrentState: string;
-  DesiredState: string;
-}
-
-interface Outcome {
-  addr: string;
-  /** "200 hello v1", or "ERR <reason>" / "HTTP <code>" for a failed request. */
-  reply: string;
-}
-
-function get(addr: string, port: number): Promise<Outcome> {
-  return new Promise((resolve) => {
-    const req = http.get(
-      { host: addr, port, path: '/', agent: false, timeout: REQUEST_TIMEOUT_MS },
-      (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => (body += chunk));
-        res.on('end', () =>
-          resolve({
-            addr,
-            reply: res.statusCode === 200 ? `200 ${body.trim()}` : `HTTP ${res.statusCode ?? 0}`,
-          }),
-        );
-        res.on('error', (err) => resolve({ addr, reply: `ERR ${err.message}` }));
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error(`no answer in ${REQUEST_TIMEOUT_MS} ms`)));
-    req.on('error', (err) => resolve({ addr, reply: `ERR ${err.message}` }));
-  });
-}
-
-/** Requests one after another, round-robin over the addresses, until stop() is awaited. */
-function startClient(addrs: readonly string[], port: number) {
-  const outcomes: Outcome[] = [];
-  let stopping = false;
-  const loop = (async () => {
-    for (let i = 0; !stopping; i++) outcomes.push(await get(addrs[i % addrs.length] ?? '', port));
-  })();
-  return {
-    outcomes,
-    async stop(): Promise<Outcome[]> {
-      stopping = true;
-      await loop;
-      return outcomes;
-    },
-  };
-}
-
-async function tasks(service: string): Promise<TaskRow[]> {
-  return jsonLines<TaskRow>(await theLab().ok('manager1', '--format', 'json', 'service', 'ps', service));
-}
-
-interface InspectedService {
-  updateStatus?: { state?: string; message?: string };
-}
-
-async function updateState(service: string): Promise<string> {
-  const out = await theLab().ok('manager1', 'service', 'inspect', service);
-  const [inspected] = JSON.parse(out) as InspectedService[];
-  return inspected?.updateStatus?.state ?? '';
-}
-
-/** All desired-running tasks run `image`, and every other task has stopped (drained and gone). */
-async function settledOn(service: string, image: string, replicas: number): Promise<true | undefined> {
-  const rows = await tasks(service);
-  const live = rows.filter((r) => r.DesiredState === 'Running');
-  const onImage = live.filter((r) => r.Image === image && /^Running/.test(r.CurrentState));
-  const stillUp = rows.filter((r) => r.DesiredState !== 'Running' && /^Running/.test(r.CurrentState));
-  return onImage.length === replicas && live.length === replicas && stillUp.length === 0 ? true : undefined;
-}
-
-async function waitAnswers(addrs: readonly string[], port: number, body: string): Promise<void> {
-  await eventually(
-    `every host answers '${body}' on ${port}`,
-    60_000,
-    async () => {
-      const replies = await Promise.all(addrs.map((a) => get(a, port)));
-      return replies.every((r) => r.reply === `200 ${body}`) ? true : undefined;
-    },
-    500,
-  );
-}
-
-/** Runs `change` under continuous traffic and checks no request failed and the answer switched. */
-async function underTraffic(
-  port: number,
-  from: string,
-  to: string,
-  change: () => Promise<void>,
-): Promise<Outcome[]> {
-  const addrs = theLab()
-    .hosts()
-    .map((h) => h.address);
-  await waitAnswers(addrs, port, from);
-  const client = startClient(addrs, port);
-  try {
-    await change();
-  } finally {
-    await client.stop();
-  }
-  const outcomes = client.outcomes;
-  const failed = outcomes.filter((o) => !o.reply.startsWith('200 '));
-  assert.deepEqual(failed, [], `${failed.length} of ${outcomes.length} requests failed`);
-  assert.equal(outcomes[0]?.reply, `200 ${from}`, 'answers start on the old version');
-  assert.equal(outcomes.at(-1)?.reply, `200 ${to}`, 'answers end on the new version');
-  if (from !== to) {
-    const lastOld = outcomes.map((o) => o.reply).lastIndexOf(`200 ${from}`);
-    assert.ok(
-      outcomes.slice(lastOld + 1).length >= addrs.length,
-      'after the switch every host answers the new version',
-    );
-  }
-  return outcomes;
-}
-
 describe('lab rolling update: no request dropped', { skip: needs }, () => {
   const PORT = 8080;
 
   test('6 replicas, parallelism 2, stop-first: every request answers, v1 then v2', async (t) => {
-    await theLab().ok(
-      'manager1',
-      'service',
-      'create',
-      '-d',
-      '--name',
-      'web',
-      '--replicas',
-      '6',
-      '--publish',
-      `${PORT}:80`,
-      '--update-monitor',
-      '2s',
-      // An init process makes httpd exit at once on the stop signal, as a well-behaved server
-      // does (alone as PID 1 it ignores SIGTERM and serves 10 s more, hiding a missing drain).
-      '--init=true',
-      'local/busybox:1',
-    );
-    await eventually('web 6/6 on v1', CONVERGE_TIMEOUT_MS, () => settledOn('web', 'local/busybox:1', 6), 500);
-    const outcomes = await underTraffic(PORT, 'hello v1', 'hello v2', async () => {
-      await theLab().ok(
-        'manager1',
-        'service',
-        'update',
-        '-d',
-        '--image',
-        'local/busybox:2',
-        '--update-parallelism',
-        '2',
-        'web',
-      );
-      await eventually(
-        'update completed',
-        CONVERGE_TIMEOUT_MS,
-        async () => ((await updateState('web')) === 'STATE_COMPLETED' ? true : undefined),
-        500,
-      );
-      // Keep the traffic until the old tasks have drained and stopped too.
-      await eventually(
-        'old tasks stopped',
-        CONVERGE_TIMEOUT_MS,
-        () => settledOn('web', 'local/busybox:2', 6),
-        500,
-      );
-    });
-    t.diagnostic(`update: ${outcomes.length} requests, none failed`);
+    // An init process makes httpd exit at once on the stop signal, as a well-behaved server
+    // does (alone as PID 1 it ignores SIGTERM and serves 10 s more, hiding a missing drain).
+    const requests = await sixReplicasStopFirst(PORT, ['--init=true']);
+    t.diagnostic(`update: ${requests} requests, none failed`);
   });
 
   test('rollback under traffic: every request answers, v2 then v1', async (t) => {
