@@ -198,6 +198,22 @@ describe('updater: batches', () => {
     );
   });
 
+  it('a task failure after the update completed does not reopen it', () => {
+    const { v1, v2 } = updatedService({ status: UpdateStatus_State.STATE_COMPLETED });
+    // Slot 1's new task failed long after the update; its restart is not running yet.
+    const restarting = newSlot(v1, v2, 1, TaskState.TASK_STATE_PENDING, 60_000);
+    const step = nextUpdateStep(
+      v2,
+      [restarting, newSlot(v1, v2, 2, TaskState.TASK_STATE_RUNNING, 10_000)],
+      61_000,
+    );
+    assert.deepEqual(step.replace, []);
+    assert.equal(step.service, undefined);
+    // Nor after a scale cleared the status (no update_status at all).
+    const { v2: scaled } = updatedService();
+    assert.equal(nextUpdateStep(scaled, [restarting], 61_000).service, undefined);
+  });
+
   it('a first deployment (no previous spec) writes no status', () => {
     const { v1, v2 } = updatedService();
     v2.previousSpec = undefined;

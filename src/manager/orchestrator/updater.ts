@@ -149,6 +149,10 @@ export function nextUpdateStep(service: Service, slots: readonly SlotView[], now
     return { replace: [], service: undefined, wakeAtMs };
   }
   if (PAUSED.has(state)) return { replace: [], service: undefined, wakeAtMs: undefined };
+  // Outside an update only outdated slots start one: a replaced slot whose task failed and is
+  // being restarted after the update ended (or a scale reset the status) reopens nothing.
+  if (!IN_PROGRESS.has(state) && outdated.length === 0)
+    return { replace: [], service: undefined, wakeAtMs: undefined };
 
   // A first deployment (no previous spec) is not an update: replace without bookkeeping.
   let updated: Service | undefined;
