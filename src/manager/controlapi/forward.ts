@@ -45,6 +45,10 @@ export interface ForwardingOptions {
  */
 export const FORWARD_MARGIN_MS = 2000;
 
+/** A follower with no leader: an election is under way, or it is cut off from the majority. */
+export const NO_LEADER_MESSAGE =
+  'this manager knows no leader: an election is under way, or it is cut off from the majority of managers (no quorum here); retry, or ask another manager';
+
 function forwardDeadline(deadline: Deadline): Deadline {
   const at = deadline instanceof Date ? deadline.getTime() : deadline;
   if (!Number.isFinite(at)) return deadline;
@@ -73,7 +77,7 @@ function forwarder<Req, Res>(
         );
       }
       const client = where.leaderClient;
-      if (client === undefined) throw new ClusterError('UNAVAILABLE', 'no leader elected yet, retry');
+      if (client === undefined) throw new ClusterError('UNAVAILABLE', NO_LEADER_MESSAGE);
       const metadata = new Metadata();
       metadata.set(FORWARDED_METADATA_KEY, options.selfName ?? 'follower');
       client.makeUnaryRequest(

@@ -8,7 +8,12 @@ import {
   type ServiceLogsMessage,
   type ServiceLogsRequest,
 } from '../../gen/cluster/v1/control';
-import { FORWARDED_METADATA_KEY, type ForwardingOptions, type LeaderRoute } from '../controlapi';
+import {
+  FORWARDED_METADATA_KEY,
+  NO_LEADER_MESSAGE,
+  type ForwardingOptions,
+  type LeaderRoute,
+} from '../controlapi';
 
 function fail(call: ServerWritableStream<ServiceLogsRequest, ServiceLogsMessage>, err: unknown): void {
   if (call.cancelled || call.writableEnded) return;
@@ -40,7 +45,7 @@ export function forwardingLogs(
           );
         }
         const client = where.leaderClient;
-        if (client === undefined) throw new ClusterError('UNAVAILABLE', 'no leader elected yet, retry');
+        if (client === undefined) throw new ClusterError('UNAVAILABLE', NO_LEADER_MESSAGE);
         const metadata = new Metadata();
         metadata.set(FORWARDED_METADATA_KEY, options.selfName ?? 'follower');
         const upstream = client.makeServerStreamRequest(
