@@ -5,7 +5,7 @@
 // other).
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { eventually, jsonLines, type Lab } from './lib/lab';
+import { eventually, jsonLines, sleep, type Lab } from './lib/lab';
 
 export const CONVERGE_TIMEOUT_MS = 120_000;
 /** Generous: the machine is shared and noisy; a stuck connection still counts as a failure. */
@@ -64,6 +64,26 @@ export function startClient(addrs: readonly string[], port: number) {
   };
 }
 
+/** "web.3" or " \\_ web.3" (an older task of the slot) → 3. */
+export function slotOf(row: TaskRow): number {
+  return Number(row.Name.slice(row.Name.lastIndexOf('.') + 1));
+}
+
+/**
+ * Slots where a task of `image` exists while a task of another image still runs: stop-first
+ * creates the new task only once the old one has stopped, so this stays empty.
+ */
+export function overlapping(rows: readonly TaskRow[], image: string): number[] {
+  const slots = new Set<number>();
+  for (const row of rows) {
+    if (row.Image !== image) continue;
+    const slot = slotOf(row);
+    if (rows.some((o) => slotOf(o) === slot && o.Image !== image && /^Running/.test(o.CurrentState)))
+      slots.add(slot);
+  }
+  return [...slots].sort((a, b) => a - b);
+}
+
 /**
  * The helpers bound to one test file's lab, asking `manager()` (a manager host, manager1 unless
  * told; a function so that a test may pick one once the lab is up) by default.
@@ -117,6 +137,37 @@ export function updateHelpers(theLab: () => Lab, manager: () => string = () => '
       () => settledOn(service, image, replicas, on),
       500,
     );
+  }
+
+  /**
+   * Reads `service ps` again and again until stop(), handing each snapshot to `look` (a
+   * snapshot that fails, while no leader is elected, is skipped). stop() returns the count.
+   */
+  function sampleTasks(service: string, look: (rows: TaskRow[]) => void) {
+    let sampling = true;
+    let count = 0;
+    const loop = (async () => {
+      while (sampling) {
+        let rows: TaskRow[] | undefined;
+        try {
+          rows = await tasks(service);
+        } catch {
+          rows = undefined;
+        }
+        if (rows !== undefined) {
+          count++;
+          look(rows);
+        }
+        await sleep(200);
+      }
+    })();
+    return {
+      async stop(): Promise<number> {
+        sampling = false;
+        await loop;
+        return count;
+      },
+    };
   }
 
   async function waitAnswers(addrs: readonly string[], port: number, body: string): Promise<void> {
@@ -186,22 +237,33 @@ export function updateHelpers(theLab: () => Lab, manager: () => string = () => '
       'local/busybox:1',
     );
     await waitSettled('web', 'local/busybox:1', 6);
-    const outcomes = await underTraffic(port, 'hello v1', 'hello v2', async () => {
-      await theLab().ok(
-        manager(),
-        'service',
-        'update',
-        '-d',
-        '--image',
-        'local/busybox:2',
-        '--update-parallelism',
-        '2',
-        'web',
-      );
-      await waitUpdateState('web', 'STATE_COMPLETED');
-      // Keep the traffic until the old tasks have drained and stopped too.
-      await waitSettled('web', 'local/busybox:2', 6);
+    const overlaps: string[] = [];
+    const sampler = sampleTasks('web', (rows) => {
+      const both = overlapping(rows, 'local/busybox:2');
+      if (both.length > 0) overlaps.push(`slots ${both.join(',')}: ${JSON.stringify(rows)}`);
     });
+    let outcomes: Outcome[];
+    try {
+      outcomes = await underTraffic(port, 'hello v1', 'hello v2', async () => {
+        await theLab().ok(
+          manager(),
+          'service',
+          'update',
+          '-d',
+          '--image',
+          'local/busybox:2',
+          '--update-parallelism',
+          '2',
+          'web',
+        );
+        await waitUpdateState('web', 'STATE_COMPLETED');
+        // Keep the traffic until the old tasks have drained and stopped too.
+        await waitSettled('web', 'local/busybox:2', 6);
+      });
+    } finally {
+      await sampler.stop();
+    }
+    assert.deepEqual(overlaps, [], 'stop-first: no new task beside a running old one');
     return outcomes.length;
   }
 
@@ -213,6 +275,7 @@ export function updateHelpers(theLab: () => Lab, manager: () => string = () => '
     waitSettled,
     waitAnswers,
     underTraffic,
+    sampleTasks,
     sixReplicasStopFirst,
   };
 }

@@ -6,8 +6,8 @@
 // killing a manager's daemon moves none of them.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { capabilities, eventually, sleep, useLab } from './lib/lab';
-import { CONVERGE_TIMEOUT_MS, updateHelpers, type TaskRow } from './lab-update-helpers';
+import { capabilities, eventually, useLab } from './lib/lab';
+import { CONVERGE_TIMEOUT_MS, overlapping, slotOf, updateHelpers, type TaskRow } from './lab-update-helpers';
 
 const caps = capabilities();
 const needs =
@@ -21,15 +21,10 @@ function theLab() {
 
 /** The manager the tests talk to: one that is not the leader (so it survives the kill). */
 let via = 'manager1';
-const { tasks, waitUpdateState, waitSettled } = updateHelpers(theLab, () => via);
+const { tasks, waitUpdateState, waitSettled, sampleTasks } = updateHelpers(theLab, () => via);
 
 const V1 = 'local/busybox:1';
 const V2 = 'local/busybox:2';
-
-/** "slow.3" or " \_ slow.3" (history) → 3. */
-function slotOf(row: TaskRow): number {
-  return Number(row.Name.slice(row.Name.lastIndexOf('.') + 1));
-}
 
 const runs = (row: TaskRow) => row.DesiredState === 'Running' && /^Running/.test(row.CurrentState);
 
@@ -82,27 +77,20 @@ describe('lab rolling update: leader change, --force, scale', { skip: needs }, (
     const REPLICAS = 4;
     await create('slow', REPLICAS, '--update-delay', '2s', '--update-monitor', '1s');
 
-    // Samples the task list all along the update (failures during the election are skipped).
-    let sampling = true;
+    // Samples the task list all along the update.
     let maxInFlight = 0;
-    let snapshots = 0;
     const busiest: string[] = [];
-    const sampler = (async () => {
-      while (sampling) {
-        try {
-          const rows = await tasks('slow');
-          snapshots++;
-          const busy = inFlight(rows, REPLICAS);
-          if (busy.length > maxInFlight) {
-            maxInFlight = busy.length;
-            busiest.push(`slots ${busy.join(',')}: ${JSON.stringify(rows)}`);
-          }
-        } catch {
-          // No leader for a moment: the next snapshot.
-        }
-        await sleep(200);
+    const overlaps: string[] = [];
+    const sampler = sampleTasks('slow', (rows) => {
+      const busy = inFlight(rows, REPLICAS);
+      if (busy.length > maxInFlight) {
+        maxInFlight = busy.length;
+        busiest.push(`slots ${busy.join(',')}: ${JSON.stringify(rows)}`);
       }
-    })();
+      const both = overlapping(rows, V2);
+      if (both.length > 0) overlaps.push(`slots ${both.join(',')}: ${JSON.stringify(rows)}`);
+    });
+    let snapshots = 0;
     try {
       await theLab().ok(via, 'service', 'update', '-d', '--image', V2, 'slow');
       // At least one slot done, some still to do: kill the leader now.
@@ -128,12 +116,12 @@ describe('lab rolling update: leader change, --force, scale', { skip: needs }, (
         assert.equal(newOnes.length, 1, `slot ${slot} got one new task: ${JSON.stringify(newOnes)}`);
       }
       t.diagnostic(
-        `killed ${leader} with slots ${[...doneBefore.keys()].join(',')} updated; ${snapshots} snapshots, at most ${maxInFlight} slot(s) in flight`,
+        `killed ${leader} with slots ${[...doneBefore.keys()].join(',')} updated; at most ${maxInFlight} slot(s) in flight`,
       );
     } finally {
-      sampling = false;
-      await sampler;
+      snapshots = await sampler.stop();
     }
+    assert.deepEqual(overlaps, [], 'stop-first: no new task beside a running old one');
     assert.ok(snapshots > 0, 'the task list was sampled');
     assert.ok(maxInFlight <= 1, `more than 1 slot in flight (parallelism 1): ${busiest.join('\n')}`);
     await theLab().ok(via, 'service', 'rm', 'slow');
