@@ -5,6 +5,8 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
+import { MESH_NFT_TABLE } from '../src/agent/mesh';
+import { vniOfName } from '../src/agent/network/overlay';
 import { capabilities, eventually, jsonLines, run, sleep, useLab, type HostName } from './lib/lab';
 
 const caps = capabilities();
@@ -385,15 +387,36 @@ describe('lab nodes: 3 managers + 2 workers', { skip: needs }, () => {
       'on-worker2',
       '--constraint',
       `node.hostname==${host}`,
+      // A published port: the node then holds the ingress network and the mesh's nft table.
+      '--publish',
+      '18081:80',
       'local/busybox:1',
     );
+    // What of the cluster's networking the host holds: our devices (overlay.ts's prefix) and nft tables.
+    const networking = async () => {
+      const links = await theLab().lab(['exec', host, '--', 'ip', '-o', 'link', 'show']);
+      const tables = await theLab().lab(['exec', host, '--', 'nft', 'list', 'tables']);
+      assert.equal(links.code, 0, links.stderr);
+      assert.equal(tables.code, 0, tables.stderr);
+      return [
+        ...links.stdout
+          .split('\n')
+          .map((l) => l.split(': ')[1]?.split('@')[0] ?? '')
+          .filter((n) => vniOfName(n) !== undefined),
+        ...tables.stdout
+          .split('\n')
+          .filter((t) => t.includes(MESH_NFT_TABLE) || vniOfName(t.split(' ').pop() ?? '') !== undefined),
+      ];
+    };
     await eventually(`a task running on ${host}`, CONVERGE_TIMEOUT_MS, async () => {
       const tasks = running(await liveTasks('on-worker2'));
       return tasks.some((x) => x.Node === host) ? tasks : undefined;
     });
     assert.ok((await containers()).length > 0, `${host} runs containers`);
+    assert.ok((await networking()).length > 0, `${host} holds the ingress network and the mesh table`);
     await theLab().ok(host, 'leave');
     assert.deepEqual(await containers(), [], `containers of ${host} left behind by leave`);
+    assert.deepEqual(await networking(), [], `networking of ${host} left behind by leave`);
     await eventually(`${host} Down`, 60_000, async () => {
       const row = await nodeRow(host);
       return row?.Status === 'Down' ? row : undefined;

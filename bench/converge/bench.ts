@@ -212,6 +212,9 @@ class OurCluster {
   }
 
   async stop(): Promise<void> {
+    // Leaving removes what the node programmed in this (the root) namespace: its overlay
+    // networks and the routing mesh's nft table, which a plain stop keeps for a restart.
+    await this.cli(['leave', '--force']).catch((err: unknown) => console.error(`leave: ${String(err)}`));
     this.control.close();
     const child = this.daemon;
     if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {

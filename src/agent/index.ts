@@ -52,7 +52,7 @@ export interface AgentOptions {
   /** Wait between a serving task leaving the load balancer and its stop signal (DEFAULT_DRAIN_MS). */
   drainMs?: number;
   /** Takes the routing mesh state the dispatcher sends (src/agent/mesh.ts); ignored when absent. */
-  mesh?: { apply(state: MeshState): void; close(): void };
+  mesh?: { apply(state: MeshState): void; close(): void; teardown?(): Promise<void> };
 }
 
 /** Full jitter over an exponential backoff: many agents reconnecting do not move in step. */
@@ -503,6 +503,8 @@ export class Agent {
     await this.loop;
     await Promise.all([...this.controllers.values()].map((c) => c.shutdown(false)));
     this.controllers.clear();
+    // Leaving: the node's overlay networks and load balancer go with its tasks.
+    await this.options.mesh?.teardown?.();
     await this.stop();
   }
 }

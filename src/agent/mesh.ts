@@ -128,6 +128,8 @@ export function lbConfigOf(state: MeshState, networks: readonly LocalNetwork[], 
 
 export class Mesh {
   private driver: OverlayDriver | undefined;
+  /** The apply under way, so that a teardown waits for it before removing what it made. */
+  private inFlight: Promise<void> = Promise.resolve();
   private driverUnderlay = '';
   /** networkId → what was set up, and the key of its settings (rebuilt when they change). */
   private readonly up = new Map<string, { network: LocalNetwork; key: string }>();
@@ -166,7 +168,7 @@ export class Mesh {
     const state = this.latest;
     this.latest = undefined;
     this.running = true;
-    this.applyNow(state)
+    this.inFlight = this.applyNow(state)
       .catch((err: unknown) => {
         this.logger.warn({ err }, 'mesh: could not apply the overlay networks; retrying');
         // Keep the newest state: a failed one is retried unless a newer one came meanwhile.
@@ -449,6 +451,29 @@ export class Mesh {
       exec: inner.exec?.bind(inner),
       logs: inner.logs?.bind(inner),
     };
+  }
+
+  /**
+   * For `cluster leave`: stops, then removes what this node programmed: every overlay network
+   * (bridges, VXLAN devices, veths, NAT tables) and the load balancer's nft table, so a node that
+   * left keeps nothing of the cluster's networking.
+   */
+  async teardown(): Promise<void> {
+    this.close(); // also stops DNS servers and a userspace proxy
+    await this.inFlight.catch(() => undefined);
+    try {
+      if (this.lb instanceof NftLoadBalancer || (this.lb === undefined && this.lbMode === 'nftables')) {
+        await (this.lb ?? new NftLoadBalancer({ table: MESH_NFT_TABLE })).close();
+      }
+      if (this.driver !== undefined) await this.driver.cleanupStale([]);
+      this.logger.info('mesh: overlay networks and load balancer removed');
+    } catch (err) {
+      // The node leaves anyway; a restarted agent's first apply removes what is left.
+      this.logger.warn({ err }, 'mesh: could not remove every network device or nft table');
+    } finally {
+      this.lb = undefined;
+      this.driver = undefined;
+    }
   }
 
   /**
