@@ -23,47 +23,7 @@ interface TaskRow {
   CurrentState: string;
 }
 
-// GETs `count` times (a new connection each) from every address given; one line per request:
-// "<address> <status> <first line of the body>" or "<address> ERR <reason>".
-const PROBE = `
-const http = require('node:http');
-const [count, port, ...addrs] = process.argv.slice(1);
-const get = (host) => new Promise((resolve) => {
-  const req = http.get({ host, port: Number(port), path: '/', timeout: 2000, agent: false }, (res) => {
-    let body = '';
-    res.on('data', (c) => (body += c));
-    res.on('end', () => resolve(res.statusCode + ' ' + body.split('\\n')[0]));
-  });
-  req.on('timeout', () => req.destroy(new Error('no answer in 2 s')));
-  req.on('error', (e) => resolve('ERR ' + e.message));
-});
-(async () => {
-  for (const host of addrs) for (let i = 0; i < Number(count); i++) console.log(host + ' ' + (await get(host)));
-})();
-`;
-
-async function probe(count: number, addrs: readonly string[]): Promise<{ addr: string; reply: string }[]> {
-  const r = await theLab().lab([
-    'exec',
-    'worker1',
-    '--',
-    'node',
-    '-e',
-    PROBE,
-    String(count),
-    String(PORT),
-    ...addrs,
-  ]);
-  assert.equal(r.code, 0, r.stderr);
-  return r.stdout
-    .trim()
-    .split('\n')
-    .filter((l) => l !== '')
-    .map((line) => {
-      const [addr = '', ...rest] = line.split(' ');
-      return { addr, reply: rest.join(' ') };
-    });
-}
+const probe = (count: number, addrs: readonly string[]) => theLab().httpProbe('worker1', PORT, count, addrs);
 
 describe('lab routing mesh: --publish 8080:80 answers on every node', { skip: needs }, () => {
   test('every host answers, hosts without a replica too, and every replica is reached', async (t) => {

@@ -175,6 +175,25 @@ export async function eventually<T>(
   }
 }
 
+// GETs `count` times (a new connection each) from every address given; one line per request:
+// "<address> <status> <first line of the body>" or "<address> ERR <reason>".
+const HTTP_PROBE = `
+const http = require('node:http');
+const [count, port, ...addrs] = process.argv.slice(1);
+const get = (host) => new Promise((resolve) => {
+  const req = http.get({ host, port: Number(port), path: '/', timeout: 2000, agent: false }, (res) => {
+    let body = '';
+    res.on('data', (c) => (body += c));
+    res.on('end', () => resolve(res.statusCode + ' ' + body.split('\\n')[0]));
+  });
+  req.on('timeout', () => req.destroy(new Error('no answer in 2 s')));
+  req.on('error', (e) => resolve('ERR ' + e.message));
+});
+(async () => {
+  for (const host of addrs) for (let i = 0; i < Number(count); i++) console.log(host + ' ' + (await get(host)));
+})();
+`;
+
 export class Lab {
   readonly dir: string;
   private isUp = false;
@@ -239,6 +258,39 @@ export class Lab {
       throw new Error(`cluster ${args.join(' ')} on ${host} exited ${result.code}: ${result.stderr.trim()}`);
     }
     return result.stdout;
+  }
+
+  /**
+   * From inside `host`'s namespace, `count` GETs (a new connection each) to `port` of every
+   * address given: one entry per request, its reply "<status> <first line of the body>" or
+   * "ERR <reason>".
+   */
+  async httpProbe(
+    host: HostName,
+    port: number,
+    count: number,
+    addrs: readonly string[],
+  ): Promise<{ addr: string; reply: string }[]> {
+    const r = await this.lab([
+      'exec',
+      host,
+      '--',
+      'node',
+      '-e',
+      HTTP_PROBE,
+      String(count),
+      String(port),
+      ...addrs,
+    ]);
+    if (r.code !== 0) throw new Error(`probe from ${host} failed: ${r.stderr}`);
+    return r.stdout
+      .trim()
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((line) => {
+        const [addr = '', ...rest] = line.split(' ');
+        return { addr, reply: rest.join(' ') };
+      });
   }
 
   async nodes(host: HostName): Promise<NodeRow[]> {
