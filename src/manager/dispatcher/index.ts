@@ -62,6 +62,30 @@ export const MAX_PENDING_STATUS_UPDATES = 2000;
 const NODE_WRITE_ATTEMPTS = 5;
 /** The metadata key naming the leader on an UNAVAILABLE answer from a follower. */
 export const LEADER_ADDR_METADATA = 'cluster-leader-addr';
+
+/** A follower's answer to a worker's call: the leader's address when known (also in metadata). */
+export function notLeaderError(addr: string | undefined): ClusterError {
+  return new ClusterError(
+    'UNAVAILABLE',
+    addr
+      ? `this manager is not the leader: reconnect to ${addr}`
+      : 'no leader elected yet; retry in a moment',
+    addr ? { leaderAddr: addr } : {},
+  );
+}
+
+/** The gRPC error for `err`, carrying the leader's address in LEADER_ADDR_METADATA when it names one. */
+export function redirectingServiceError(err: unknown): Partial<ServiceError> {
+  const e = toClusterError(err);
+  const out = e.toServiceError();
+  const leaderAddr = e.details.leaderAddr;
+  if (typeof leaderAddr === 'string') {
+    const md = out.metadata ?? new Metadata();
+    md.set(LEADER_ADDR_METADATA, leaderAddr);
+    out.metadata = md;
+  }
+  return out;
+}
 export const HEARTBEAT_FAILURE_MESSAGE = 'heartbeat failure';
 
 type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>;
@@ -131,27 +155,11 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
   let flushTimer: NodeJS.Timeout | undefined;
   let flushing: Promise<void> = Promise.resolve();
 
-  function notLeader(): ClusterError {
-    const addr = options.leaderAddress();
-    return new ClusterError(
-      'UNAVAILABLE',
-      addr
-        ? `this manager is not the leader: reconnect to ${addr}`
-        : 'no leader elected yet; retry in a moment',
-      addr ? { leaderAddr: addr } : {},
-    );
-  }
+  const notLeader = () => notLeaderError(options.leaderAddress());
 
   function serviceError(err: unknown): Partial<ServiceError> {
-    const e = toClusterError(err);
-    const out = e.toServiceError();
-    const leaderAddr = e.details.leaderAddr;
-    if (typeof leaderAddr === 'string') {
-      const md = out.metadata ?? new Metadata();
-      md.set(LEADER_ADDR_METADATA, leaderAddr);
-      out.metadata = md;
-    }
-    if (e.code === 'INTERNAL') logger.error({ err }, 'dispatcher request failed');
+    const out = redirectingServiceError(err);
+    if (toClusterError(err).code === 'INTERNAL') logger.error({ err }, 'dispatcher request failed');
     return out;
   }
 

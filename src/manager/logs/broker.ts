@@ -3,11 +3,9 @@
 // stream, and relays what the agents publish back to the reader. Without follow the reader's
 // stream ends once every node has said it is done; with follow it ends when the reader leaves.
 import {
-  Metadata,
   type handleClientStreamingCall,
   type ServerReadableStream,
   type ServerWritableStream,
-  type ServiceError,
 } from '@grpc/grpc-js';
 import {
   LogSubscription,
@@ -29,7 +27,7 @@ import type { Logger } from '../../common/logger';
 import type { LeaderLoop } from '../../node/leader_loops';
 import { newId, thaw, type DeepReadonly, type MemoryStore } from '../../store';
 import { nodeIdentityFromPeer, type NodeIdentity } from '../ca';
-import { LEADER_ADDR_METADATA } from '../dispatcher';
+import { notLeaderError, redirectingServiceError } from '../dispatcher';
 
 /** Lines per message to the reader. */
 export const MAX_ENTRIES_PER_MESSAGE = 500;
@@ -124,28 +122,9 @@ export function createLogBroker(options: LogBrokerOptions): LogBroker {
   const listeners = new Map<string, Listener>();
   const subscriptions = new Map<string, Subscription>();
 
-  function notLeader(): ClusterError {
-    const addr = options.leaderAddress();
-    return new ClusterError(
-      'UNAVAILABLE',
-      addr
-        ? `this manager is not the leader: reconnect to ${addr}`
-        : 'no leader elected yet; retry in a moment',
-      addr ? { leaderAddr: addr } : {},
-    );
-  }
+  const notLeader = () => notLeaderError(options.leaderAddress());
 
-  function serviceError(err: unknown): Partial<ServiceError> {
-    const e = toClusterError(err);
-    const out = e.toServiceError();
-    const leaderAddr = e.details.leaderAddr;
-    if (typeof leaderAddr === 'string') {
-      const md = out.metadata ?? new Metadata();
-      md.set(LEADER_ADDR_METADATA, leaderAddr);
-      out.metadata = md;
-    }
-    return out;
-  }
+  const serviceError = redirectingServiceError;
 
   function endStream(stream: ServerWritableStream<unknown, unknown>, error?: ClusterError): void {
     if (stream.cancelled || stream.writableEnded) return;
