@@ -32,6 +32,13 @@ import { ingressGate, meshLoop } from '../manager/allocator/mesh';
 import { Daemon, type DaemonOptions } from './daemon';
 import type { Manager } from './manager';
 
+/** The unix socket's answer to a control call on a node that runs no manager. */
+function notAManager() {
+  return new ClusterError(
+    'FAILED_PRECONDITION',
+    "this node is not a manager: run the command on a manager, or 'cluster init' / 'cluster join' first",
+  ).toServiceError();
+}
 export { Daemon, type DaemonOptions } from './daemon';
 export { Manager } from './manager';
 
@@ -103,12 +110,7 @@ function socketControl(current: () => Manager | undefined): ControlServer {
     handlers[method] = (call, callback) => {
       const manager = current();
       if (!manager) {
-        callback(
-          new ClusterError(
-            'FAILED_PRECONDITION',
-            "this node is not a manager: run the command on a manager, or 'cluster init' / 'cluster join' first",
-          ).toServiceError(),
-        );
+        callback(notAManager());
         return;
       }
       let server = servers.get(manager);
@@ -178,13 +180,7 @@ function socketLogs(current: () => Manager | undefined): LogsServer {
     serviceLogs: (call) => {
       const manager = current();
       if (!manager) {
-        call.emit(
-          'error',
-          new ClusterError(
-            'FAILED_PRECONDITION',
-            "this node is not a manager: run the command on a manager, or 'cluster init' / 'cluster join' first",
-          ).toServiceError(),
-        );
+        call.emit('error', notAManager());
         return;
       }
       let server = servers.get(manager);
