@@ -55,6 +55,21 @@ function forwardDeadline(deadline: Deadline): Deadline {
   return at - Math.min(FORWARD_MARGIN_MS, Math.max(0, at - Date.now()) / 2);
 }
 
+/**
+ * The leader's client for a call this follower passes on. One hop only: a call that was already
+ * forwarded reached a manager that is no longer the leader, and is answered "retry".
+ */
+export function leaderClientFor(metadata: Metadata, where: LeaderRoute): ControlClient {
+  if (metadata.get(FORWARDED_METADATA_KEY).length > 0) {
+    throw new ClusterError(
+      'UNAVAILABLE',
+      'this manager is no longer the leader (leadership is changing): retry',
+    );
+  }
+  if (where.leaderClient === undefined) throw new ClusterError('UNAVAILABLE', NO_LEADER_MESSAGE);
+  return where.leaderClient;
+}
+
 function forwarder<Req, Res>(
   method: MethodDefinition<Req, Res>,
   local: handleUnaryCall<Req, Res>,
@@ -70,14 +85,7 @@ function forwarder<Req, Res>(
         local(call, callback);
         return;
       }
-      if (call.metadata.get(FORWARDED_METADATA_KEY).length > 0) {
-        throw new ClusterError(
-          'UNAVAILABLE',
-          'this manager is no longer the leader (leadership is changing): retry',
-        );
-      }
-      const client = where.leaderClient;
-      if (client === undefined) throw new ClusterError('UNAVAILABLE', NO_LEADER_MESSAGE);
+      const client = leaderClientFor(call.metadata, where);
       const metadata = new Metadata();
       metadata.set(FORWARDED_METADATA_KEY, options.selfName ?? 'follower');
       client.makeUnaryRequest(

@@ -17,6 +17,7 @@ export {
 export {
   forwardingControl,
   FORWARDED_METADATA_KEY,
+  leaderClientFor,
   NO_LEADER_MESSAGE,
   type ForwardingOptions,
   type LeaderRoute,

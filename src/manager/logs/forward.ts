@@ -10,7 +10,7 @@ import {
 } from '../../gen/cluster/v1/control';
 import {
   FORWARDED_METADATA_KEY,
-  NO_LEADER_MESSAGE,
+  leaderClientFor,
   type ForwardingOptions,
   type LeaderRoute,
 } from '../controlapi';
@@ -38,14 +38,7 @@ export function forwardingLogs(
           local.serviceLogs(call);
           return;
         }
-        if (call.metadata.get(FORWARDED_METADATA_KEY).length > 0) {
-          throw new ClusterError(
-            'UNAVAILABLE',
-            'this manager is no longer the leader (leadership is changing): retry',
-          );
-        }
-        const client = where.leaderClient;
-        if (client === undefined) throw new ClusterError('UNAVAILABLE', NO_LEADER_MESSAGE);
+        const client = leaderClientFor(call.metadata, where);
         const metadata = new Metadata();
         metadata.set(FORWARDED_METADATA_KEY, options.selfName ?? 'follower');
         const upstream = client.makeServerStreamRequest(
