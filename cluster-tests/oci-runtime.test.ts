@@ -80,7 +80,7 @@ before(async () => {
   const rootfs = path.join(tmp, 'rootfs');
   execFileSync('bash', [path.join(root, 'scripts', 'make-images.sh'), '--rootfs-only', rootfs]);
   execFileSync('tar', ['-C', rootfs, '-cf', path.join(tmp, 'image.tar'), '.']);
-  runtime = new OciRuntime({ dataDir, pidsLimit: 64 });
+  runtime = new OciRuntime({ dataDir, defaultPidsLimit: 64 });
   await runtime.images.import(
     path.join(tmp, 'image.tar'),
     'local/ocitest:1',
@@ -402,7 +402,7 @@ test(
     const shimPids = ids.map(
       (id) => (runtime as unknown as { state(id: string): { shimPid: number } }).state(id).shimPid,
     );
-    const again = new OciRuntime({ dataDir, pidsLimit: 64 });
+    const again = new OciRuntime({ dataDir, defaultPidsLimit: 64 });
     const adopted = (await again.adopt(NODE_ID)).filter((c) => ids.includes(c.id));
     assert.deepEqual(adopted.map((c) => c.id).sort(), [...ids].sort());
     assert.ok(adopted.every((c) => c.status === 'running' && c.pid > 0));

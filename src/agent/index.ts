@@ -357,7 +357,7 @@ export class Agent {
       hostname: d.hostname,
       os: d.os,
       architecture: d.architecture,
-      resources: { nanoCpus: d.nanoCpus, memoryBytes: d.memoryBytes },
+      resources: { nanoCpus: d.nanoCpus, memoryBytes: d.memoryBytes, pids: 0 },
       runtimeName: d.runtimeName,
       runtimeVersion: d.runtimeVersion,
       engineLabels: { ...this.options.labels },

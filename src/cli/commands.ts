@@ -591,6 +591,7 @@ function prettyService(s: Service): string {
     if (reservations?.memoryBytes) res.push(['Reserved Memory', `${reservations.memoryBytes}B`]);
     if (limits?.nanoCpus) res.push(['Limit CPU', String(limits.nanoCpus / 1e9)]);
     if (limits?.memoryBytes) res.push(['Limit Memory', `${limits.memoryBytes}B`]);
+    if (limits?.pids) res.push(['Limit Pids', String(limits.pids)]);
     sections.push(['Resources', res]);
   }
   if (spec.update) {

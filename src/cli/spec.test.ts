@@ -104,7 +104,7 @@ test('every create flag lands in its spec field', () => {
     '--network', 'backend',
     '--constraint', 'node.role==worker', '--constraint', 'node.labels.zone!=b',
     '--placement-pref', 'spread=node.labels.zone',
-    '--limit-cpu', '0.5', '--limit-memory', '64m', '--reserve-cpu', '0.25', '--reserve-memory', '32m',
+    '--limit-cpu', '0.5', '--limit-memory', '64m', '--limit-pids', '200', '--reserve-cpu', '0.25', '--reserve-memory', '32m',
     '--restart-condition', 'on-failure', '--restart-delay', '5s', '--restart-max-attempts', '3', '--restart-window', '1m',
     '--stop-grace-period', '30s', '--stop-signal', 'SIGINT',
     '--health-cmd', 'curl -f http://localhost/', '--health-interval', '10s', '--health-timeout', '2s',
@@ -154,7 +154,7 @@ test('every create flag lands in its spec field', () => {
           init: true,
         },
         resources: {
-          limits: { nanoCpus: 500_000_000, memoryBytes: 64 * MiB },
+          limits: { nanoCpus: 500_000_000, memoryBytes: 64 * MiB, pids: 200 },
           reservations: { nanoCpus: 250_000_000, memoryBytes: 32 * MiB },
         },
         restart: {
@@ -233,6 +233,9 @@ test('bad create values are usage errors naming the flag and the rule', () => {
     [['--mode', 'daemonset'], /"--mode": must be one of replicated, global/],
     [['--limit-cpu', 'half'], /"--limit-cpu"/],
     [['--limit-memory', '64q'], /"--limit-memory"/],
+    [['--limit-pids', '-1'], /invalid argument "-1" for "--limit-pids": must be a whole number ≥ 0/],
+    [['--limit-pids', '1.5'], /invalid argument "1.5" for "--limit-pids"/],
+    [['--limit-pids', 'many'], /"--limit-pids"/],
     [['--reserve-cpu', '-1'], /"--reserve-cpu"/],
     [['--reserve-memory', 'x'], /"--reserve-memory"/],
     [['--restart-condition', 'always'], /"--restart-condition": must be one of none, on-failure, any/],
@@ -361,7 +364,21 @@ test('--force bumps forceUpdate, and only task spec changes count as restarts', 
   assert.ok(taskSpecChanged(current, updateSpec(current, '--env-add', 'Z=1')));
 });
 
+test('--limit-pids on update sets the limit, 0 lifts it, and other limits stay', () => {
+  const current = createSpec('--limit-memory', '64m', 'img');
+  const limited = updateSpec(current, '--limit-pids', '100');
+  assert.deepEqual(limited.task?.resources?.limits, {
+    nanoCpus: 0,
+    memoryBytes: 64 * 1024 * 1024,
+    pids: 100,
+  });
+  assert.ok(taskSpecChanged(current, limited));
+  assert.equal(updateSpec(limited, '--limit-pids', '0').task?.resources?.limits?.pids, 0);
+  assert.equal(updateSpec(createSpec('img'), '--limit-pids', '7').task?.resources?.limits?.pids, 7);
+});
+
 test('bad update values are usage errors', () => {
+  assertUsage(() => updateSpec(base(), '--limit-pids', '-3'), /"--limit-pids": must be a whole number ≥ 0/);
   assertUsage(() => updateSpec(base(), '--image', ''), /"--image"/);
   assertUsage(() => updateSpec(base(), '--publish-add', 'x'), /"--publish-add"/);
   assertUsage(() => updateSpec(base(), '--constraint-add', 'nope'), /"--constraint-add"/);

@@ -37,6 +37,7 @@ export interface CommonServiceFlags {
   replicas?: string;
   limitCpu?: string;
   limitMemory?: string;
+  limitPids?: string;
   reserveCpu?: string;
   reserveMemory?: string;
   restartCondition?: string;
@@ -125,6 +126,10 @@ function addCommonFlags(cmd: Command): Command {
     .option('--replicas <n>', 'number of tasks')
     .option('--limit-cpu <cpus>', 'CPU limit, e.g. 0.5')
     .option('--limit-memory <bytes>', 'memory limit, e.g. 64m')
+    .option(
+      '--limit-pids <n>',
+      "most processes per task (0: the runtime's default, unlimited on docker, 4096 on oci)",
+    )
     .option('--reserve-cpu <cpus>', 'CPUs reserved on the node')
     .option('--reserve-memory <bytes>', 'memory reserved on the node')
     .option('--restart-condition <condition>', 'restart when: none, on-failure or any')
@@ -331,25 +336,31 @@ function applyCommon(spec: ServiceSpec, flags: CommonServiceFlags): void {
 
   const resources = (task.resources ??= {});
   if (flags.limitCpu !== undefined) {
-    (resources.limits ??= { nanoCpus: 0, memoryBytes: 0 }).nanoCpus = parseNanoCpus(
+    (resources.limits ??= { nanoCpus: 0, memoryBytes: 0, pids: 0 }).nanoCpus = parseNanoCpus(
       '--limit-cpu',
       flags.limitCpu,
     );
   }
   if (flags.limitMemory !== undefined) {
-    (resources.limits ??= { nanoCpus: 0, memoryBytes: 0 }).memoryBytes = parseBytes(
+    (resources.limits ??= { nanoCpus: 0, memoryBytes: 0, pids: 0 }).memoryBytes = parseBytes(
       '--limit-memory',
       flags.limitMemory,
     );
   }
+  if (flags.limitPids !== undefined) {
+    (resources.limits ??= { nanoCpus: 0, memoryBytes: 0, pids: 0 }).pids = parseWholeNumber(
+      '--limit-pids',
+      flags.limitPids,
+    );
+  }
   if (flags.reserveCpu !== undefined) {
-    (resources.reservations ??= { nanoCpus: 0, memoryBytes: 0 }).nanoCpus = parseNanoCpus(
+    (resources.reservations ??= { nanoCpus: 0, memoryBytes: 0, pids: 0 }).nanoCpus = parseNanoCpus(
       '--reserve-cpu',
       flags.reserveCpu,
     );
   }
   if (flags.reserveMemory !== undefined) {
-    (resources.reservations ??= { nanoCpus: 0, memoryBytes: 0 }).memoryBytes = parseBytes(
+    (resources.reservations ??= { nanoCpus: 0, memoryBytes: 0, pids: 0 }).memoryBytes = parseBytes(
       '--reserve-memory',
       flags.reserveMemory,
     );

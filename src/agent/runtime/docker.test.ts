@@ -31,7 +31,7 @@ test('the container config carries every mapped field of the spec', () => {
         dnsConfig: { nameservers: ['10.0.0.2'], search: ['svc'], options: ['ndots:1'] },
         healthcheck: { test: ['CMD', 'true'], interval: { seconds: 1, nanos: 0 }, retries: 2 },
       },
-      resources: { limits: { nanoCpus: 250_000_000, memoryBytes: 32 << 20 } },
+      resources: { limits: { nanoCpus: 250_000_000, memoryBytes: 32 << 20, pids: 50 } },
     },
     endpoint: {
       ports: [
@@ -72,6 +72,7 @@ test('the container config carries every mapped field of the spec', () => {
   assert.deepEqual(host.RestartPolicy, { Name: 'no' });
   assert.equal(host.Memory, 32 << 20);
   assert.equal(host.NanoCpus, 250_000_000);
+  assert.equal(host.PidsLimit, 50);
   assert.equal(host.ReadonlyRootfs, true);
   assert.equal(host.Init, true);
   assert.deepEqual(host.Dns, ['10.0.0.2']);
@@ -95,6 +96,7 @@ test('no command or args keeps the image defaults; no image is an error', () => 
   assert.equal(c.Entrypoint, undefined);
   assert.equal(c.Cmd, undefined);
   assert.equal((c.HostConfig as Record<string, unknown>).Memory, undefined);
+  assert.equal((c.HostConfig as Record<string, unknown>).PidsLimit, undefined, 'no limit: Docker default');
   assert.throws(() => containerConfig(Task.fromPartial({ id: 't' }), 'n'), /no container image/);
 });
 

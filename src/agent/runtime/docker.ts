@@ -126,6 +126,8 @@ export function containerConfig(task: Task, nodeId: string): Json {
   };
   if (limits?.memoryBytes) hostConfig.Memory = limits.memoryBytes;
   if (limits?.nanoCpus) hostConfig.NanoCpus = limits.nanoCpus;
+  // Docker reads 0 and -1 as unlimited; ours is 0, so only a positive limit is sent.
+  if (limits?.pids) hostConfig.PidsLimit = limits.pids;
   const dns = spec.dnsConfig;
   if (dns?.nameservers.length) hostConfig.Dns = dns.nameservers;
   if (dns?.search.length) hostConfig.DnsSearch = dns.search;

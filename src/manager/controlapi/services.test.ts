@@ -302,6 +302,32 @@ describe('updateService', () => {
     assert.deepEqual(storeBytes(t.store), before);
   });
 
+  test('a negative pids limit is INVALID_ARGUMENT and leaves the service as it was', async () => {
+    const t = newTestApi();
+    const spec = simpleSpec('web');
+    const web = await create(t, spec);
+    const before = storeBytes(t.store);
+    const withPids = (pids: number) =>
+      ServiceSpec.fromPartial({ ...spec, task: { ...spec.task, resources: { limits: { pids } } } });
+    await assert.rejects(
+      t.api.updateService({
+        serviceId: 'web',
+        version: web.meta?.version ?? 0,
+        spec: withPids(-1),
+        rollback: '',
+      }),
+      isCode('INVALID_ARGUMENT', /task\.resources\.limits\.pids: must be a whole number ≥ 0/),
+    );
+    assert.deepEqual(storeBytes(t.store), before);
+    const { service } = await t.api.updateService({
+      serviceId: 'web',
+      version: web.meta?.version ?? 0,
+      spec: withPids(100),
+      rollback: '',
+    });
+    assert.equal(service?.spec?.task?.resources?.limits?.pids, 100);
+  });
+
   test('rollback to the previous spec swaps the two and marks the rollback started', async () => {
     const now = new Date('2026-01-02T03:04:05Z');
     const t = newTestApi({ clock: () => now });

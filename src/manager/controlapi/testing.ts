@@ -102,7 +102,7 @@ export function fullServiceSpec(name = 'web', network = 'backend'): ServiceSpec 
         init: true,
       },
       resources: {
-        limits: { nanoCpus: 2e9, memoryBytes: 256 * 1024 * 1024 },
+        limits: { nanoCpus: 2e9, memoryBytes: 256 * 1024 * 1024, pids: 512 },
         reservations: { nanoCpus: 5e8, memoryBytes: 64 * 1024 * 1024 },
       },
       restart: {

@@ -215,6 +215,9 @@ const BAD: [string, Mutation, string][] = [
     (s) => (resources(s).reservations.memoryBytes = 512 * 1024 * 1024),
     'reservations.memory_bytes',
   ],
+  ['negative pids limit', (s) => (resources(s).limits.pids = -1), 'limits.pids'],
+  ['fractional pids limit', (s) => (resources(s).limits.pids = 1.5), 'limits.pids'],
+  ['pids reservation', (s) => (resources(s).reservations.pids = 10), 'reservations.pids'],
   [
     'CPU reservation above the limit',
     (s) => (resources(s).reservations.nanoCpus = 3e9),
@@ -331,6 +334,8 @@ const GOOD: [string, Mutation][] = [
   ['healthcheck inheriting the image', (s) => (health(s).test = [])],
   ['healthcheck interval of exactly 1 ms', (s) => (health(s).interval = { seconds: 0, nanos: 1_000_000 })],
   ['memory of exactly 4 MiB', (s) => (resources(s).reservations.memoryBytes = MIN_MEMORY_BYTES)],
+  ['pids limit 0 (unlimited)', (s) => (resources(s).limits.pids = 0)],
+  ['pids limit 1', (s) => (resources(s).limits.pids = 1)],
   ['CPU reservation equal to the limit', (s) => (resources(s).reservations.nanoCpus = 2e9)],
   [
     'max failure ratio 0 and 1',
@@ -376,6 +381,10 @@ describe('validateServiceSpec', () => {
     assert.throws(
       () => validateServiceSpec(mutated((s) => (s.mode = { $case: 'replicated', value: { replicas: -1 } }))),
       /mode\.replicated\.replicas: replicas must be a whole number from 0 to 2147483647, got -1/,
+    );
+    assert.throws(
+      () => validateServiceSpec(mutated((s) => (resources(s).limits.pids = -5))),
+      /task\.resources\.limits\.pids: must be a whole number ≥ 0 \(0: unlimited\), got -5/,
     );
     assert.throws(
       () => validateImage('image', 'Nginx:latest'),

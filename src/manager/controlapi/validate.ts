@@ -356,6 +356,13 @@ function validateResources(spec: ServiceSpec): void {
         `must be at least 4 MiB (${MIN_MEMORY_BYTES} bytes) when set, got ${r.memoryBytes}`,
       );
     }
+    // Swarm's pids limit (cgroup pids.max), 0 = unlimited; there is no such thing as reserving pids.
+    if (!Number.isSafeInteger(r.pids) || r.pids < 0) {
+      throw fieldError(`${field}.${kind}.pids`, `must be a whole number ≥ 0 (0: unlimited), got ${r.pids}`);
+    }
+    if (kind === 'reservations' && r.pids !== 0) {
+      throw fieldError(`${field}.reservations.pids`, `pids can be limited but not reserved, got ${r.pids}`);
+    }
   }
   const { limits, reservations } = resources;
   if (limits && reservations) {

@@ -40,7 +40,7 @@ describe('scheduler loop planning', () => {
     const web = service('web');
     const t = task(web, { slot: 1, state: pending });
     if (t.spec)
-      t.spec.resources = { reservations: { nanoCpus: 64 * CPU, memoryBytes: 0 }, limits: undefined };
+      t.spec.resources = { reservations: { nanoCpus: 64 * CPU, memoryBytes: 0, pids: 0 }, limits: undefined };
     const s = state({ services: [web], tasks: [t], nodes: [node('n1'), node('n2')] });
     const plan = planOnce((p) => planScheduling(s, p));
     const waiting = plan.updatedTasks.get(t.id);

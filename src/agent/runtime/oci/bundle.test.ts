@@ -34,7 +34,8 @@ function inputs(task: Task, overrides: Partial<BundleInputs> = {}): BundleInputs
     etcFiles: { hosts: '/c/hosts', resolvConf: '/c/resolv.conf', hostname: '/c/hostname' },
     network: 'new',
     cgroupsPath: '/cluster-oci-c1',
-    pidsLimit: 100,
+    defaultPidsLimit: 100,
+    initBinary: '/usr/bin/tini-static',
     passwd: PASSWD,
     group: GROUP,
     ...overrides,
@@ -112,7 +113,51 @@ test('without a spec command the image config decides; host network shares the n
   assert.deepEqual(c.process.user, { uid: 0, gid: 0 });
   assert.equal(c.linux.resources.memory, undefined);
   assert.equal(c.linux.resources.cpu, undefined);
+  assert.deepEqual(c.linux.resources.pids, { limit: 100 }, "the node's default when the spec sets none");
   assert.ok(!c.linux.namespaces.some((n) => n.type === 'network'));
+});
+
+test("the spec's pids limit wins over the node's default; 0 means the default", () => {
+  const withPids = (pids: number) =>
+    Task.fromPartial({ id: 'p', spec: { container: { image: 'x' }, resources: { limits: { pids } } } });
+  assert.deepEqual(bundleConfig(inputs(withPids(7))).linux.resources.pids, { limit: 7 });
+  assert.deepEqual(bundleConfig(inputs(withPids(100_000))).linux.resources.pids, { limit: 100_000 });
+  assert.deepEqual(bundleConfig(inputs(withPids(0))).linux.resources.pids, { limit: 100 });
+});
+
+test('init: tini is PID 1 at /sbin/docker-init, mounted read-only, and runs the command', () => {
+  const task = (init: boolean, container: Record<string, unknown> = {}) =>
+    Task.fromPartial({ id: 'i', spec: { container: { image: 'x', init, ...container } } });
+  const c = bundleConfig(inputs(task(true, { command: ['/bin/sh'], args: ['-c', 'echo hi'] })));
+  assert.deepEqual(c.process.args, ['/sbin/docker-init', '--', '/bin/sh', '-c', 'echo hi']);
+  const init = c.mounts.filter((m) => m.destination === '/sbin/docker-init');
+  assert.deepEqual(init, [
+    {
+      destination: '/sbin/docker-init',
+      type: 'bind',
+      source: '/usr/bin/tini-static',
+      options: ['bind', 'ro'],
+    },
+  ]);
+  // The image's own entrypoint and cmd run under the init too.
+  assert.deepEqual(bundleConfig(inputs(task(true))).process.args, ['/sbin/docker-init', '--', 'httpd', '-f']);
+  // A task mount does not hide the init: it comes last.
+  const over = bundleConfig(
+    inputs(task(true, { mounts: [{ type: Mount_Type.TYPE_BIND, source: '/host/sbin', target: '/sbin' }] })),
+  );
+  assert.equal(over.mounts.at(-1)?.destination, '/sbin/docker-init');
+  // Without init: no mount, the command as it is; no tini on the node does not matter then.
+  const plain = bundleConfig(inputs(task(false), { initBinary: undefined }));
+  assert.deepEqual(plain.process.args, ['httpd', '-f']);
+  assert.ok(!plain.mounts.some((m) => m.destination === '/sbin/docker-init'));
+});
+
+test('init on a node without tini fails the task naming the package', () => {
+  const task = Task.fromPartial({ id: 'i', spec: { container: { image: 'x', init: true } } });
+  assert.throws(
+    () => bundleConfig(inputs(task, { initBinary: undefined })),
+    (e: unknown) => e instanceof TaskRuntimeError && /install Debian's package 'tini'/.test(e.message),
+  );
 });
 
 test("a task mount over /etc/hosts replaces the node's file", () => {

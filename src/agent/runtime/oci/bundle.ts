@@ -17,6 +17,8 @@ export const EMPTY_IMAGE_CONFIG: ImageConfig = { entrypoint: [], cmd: [], env: [
 const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 /** CPU bandwidth period (µs) the quota is a share of: the kernel's and Docker's default. */
 export const CPU_PERIOD_US = 100_000;
+/** Where Docker puts its init (tini) in a container started with `--init`; ours goes there too. */
+export const INIT_PATH_IN_CONTAINER = '/sbin/docker-init';
 /** Docker's default capability set: what a container process may do as root inside. */
 export const DEFAULT_CAPABILITIES = [
   'CAP_CHOWN',
@@ -50,8 +52,10 @@ export interface BundleInputs {
   network: 'new' | 'host';
   /** cgroup path below each hierarchy's root. */
   cgroupsPath: string;
-  /** The pids limit of every container (the spec has no field for it). */
-  pidsLimit: number;
+  /** The pids limit of a task whose spec sets none (limits.pids 0). */
+  defaultPidsLimit: number;
+  /** The host's static tini (Debian's `tini`), for tasks with `init`; undefined when absent. */
+  initBinary: string | undefined;
   /** The image's /etc/passwd and /etc/group, to resolve a user or group given by name. */
   passwd: string;
   group: string;
@@ -199,7 +203,10 @@ export function resolveUser(user: string, passwd: string, group: string): { uid:
   return { uid, gid: gid ?? 0 };
 }
 
-/** The process the task runs: Swarm's meaning, `command` replaces the entrypoint, `args` the cmd. */
+/**
+ * The process the task runs: Swarm's meaning, `command` replaces the entrypoint, `args` the cmd;
+ * with `init`, Docker's way: the init is PID 1 and runs the command (`docker-init -- CMD...`).
+ */
 export function processArgs(task: Task, image: ImageConfig): string[] {
   const spec = task.spec?.container;
   const entrypoint = spec?.command.length ? spec.command : image.entrypoint;
@@ -210,7 +217,17 @@ export function processArgs(task: Task, image: ImageConfig): string[] {
     throw new TaskRuntimeError(
       `no command: the service gives none and image ${spec?.image ?? ''} has no CMD or ENTRYPOINT`,
     );
-  return args;
+  return spec?.init ? [INIT_PATH_IN_CONTAINER, '--', ...args] : args;
+}
+
+/** The read-only bind of the host's tini at Docker's path, for a task with `init`. */
+function initMount(task: Task, initBinary: string | undefined): OciMount[] {
+  if (!task.spec?.container?.init) return [];
+  if (initBinary === undefined)
+    throw new TaskRuntimeError(
+      "--init needs a static tini on this node (/usr/bin/tini-static or /usr/bin/docker-init): install Debian's package 'tini'",
+    );
+  return [{ destination: INIT_PATH_IN_CONTAINER, type: 'bind', source: initBinary, options: ['bind', 'ro'] }];
 }
 
 function mountOf(m: Mount, volumePath: (name: string) => string): OciMount {
@@ -246,7 +263,7 @@ export function bundleConfig(inputs: BundleInputs): OciConfig {
   if (!cwd.startsWith('/')) throw new TaskRuntimeError(`working directory must be absolute, got "${cwd}"`);
   const limits = task.spec?.resources?.limits;
   const resources: OciConfig['linux']['resources'] = {
-    pids: { limit: inputs.pidsLimit },
+    pids: { limit: limits?.pids ? limits.pids : inputs.defaultPidsLimit },
     // Deny all devices but the default set runc always adds (null, zero, full, tty, random, ...).
     devices: [{ allow: false, access: 'rwm' }],
   };
@@ -327,6 +344,8 @@ export function bundleConfig(inputs: BundleInputs): OciConfig {
       },
       ...etc,
       ...taskMounts,
+      // Last, so no task mount hides it (Docker mounts its init the same way).
+      ...initMount(task, inputs.initBinary),
     ],
     linux: {
       namespaces,

@@ -25,8 +25,13 @@ import { installShim } from './shim';
 
 export { ImageStore, normalizeRef, splitRef } from './images';
 
-/** Every container's pids limit: the service spec has no field for one (Docker's is unlimited). */
+/**
+ * The pids limit of a task that sets none (`--limit-pids` 0): a guard against a fork bomb taking
+ * the host, where Docker leaves it unlimited.
+ */
 export const DEFAULT_PIDS_LIMIT = 4096;
+/** Static tini builds a task with `init` may use, in order: Debian's `tini` package, then docker.io's. */
+export const INIT_CANDIDATES = ['/usr/bin/tini-static', '/usr/bin/docker-init'];
 /** Ordinary runc calls (state, kill, delete, start). */
 const RUNC_TIMEOUT_MS = 30_000;
 /** runc create through the shim: namespaces, cgroups, mounts. */
@@ -66,7 +71,10 @@ export interface OciRuntimeOptions {
   dataDir: string;
   runcPath?: string;
   perlPath?: string;
-  pidsLimit?: number;
+  /** The pids limit of tasks that set none (default DEFAULT_PIDS_LIMIT). */
+  defaultPidsLimit?: number;
+  /** Where to look for the static tini of `init` tasks (default INIT_CANDIDATES). */
+  initCandidates?: string[];
 }
 
 interface CmdResult {
@@ -163,7 +171,8 @@ export class OciRuntime implements Runtime {
   private readonly runcRoot: string;
   private readonly runcPath: string;
   private readonly perlPath: string;
-  private readonly pidsLimit: number;
+  private readonly defaultPidsLimit: number;
+  private readonly initCandidates: string[];
   private shimPath: string | undefined;
 
   constructor(options: OciRuntimeOptions) {
@@ -178,7 +187,21 @@ export class OciRuntime implements Runtime {
     this.runcRoot = path.join(this.ociDir, 'runc');
     this.runcPath = options.runcPath ?? 'runc';
     this.perlPath = options.perlPath ?? 'perl';
-    this.pidsLimit = options.pidsLimit ?? DEFAULT_PIDS_LIMIT;
+    this.defaultPidsLimit = options.defaultPidsLimit ?? DEFAULT_PIDS_LIMIT;
+    this.initCandidates = options.initCandidates ?? INIT_CANDIDATES;
+  }
+
+  /** The first executable static tini on this host, symlinks resolved (bind mounts need a file). */
+  private findInit(): string | undefined {
+    for (const candidate of this.initCandidates) {
+      try {
+        fs.accessSync(candidate, fs.constants.X_OK);
+        return fs.realpathSync(candidate);
+      } catch {
+        // Not here: try the next.
+      }
+    }
+    return undefined;
   }
 
   private dirOf(id: string): string {
@@ -346,7 +369,8 @@ export class OciRuntime implements Runtime {
         // plumbs; one without shares the host's (host-mode ports then work as they are).
         network: task.networks.some((n) => n.addresses.length > 0) ? 'new' : 'host',
         cgroupsPath: `/cluster-oci-${id}`,
-        pidsLimit: this.pidsLimit,
+        defaultPidsLimit: this.defaultPidsLimit,
+        initBinary: spec.init ? this.findInit() : undefined,
         passwd: readImageFile('passwd'),
         group: readImageFile('group'),
       });

@@ -263,6 +263,11 @@ export interface Resources {
   /** CPU in units of 1e-9 CPUs, as Docker's NanoCPUs. */
   nanoCpus: number;
   memoryBytes: number;
+  /**
+   * Most processes and threads a task may have (cgroup pids.max), as Swarm's Resources.Pids and
+   * `--limit-pids`; 0 = none set. Meaningful in limits only.
+   */
+  pids: number;
 }
 
 export interface NodeDescription {
@@ -1297,7 +1302,7 @@ export const NodeSpec: MessageFns<NodeSpec> = {
 };
 
 function createBaseResources(): Resources {
-  return { nanoCpus: 0, memoryBytes: 0 };
+  return { nanoCpus: 0, memoryBytes: 0, pids: 0 };
 }
 
 export const Resources: MessageFns<Resources> = {
@@ -1307,6 +1312,9 @@ export const Resources: MessageFns<Resources> = {
     }
     if (message.memoryBytes !== 0) {
       writer.uint32(16).int64(message.memoryBytes);
+    }
+    if (message.pids !== 0) {
+      writer.uint32(24).int64(message.pids);
     }
     return writer;
   },
@@ -1340,6 +1348,14 @@ export const Resources: MessageFns<Resources> = {
             message.memoryBytes = longToNumber(reader.int64());
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.pids = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1364,6 +1380,7 @@ export const Resources: MessageFns<Resources> = {
         : isSet(object.memory_bytes)
         ? globalThis.Number(object.memory_bytes)
         : 0,
+      pids: isSet(object.pids) ? globalThis.Number(object.pids) : 0,
     };
   },
 
@@ -1375,6 +1392,9 @@ export const Resources: MessageFns<Resources> = {
     if (message.memoryBytes !== 0) {
       obj.memoryBytes = Math.round(message.memoryBytes);
     }
+    if (message.pids !== 0) {
+      obj.pids = Math.round(message.pids);
+    }
     return obj;
   },
 
@@ -1385,6 +1405,7 @@ export const Resources: MessageFns<Resources> = {
     const message = createBaseResources();
     message.nanoCpus = object.nanoCpus ?? 0;
     message.memoryBytes = object.memoryBytes ?? 0;
+    message.pids = object.pids ?? 0;
     return message;
   },
 };
