@@ -12,6 +12,7 @@ import {
 } from './runtime';
 import { abortableSleep } from '../common/sleep';
 import { ENGINE_HEALTH_POLL_MS, runProbeLoop, specHasHealthcheck } from './health';
+import { ProgressThrottle } from './progress';
 
 /** Retry pace while the runtime is down: the task waits for it instead of failing. */
 export const RUNTIME_RETRY_BASE_MS = 200;
@@ -71,6 +72,8 @@ export class TaskController {
       drainMs?: number;
       /** How often the engine's own health verdict is read (tests shorten it). */
       healthPollMs?: number;
+      /** Least time between two progress messages while PREPARING (PROGRESS_REPORT_INTERVAL_MS when absent). */
+      progressIntervalMs?: number;
     },
     /** A container found by label after an agent restart. */
     adopted?: ContainerInfo,
@@ -160,6 +163,59 @@ export class TaskController {
     };
     this.lastStatus = status;
     this.deps.report(this.task.id, status);
+  }
+
+  /**
+   * Where PREPARING stands (an image pull), as the same state with a new message and the time
+   * it began, so "Preparing 5 seconds ago" stays true. Reported only while still PREPARING.
+   */
+  private reportProgress(message: string): void {
+    if (this.state !== TaskState.TASK_STATE_PREPARING) return;
+    const last = this.lastStatus;
+    const status: TaskStatus = {
+      timestamp: last?.state === this.state ? last.timestamp : new Date(),
+      state: this.state,
+      message,
+      err: '',
+      container: undefined,
+      health: this.health,
+    };
+    this.lastStatus = status;
+    this.deps.report(this.task.id, status);
+  }
+
+  /** The runtime's prepare, its progress reported paced (see ProgressThrottle). */
+  private async prepare(signal: AbortSignal): Promise<string> {
+    const throttle = new ProgressThrottle(this.deps.progressIntervalMs);
+    // Once prepare settled, a message still held back is stale: the next report is READY or FAILED.
+    let settled = false;
+    let timer: NodeJS.Timeout | undefined;
+    const flushLater = () => {
+      const due = throttle.dueAtMs;
+      if (due === undefined || timer !== undefined || settled || signal.aborted) return;
+      timer = setTimeout(
+        () => {
+          timer = undefined;
+          if (settled || signal.aborted) return;
+          const text = throttle.flush(Date.now());
+          if (text !== undefined) this.reportProgress(text);
+          flushLater();
+        },
+        Math.max(0, due - Date.now()),
+      );
+    };
+    const onProgress = (message: string) => {
+      if (settled || signal.aborted) return;
+      const text = throttle.offer(message, Date.now());
+      if (text !== undefined) this.reportProgress(text);
+      else flushLater();
+    };
+    try {
+      return await this.deps.runtime.prepare(this.task, this.deps.nodeId, onProgress);
+    } finally {
+      settled = true;
+      clearTimeout(timer);
+    }
   }
 
   /**
@@ -271,7 +327,7 @@ export class TaskController {
       }
       this.report(TaskState.TASK_STATE_ACCEPTED);
       this.report(TaskState.TASK_STATE_PREPARING);
-      this.containerId = await runtime.prepare(this.task, this.deps.nodeId);
+      this.containerId = await this.prepare(signal);
       if (signal.aborted) return;
       this.report(TaskState.TASK_STATE_READY);
       info = {

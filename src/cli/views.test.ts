@@ -293,3 +293,27 @@ test('service ps: a task with a healthcheck shows its health after the state, as
   };
   assert.equal(json.CurrentState, 'Running 3 seconds ago (healthy)');
 });
+
+test('service ps: a preparing task shows where its image pull stands; the bare "preparing" is not repeated', () => {
+  const at = (message: string, state = TaskState.TASK_STATE_PREPARING) =>
+    Task.fromPartial({
+      id: 'taskpullingpullingpulling',
+      serviceId: web.id,
+      slot: 5,
+      desiredState: TaskState.TASK_STATE_RUNNING,
+      spec: { container: { image: 'reg:5000/x:1' } },
+      status: { state, timestamp: ago(4_000), message },
+    });
+  const current = (task: Task) =>
+    (
+      JSON.parse(
+        formatRows('json', taskColumns(NOW, true), taskRows([task], new Map([[web.id, 'web']]), new Map())),
+      ) as { CurrentState: string }
+    ).CurrentState;
+  assert.equal(
+    current(at('pulling image reg:5000/x:1: 1 of 2 layers, 1.2 MB of 2.0 MB')),
+    'Preparing 4 seconds ago (pulling image reg:5000/x:1: 1 of 2 layers, 1.2 MB of 2.0 MB)',
+  );
+  assert.equal(current(at('preparing')), 'Preparing 4 seconds ago');
+  assert.equal(current(at('started', TaskState.TASK_STATE_RUNNING)), 'Running 4 seconds ago');
+});

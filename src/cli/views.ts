@@ -239,7 +239,11 @@ export function taskColumns(now: Date, noTrunc: boolean): Column<TaskRow>[] {
         const text = at ? `${state} ${humanDuration(now.getTime() - at.getTime())} ago` : state;
         // As `docker ps` shows a container's health: "Running 3 seconds ago (healthy)".
         const health = r.task.status?.health;
-        return health ? `${text} (${health})` : text;
+        if (health) return `${text} (${health})`;
+        // Where a pull stands: "Preparing 4 seconds ago (pulling image x:1: 1 of 2 layers, ...)".
+        const message = r.task.status?.message ?? '';
+        const preparing = r.task.status?.state === TaskState.TASK_STATE_PREPARING;
+        return preparing && message !== '' && message !== 'preparing' ? `${text} (${message})` : text;
       },
     },
     {

@@ -23,17 +23,22 @@ import {
   type HealthStatus,
   type LogLine,
   type LogOptions,
+  type ProgressListener,
   type Runtime,
   type RuntimeDescription,
 } from './index';
 import { DockerLogDemuxer, dockerSince } from './docker-logs';
+import { PullProgress, pullFailureMessage } from './docker-pull';
 
 export const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
 /** The Engine API version we speak: Debian bookworm's docker.io 20.10 serves 1.41. */
 export const DOCKER_API_VERSION = 'v1.41';
 /** Ordinary calls; wait and pull have their own limits. */
 const REQUEST_TIMEOUT_MS = 30_000;
-/** One pull attempt: a missing registry fails fast, a slow one should not hold a task forever. */
+/**
+ * One pull attempt gives up after this long without a word from the Engine (it streams progress
+ * while layers download): a missing registry fails fast, a stalled one does not hold a task forever.
+ */
 export const PULL_TIMEOUT_MS = 60_000;
 
 type Json = Record<string, unknown>;
@@ -273,36 +278,97 @@ export class DockerRuntime implements Runtime {
     return res.status !== 404;
   }
 
-  /** One pull attempt; the Engine streams progress and reports a failure inside the stream. */
-  private async pull(image: string): Promise<string | undefined> {
+  /**
+   * One pull attempt, read as the Engine streams it: `onProgress` hears each new summary line.
+   * Resolves with the reason when it failed (an HTTP error, or an "error" inside the stream),
+   * undefined when it succeeded; rejects only when the Engine itself does not answer.
+   */
+  private pull(image: string, onProgress?: ProgressListener): Promise<string | undefined> {
     const { repo, tag } = splitImage(image);
-    try {
-      const res = await this.call(
-        'POST',
-        `/images/create?fromImage=${encodeURIComponent(repo)}&tag=${encodeURIComponent(tag)}`,
-        undefined,
-        { timeoutMs: this.pullTimeoutMs },
+    const path = `/images/create?fromImage=${encodeURIComponent(repo)}&tag=${encodeURIComponent(tag)}`;
+    const progress = new PullProgress(image);
+    let lastMessage = '';
+    const tell = () => {
+      const message = progress.message();
+      if (message === lastMessage) return;
+      lastMessage = message;
+      onProgress?.(message);
+    };
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const finish = (reason: string | undefined) => {
+        if (settled) return;
+        settled = true;
+        resolve(reason);
+      };
+      const req = http.request(
+        {
+          socketPath: this.socketPath,
+          agent: this.agent,
+          method: 'POST',
+          path: `/${DOCKER_API_VERSION}${path}`,
+        },
+        (res) => {
+          res.setEncoding('utf8');
+          if ((res.statusCode ?? 0) !== 200) {
+            // Refused before streaming (a bad name, a registry that does not answer): one JSON body.
+            let body = '';
+            res.on('data', (chunk: string) => (body += chunk));
+            res.on('end', () => {
+              let message = body.trim();
+              try {
+                message = (JSON.parse(body) as { message?: string }).message ?? message;
+              } catch {
+                // Not JSON: keep the text.
+              }
+              finish(message || `HTTP ${res.statusCode ?? 0}`);
+            });
+            res.on('error', (err) => finish(err.message));
+            return;
+          }
+          tell();
+          res.on('data', (chunk: string) => {
+            progress.push(chunk);
+            tell();
+          });
+          res.on('end', () => {
+            progress.end();
+            finish(progress.error);
+          });
+          res.on('error', (err) => finish(progress.error ?? err.message));
+          // Cut without an end (the engine restarted): not a success.
+          res.on('close', () =>
+            finish(progress.error ?? (res.complete ? undefined : 'the pull stream was cut')),
+          );
+        },
       );
-      const lines = res.body.split('\n').filter((l) => l.trim());
-      for (const line of lines) {
-        const event = JSON.parse(line) as { error?: string };
-        if (event.error) return event.error;
-      }
-      return undefined;
-    } catch (err) {
-      return err instanceof Error ? err.message : String(err);
-    }
+      req.setTimeout(this.pullTimeoutMs, () =>
+        req.destroy(new Error(`no progress from the engine's pull for ${this.pullTimeoutMs} ms`)),
+      );
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        if (settled) return;
+        if (err.code !== undefined && ENGINE_DOWN_CODES.has(err.code)) {
+          settled = true;
+          reject(
+            new RuntimeUnavailableError(
+              `the Docker engine does not answer on ${this.socketPath}: ${err.message}`,
+            ),
+          );
+        } else {
+          finish(err.message);
+        }
+      });
+      req.end();
+    });
   }
 
-  async prepare(task: Task, nodeId: string): Promise<string> {
+  async prepare(task: Task, nodeId: string, onProgress?: ProgressListener): Promise<string> {
     const config = containerConfig(task, nodeId);
     const image = String(config.Image);
     if (!(await this.imagePresent(image))) {
-      const pullError = await this.pull(image);
+      const pullError = await this.pull(image, onProgress);
       if (pullError !== undefined || !(await this.imagePresent(image))) {
-        throw new TaskRuntimeError(
-          `image ${image} not found locally and no registry is reachable (pull failed: ${pullError ?? 'image still missing'})`,
-        );
+        throw new TaskRuntimeError(pullFailureMessage(image, pullError ?? 'image still missing'));
       }
     }
     const name = containerName(task);
