@@ -1,5 +1,5 @@
 // The agent with the Docker runtime on the real engine, behind a real dispatcher (insecure gRPC
-// on 127.0.0.1): a task's env, bind mount, memory/CPU limits and host port are really applied;
+// on 127.0.0.1): a task's env, bind mount, memory/CPU/pids limits and host port are really applied;
 // exit codes and missing images are reported; stop honours the grace period; a restarted agent
 // adopts its containers. Every container carries this run's node id and is removed at the end.
 import { test } from 'node:test';
@@ -40,6 +40,7 @@ function inspect(containerId: string): {
   HostConfig: {
     Memory: number;
     NanoCpus: number;
+    PidsLimit: number | null;
     RestartPolicy: { Name: string };
     PortBindings: Record<string, { HostPort: string }[]>;
   };
@@ -144,7 +145,7 @@ test(
       });
     });
 
-    await t.test('env, bind mount, memory and CPU limits, host port are applied', async () => {
+    await t.test('env, bind mount, memory, CPU and pids limits, host port are applied', async () => {
       await addTask(
         Task.fromPartial({
           id: 'web',
@@ -156,7 +157,7 @@ test(
               mounts: [{ type: Mount_Type.TYPE_BIND, source: bindDir, target: '/data', readOnly: false }],
               labels: { purpose: 'agent-docker-test' },
             },
-            resources: { limits: { memoryBytes: 64 * 1024 * 1024, nanoCpus: 500_000_000 } },
+            resources: { limits: { memoryBytes: 64 * 1024 * 1024, nanoCpus: 500_000_000, pids: 80 } },
           },
           endpoint: {
             ports: [
@@ -178,6 +179,16 @@ test(
       assert.equal(info.Config.Labels['cluster.service.id'], 'svc');
       assert.equal(info.HostConfig.Memory, 64 * 1024 * 1024);
       assert.equal(info.HostConfig.NanoCpus, 500_000_000);
+      assert.equal(info.HostConfig.PidsLimit, 80);
+      // The engine put it in the container's pids cgroup (cgroup v1 here, v2 elsewhere).
+      const pidsMax = docker(
+        'exec',
+        id,
+        'sh',
+        '-c',
+        'cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max',
+      );
+      assert.equal(pidsMax.stdout.trim(), '80', pidsMax.stderr);
       assert.equal(info.HostConfig.RestartPolicy.Name, 'no');
       assert.equal(info.HostConfig.PortBindings['80/tcp']?.[0]?.HostPort, String(hostPort));
       assert.ok(

@@ -1,6 +1,6 @@
 // The oci runtime on the namespace lab (1 manager + 2 workers, `scripts/lab up --runtime oci`):
-// a 3-replica service with --publish 8080:80, env, a bind mount and a memory limit runs on runc
-// (not Docker), every replica really has them, the routing mesh reaches every replica from any
+// a 3-replica service with --publish 8080:80, env, a bind mount, memory and pids limits and --init
+// runs on runc (not Docker), every replica really has them (tini as each container's PID 1), the routing mesh reaches every replica from any
 // node, and a worker's daemon killed with SIGKILL and restarted adopts its container instead of
 // starting a duplicate.
 import { after, before, describe, test } from 'node:test';
@@ -26,6 +26,7 @@ const { lab } = needs ? { lab: undefined } : useLab({ managers: 1, workers: 2, r
 const PORT = 8080;
 const CONVERGE_TIMEOUT_MS = 90_000;
 const MEMORY_BYTES = 64 << 20;
+const PIDS_LIMIT = 50;
 let bindDir = '';
 
 function theLab() {
@@ -92,7 +93,7 @@ describe('lab on the oci runtime: 1 manager + 2 workers', { skip: needs }, () =>
     if (bindDir) fs.rmSync(bindDir, { recursive: true, force: true });
   });
 
-  test('3 replicas with env, a bind mount and a memory limit run on runc and answer through the mesh', async (t) => {
+  test('3 replicas with env, a bind mount, limits and --init run on runc and answer through the mesh', async (t) => {
     for (const { host } of theLab().hosts()) {
       const images = await theLab().ok(
         host,
@@ -122,6 +123,9 @@ describe('lab on the oci runtime: 1 manager + 2 workers', { skip: needs }, () =>
       `type=bind,src=${bindDir},dst=/host,readonly`,
       '--limit-memory',
       String(MEMORY_BYTES),
+      '--limit-pids',
+      String(PIDS_LIMIT),
+      '--init',
       'local/busybox:1',
       'sh',
       '-c',
@@ -148,6 +152,11 @@ describe('lab on the oci runtime: 1 manager + 2 workers', { skip: needs }, () =>
         'utf8',
       );
       assert.equal(limit.trim(), String(MEMORY_BYTES));
+      const pidsMax = fs.readFileSync(`/sys/fs/cgroup/pids/cluster-oci-${c.id}/pids.max`, 'utf8');
+      assert.equal(pidsMax.trim(), String(PIDS_LIMIT));
+      // --init: the container's PID 1 is tini at Docker's path, running the service's command.
+      const argv = fs.readFileSync(`/proc/${c.pid}/cmdline`, 'utf8').split('\0');
+      assert.deepEqual(argv.slice(0, 4), ['/sbin/docker-init', '--', 'sh', '-c'], `${c.id} runs under tini`);
       const environ = fs.readFileSync(`/proc/${c.pid}/environ`, 'utf8').split('\0');
       assert.ok(environ.includes('GREETING=hello-oci'), `${c.id} has the env`);
     }
@@ -185,6 +194,8 @@ describe('lab on the oci runtime: 1 manager + 2 workers', { skip: needs }, () =>
       500,
     );
     t.diagnostic(logs.trim().split('\n').join(' | '));
+    const pretty = await theLab().ok('manager1', 'service', 'inspect', '--pretty', 'web');
+    assert.match(pretty, new RegExp(`^ Limit Pids:\\s+${PIDS_LIMIT}$`, 'm'));
     const replicas = new Set(replies.map((r) => r.reply.split(' ')[2]));
     t.diagnostic(`replicas seen: ${[...replicas].join(', ')}`);
     assert.equal(replicas.size, 3, `every replica reached: ${[...replicas].join(', ')}`);
@@ -291,7 +302,7 @@ describe('lab on the oci runtime: 1 manager + 2 workers', { skip: needs }, () =>
     );
   });
 
-  test('service rm removes every container, overlay and cgroup', async () => {
+  test('service rm stops every container (tini and its command) and removes overlays and cgroups', async () => {
     const containers = allRunning();
     await theLab().ok('manager1', 'service', 'rm', 'web');
     await eventually(
@@ -314,7 +325,14 @@ describe('lab on the oci runtime: 1 manager + 2 workers', { skip: needs }, () =>
       },
       500,
     );
-    for (const c of containers)
+    for (const c of containers) {
       assert.equal(fs.existsSync(`/sys/fs/cgroup/memory/cluster-oci-${c.id}`), false);
+      assert.equal(fs.existsSync(`/sys/fs/cgroup/pids/cluster-oci-${c.id}`), false);
+      // Its init exited: the pid is gone, or reused by a process that is not this service's tini.
+      const cmdline = fs.existsSync(`/proc/${c.pid}`)
+        ? fs.readFileSync(`/proc/${c.pid}/cmdline`, 'utf8')
+        : '';
+      assert.ok(!cmdline.startsWith('/sbin/docker-init\0--\0sh\0-c\0echo "replica'), `${c.id}'s init exited`);
+    }
   });
 });

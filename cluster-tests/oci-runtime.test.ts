@@ -1,5 +1,6 @@
 // The oci runtime on real runc, overlayfs and cgroups (root): a task's env, args, user, workdir,
-// hostname and mounts are applied; memory, CPU and pids limits are in its cgroup; exit codes,
+// hostname and mounts are applied; memory, CPU and pids limits are in its cgroup (the node's
+// pids default without one); with init, tini is PID 1 and forwards the stop signal; exit codes,
 // logs, exec, stop signal and kill work; a new runtime instance adopts what an earlier one
 // started; remove leaves no runc state, mount, cgroup, shim or folder. Everything a test made
 // lives in its own temporary data dir and is removed at the end, also when a test fails.
@@ -163,6 +164,8 @@ test('the image CMD runs when the service gives no command; exec runs inside it'
     );
   }
   assert.equal(fs.readlinkSync(`/proc/${info?.pid}/ns/net`), fs.readlinkSync('/proc/self/ns/net'));
+  // No --limit-pids: the runtime's default (64 for this test's runtime).
+  assert.equal(fs.readFileSync(`${cgroupDir('pids', id)}/pids.max`, 'utf8').trim(), '64');
   await assert.rejects(runtime.exec?.(id, ['sleep', '30'], 300) ?? Promise.resolve(), /timed out/);
   await runtime.stop(id, 500);
   assert.equal((await runtime.inspect(id))?.status, 'exited');
@@ -230,7 +233,7 @@ test('memory, CPU and pids limits are in the container cgroup', { skip }, async 
         image: 'local/ocitest:1',
         args: ['sh', '-c', 'cat /sys/fs/cgroup/memory/memory.limit_in_bytes; sleep 60'],
       },
-      resources: { limits: { memoryBytes: 48 << 20, nanoCpus: 500_000_000 } },
+      resources: { limits: { memoryBytes: 48 << 20, nanoCpus: 500_000_000, pids: 32 } },
     }),
   );
   const id = await prepare(t);
@@ -246,7 +249,7 @@ test('memory, CPU and pids limits are in the container cgroup', { skip }, async 
     String(48 << 20),
   );
   assert.equal(fs.readFileSync(`${cgroupDir('cpu', id)}/cpu.cfs_quota_us`, 'utf8').trim(), '50000');
-  assert.equal(fs.readFileSync(`${cgroupDir('pids', id)}/pids.max`, 'utf8').trim(), '64');
+  assert.equal(fs.readFileSync(`${cgroupDir('pids', id)}/pids.max`, 'utf8').trim(), '32', "the spec's");
   // The pids limit holds: 100 sleepers cannot all start.
   const fork = await runtime.exec?.(
     id,
@@ -357,6 +360,62 @@ test('stop sends the stop signal, then kills after the grace period', { skip }, 
   const killed = await runtime.inspect(stubborn);
   assert.equal(killed?.status, 'exited');
   assert.equal(killed?.exitCode, 137);
+});
+
+test('init: tini is PID 1, runs the command, and forwards the stop signal to it', { skip }, async () => {
+  const id = await prepare(
+    task(
+      'init',
+      TaskSpec.fromPartial({
+        container: {
+          image: 'local/ocitest:1',
+          init: true,
+          readOnly: true,
+          args: ['sh', '-c', 'echo "sh is pid $$"; exec sleep 600'],
+        },
+      }),
+    ),
+  );
+  await runtime.start(id);
+  await until(
+    'the command logged',
+    async () => (await collect(runtime.logs?.(id, { follow: false }) ?? [])).length > 0,
+  );
+  const lines = await collect(runtime.logs?.(id, { follow: false }) ?? []);
+  assert.match(lines[0]?.text ?? '', /^sh is pid ([2-9]|\d\d+)$/, 'the command is not PID 1');
+  const exec = await runtime.exec?.(id, ['sh', '-c', 'cat /proc/1/cmdline | tr "\\0" " "'], 10_000);
+  assert.equal(exec?.exitCode, 0);
+  assert.equal(exec?.output.trim(), '/sbin/docker-init -- sh -c echo "sh is pid $$"; exec sleep 600');
+  // Seen from the host: the container's init process runs the host's static tini.
+  const pid = (await runtime.inspect(id))?.pid ?? 0;
+  assert.ok(pid > 0);
+  assert.equal(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0], '/sbin/docker-init');
+  const tini = fs.statSync(fs.realpathSync('/usr/bin/tini-static'));
+  const exe = fs.statSync(`/proc/${pid}/exe`);
+  assert.deepEqual([exe.dev, exe.ino], [tini.dev, tini.ino]);
+  // sleep as PID 1 would ignore SIGTERM and be killed after the grace period (137); under tini it
+  // gets the forwarded SIGTERM and dies of it: 128 + 15.
+  await runtime.stop(id, 30_000);
+  const info = await runtime.inspect(id);
+  assert.equal(info?.status, 'exited');
+  assert.equal(info?.exitCode, 143);
+  await runtime.remove(id);
+});
+
+test('init on a node without tini fails the task naming the package', { skip }, async () => {
+  const bare = new OciRuntime({ dataDir, defaultPidsLimit: 64, initCandidates: [path.join(tmp, 'no-tini')] });
+  await assert.rejects(
+    bare.prepare(
+      task('noinit', TaskSpec.fromPartial({ container: { image: 'local/ocitest:1', init: true } })),
+      NODE_ID,
+    ),
+    (err: Error) => err instanceof TaskRuntimeError && /package 'tini'/.test(err.message),
+  );
+  assert.equal(
+    fs.existsSync(path.join(dataDir, 'oci', 'containers', `t-noinit${RUN}`)),
+    false,
+    'nothing left',
+  );
 });
 
 test('a missing image and a missing command fail the task with a clear message', { skip }, async () => {
