@@ -21,9 +21,17 @@ import {
 } from '../index';
 import { bundleConfig } from './bundle';
 import { ImageStore, normalizeRef } from './images';
+import { checkLogLimits, DEFAULT_LOG_LIMITS, LOG_FILE, readContainerLog, type LogLimits } from './logfiles';
 import { installShim } from './shim';
 
 export { ImageStore, normalizeRef, splitRef } from './images';
+export {
+  DEFAULT_LOG_LIMITS,
+  parseLogLine,
+  parseLogMaxFiles,
+  parseLogMaxSize,
+  type LogLimits,
+} from './logfiles';
 
 /**
  * The pids limit of a task that sets none (`--limit-pids` 0): a guard against a fork bomb taking
@@ -75,6 +83,8 @@ export interface OciRuntimeOptions {
   defaultPidsLimit?: number;
   /** Where to look for the static tini of `init` tasks (default INIT_CANDIDATES). */
   initCandidates?: string[];
+  /** When a container's log file rotates and how many files it keeps (default 20 MiB × 5). */
+  logLimits?: LogLimits;
 }
 
 interface CmdResult {
@@ -123,16 +133,6 @@ function cgroupsVisible(): boolean {
   return info.split('\n').some((line) => / - cgroup2? /.test(line));
 }
 
-/** Parses "<unix ms> <o|e> <text>" lines of a container log. */
-export function parseLogLine(line: string): LogLine | undefined {
-  const first = line.indexOf(' ');
-  if (first < 0) return undefined;
-  const timeMs = Number(line.slice(0, first));
-  const stream = line.slice(first + 1, first + 2);
-  if (!Number.isFinite(timeMs) || (stream !== 'o' && stream !== 'e')) return undefined;
-  return { stream: stream === 'o' ? 'stdout' : 'stderr', timeMs, text: line.slice(first + 3) };
-}
-
 /** Resolves on the next change in `dir` (inotify), after `limitMs`, or when `signal` fires. */
 function watchDir(
   dir: string,
@@ -173,6 +173,7 @@ export class OciRuntime implements Runtime {
   private readonly perlPath: string;
   private readonly defaultPidsLimit: number;
   private readonly initCandidates: string[];
+  private readonly logLimits: LogLimits;
   private shimPath: string | undefined;
 
   constructor(options: OciRuntimeOptions) {
@@ -189,6 +190,7 @@ export class OciRuntime implements Runtime {
     this.perlPath = options.perlPath ?? 'perl';
     this.defaultPidsLimit = options.defaultPidsLimit ?? DEFAULT_PIDS_LIMIT;
     this.initCandidates = options.initCandidates ?? INIT_CANDIDATES;
+    this.logLimits = checkLogLimits(options.logLimits ?? DEFAULT_LOG_LIMITS);
   }
 
   /** The first executable static tini on this host, symlinks resolved (bind mounts need a file). */
@@ -427,9 +429,13 @@ export class OciRuntime implements Runtime {
       this.perlPath,
       [
         shim,
-        path.join(dir, 'container.log'),
+        path.join(dir, LOG_FILE),
         path.join(dir, 'exit.json'),
         pidFile,
+        '--log-max-size',
+        String(this.logLimits.maxSizeBytes),
+        '--log-max-files',
+        String(this.logLimits.maxFiles),
         '--',
         this.runcPath,
         '--root',
@@ -685,48 +691,11 @@ export class OciRuntime implements Runtime {
   }
 
   async *logs(containerId: string, options: LogOptions): AsyncIterable<LogLine> {
-    const file = path.join(this.dirOf(containerId), 'container.log');
-    const since = options.sinceMs ?? 0;
-    let offset = 0;
-    let partial = '';
-    const readNew = (): LogLine[] => {
-      let fd: number;
-      try {
-        fd = fs.openSync(file, 'r');
-      } catch {
-        return [];
-      }
-      const lines: LogLine[] = [];
-      try {
-        const size = fs.fstatSync(fd).size;
-        if (size <= offset) return [];
-        const buf = Buffer.alloc(size - offset);
-        const n = fs.readSync(fd, buf, 0, buf.length, offset);
-        offset += n;
-        const text = partial + buf.subarray(0, n).toString('utf8');
-        const parts = text.split('\n');
-        partial = parts.pop() ?? '';
-        for (const part of parts) {
-          const line = parseLogLine(part);
-          if (line && line.timeMs >= since) lines.push(line);
-        }
-      } finally {
-        fs.closeSync(fd);
-      }
-      return lines;
-    };
-    let first = readNew();
-    if (options.tail !== undefined) first = options.tail > 0 ? first.slice(-options.tail) : [];
-    for (const line of first) yield line;
-    if (!options.follow) return;
-    const signal = options.signal ?? new AbortController().signal;
-    for (;;) {
-      if (signal.aborted) return;
-      const exited = this.exitRecord(containerId) !== undefined;
-      for (const line of readNew()) yield line;
+    yield* readContainerLog(this.dirOf(containerId), {
+      ...options,
+      pollMs: POLL_MS * 2,
       // The shim writes the exit record after the last output: nothing more comes.
-      if (exited || !this.state(containerId)) return;
-      await abortableSleep(POLL_MS * 2, signal);
-    }
+      finished: () => this.exitRecord(containerId) !== undefined || !this.state(containerId),
+    });
   }
 }

@@ -1,8 +1,9 @@
 // The per-container shim, as conmon is to podman: a small detached process that outlives the
 // agent. It makes itself a child subreaper, runs `runc create` with the container's stdout and
 // stderr on pipes it reads, tells the agent (one JSON line on its stdout, then closes it) whether
-// the create worked, writes every output line with a timestamp to the container's log, reaps
-// the container's init process and records its exit code. Perl from perl-base (Debian's
+// the create worked, writes every output line with a timestamp to the container's log (rotated
+// at a size, a bounded number of files kept), reaps the container's init process and records
+// its exit code. Perl from perl-base (Debian's
 // essential set): a few MB per container, where a Node process would take tens.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -11,13 +12,24 @@ import path from 'node:path';
 export const MAX_LOG_LINE_BYTES = 16 * 1024;
 
 export const SHIM_SCRIPT = String.raw`#!/usr/bin/perl
-# cluster oci shim: shim.pl LOGFILE EXITFILE PIDFILE -- RUNC ARGS...
+# cluster oci shim: shim.pl LOGFILE EXITFILE PIDFILE [--log-max-size BYTES --log-max-files N] -- RUNC ARGS...
 use strict;
 use warnings;
 use Config;
 
-my ($log_path, $exit_path, $pid_path, $sep, @cmd) = @ARGV;
-die "usage: shim.pl LOG EXIT PIDFILE -- CMD...\n" unless defined $sep && $sep eq '--' && @cmd;
+my $usage = "usage: shim.pl LOG EXIT PIDFILE [--log-max-size BYTES --log-max-files N] -- CMD...\n";
+my ($log_path, $exit_path, $pid_path, @rest) = @ARGV;
+# A max size of 0 never rotates (what a shim started without the options did).
+my ($max_size, $max_files) = (0, 1);
+while (@rest && $rest[0] ne '--') {
+  my ($opt, $val) = splice(@rest, 0, 2);
+  die $usage unless defined $val && $val =~ /^[0-9]+$/;
+  if ($opt eq '--log-max-size') { $max_size = $val + 0; }
+  elsif ($opt eq '--log-max-files' && $val >= 1) { $max_files = $val + 0; }
+  else { die $usage; }
+}
+my ($sep, @cmd) = @rest;
+die $usage unless defined $pid_path && defined $sep && $sep eq '--' && @cmd;
 my $hires = eval { require Time::HiRes; 1 };
 sub now_ms { return $hires ? int(Time::HiRes::time() * 1000) : time() * 1000; }
 
@@ -43,8 +55,38 @@ if ($runc == 0) {
 close($out_w);
 close($err_w);
 
-open(my $log, '>>', $log_path) or die "shim: $log_path: $!\n";
-$log->autoflush(1);
+my ($log, $log_bytes);
+sub open_log {
+  open($log, '>>', $log_path) or return 0;
+  $log->autoflush(1);
+  $log_bytes = (-s $log) || 0;
+  return 1;
+}
+open_log() or die "shim: $log_path: $!\n";
+
+# Like Docker's json-file driver: the file is closed, then LOG.1 … LOG.(N-1) move one up (the
+# oldest goes), LOG becomes LOG.1 and a new LOG starts. A reader that holds the old file open
+# keeps reading it; one that sees LOG name another file knows the old one is complete.
+sub rotate {
+  close($log);
+  if ($max_files > 1) {
+    for (my $i = $max_files - 2; $i >= 1; $i--) {
+      rename("$log_path.$i", "$log_path." . ($i + 1)) if -e "$log_path.$i";
+    }
+    rename($log_path, "$log_path.1");
+  } else {
+    unlink($log_path);
+  }
+  # The folder is going (the container is being removed): the output has nowhere to go.
+  open_log() or open($log, '>', '/dev/null');
+}
+
+sub write_log {
+  my ($line) = @_;
+  rotate() if $max_size > 0 && $log_bytes > 0 && $log_bytes + length($line) > $max_size;
+  print $log $line;
+  $log_bytes += length($line);
+}
 my %buf = (o => '', e => '');
 # Open pipe ends by file descriptor (4-arg select, no modules beyond perl-base's Config).
 my %open = (fileno($out_r) => [$out_r, 'o'], fileno($err_r) => [$err_r, 'e']);
@@ -55,7 +97,7 @@ my $reported = 0;
 sub emit {
   my ($stream, $text) = @_;
   if (!$reported) { $create_output .= $text . "\n"; return; }
-  print $log now_ms() . " $stream $text\n";
+  write_log(now_ms() . " $stream $text\n");
 }
 
 sub pump {
@@ -129,7 +171,7 @@ $init_pid = <$pf>;
 close($pf);
 $init_pid =~ s/\s+//g;
 $reported = 1;
-print $log now_ms() . " e $_\n" for grep { length } split(/\n/, $create_output);
+write_log(now_ms() . " e $_\n") for grep { length } split(/\n/, $create_output);
 report('{"ok":true,"pid":' . $init_pid . ',"shimPid":' . $$ . '}');
 
 # The init process may have gone already: reap() picks up what exited meanwhile.
