@@ -6,7 +6,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
-packages=(protobuf-compiler iproute2 nftables docker.io busybox-static runc tini openssl ca-certificates vagrant wrk haproxy)
+packages=(protobuf-compiler iproute2 nftables docker.io busybox-static runc tini openssl ca-certificates vagrant wrk haproxy docker-registry)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
