@@ -1,7 +1,7 @@
 // The oci runtime on real runc, overlayfs and cgroups (root): a task's env, args, user, workdir,
 // hostname and mounts are applied; memory, CPU and pids limits are in its cgroup (the node's
 // pids default without one); with init, tini is PID 1 and forwards the stop signal; exit codes,
-// logs, exec, stop signal and kill work; a new runtime instance adopts what an earlier one
+// logs (rotated at a max size, read across the files), exec, stop signal and kill work; a new runtime instance adopts what an earlier one
 // started; remove leaves no runc state, mount, cgroup, shim or folder. Everything a test made
 // lives in its own temporary data dir and is removed at the end, also when a test fails.
 import { after, before, test } from 'node:test';
@@ -311,6 +311,87 @@ test('logs: follow from before the start until the exit, then tail and since', {
   assert.deepEqual(await open, []);
   await runtime.remove(sleeper);
 });
+
+test(
+  'logs rotate at the max size: a bounded set of files, tail across them, a follower that sees every line once',
+  { skip },
+  async () => {
+    const maxSizeBytes = 64 * 1024;
+    const small = new OciRuntime({ dataDir, defaultPidsLimit: 64, logLimits: { maxSizeBytes, maxFiles: 3 } });
+    // The container prints numbered lines of ~115 bytes (with the stamp) in bursts of 1000, about
+    // two files' worth, and waits for the test's ack of each burst: the follower is never more
+    // than three rotations behind (one more would drop a file it has not opened), whatever the
+    // machine's speed. 6000 lines are ~690 KiB, far past the 192 KiB kept.
+    const acks = path.join(tmp, 'acks');
+    fs.mkdirSync(acks);
+    const bursts = 6;
+    const script = [
+      `pad=${'x'.repeat(90)}`,
+      'i=0; c=0',
+      `while [ $c -lt ${bursts} ]; do`,
+      '  end=$(( (c + 1) * 1000 ))',
+      '  while [ $i -lt $end ]; do i=$((i + 1)); echo "line $i $pad"; done',
+      '  c=$((c + 1)); w=0',
+      // The overall limit (60 s) only keeps a broken follower from hanging the test.
+      '  while [ ! -e /acks/$c ] && [ $w -lt 1200 ]; do sleep 0.05; w=$((w + 1)); done',
+      'done',
+    ].join('\n');
+    const id = await prepare(
+      task(
+        'logrotate',
+        TaskSpec.fromPartial({
+          container: {
+            image: 'local/ocitest:1',
+            args: ['sh', '-c', script],
+            mounts: [{ type: Mount_Type.TYPE_BIND, source: acks, target: '/acks' }],
+          },
+        }),
+      ),
+    );
+    const numberOf = (l: LogLine) => Number(/^line (\d+) /.exec(l.text)?.[1] ?? NaN);
+    const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+    const followed = (async () => {
+      const seen: number[] = [];
+      for await (const line of small.logs(id, { follow: true })) {
+        const n = numberOf(line);
+        seen.push(n);
+        if (n % 1000 === 0) fs.writeFileSync(path.join(acks, String(n / 1000)), '');
+      }
+      return seen;
+    })();
+    await small.start(id);
+    const seen = await followed;
+    assert.deepEqual(seen, range(1, bursts * 1000), 'the follower saw every line once, in order');
+    assert.equal(await small.wait(id, new AbortController().signal), 0);
+
+    const dir = path.join(dataDir, 'oci', 'containers', id);
+    const files = fs.readdirSync(dir).filter((n) => n.startsWith('container.log'));
+    assert.deepEqual(files.sort(), ['container.log', 'container.log.1', 'container.log.2']);
+    for (const name of files)
+      assert.ok(fs.statSync(path.join(dir, name)).size <= maxSizeBytes, `${name} is within the max size`);
+
+    const tail = (n: number) => collect(small.logs(id, { follow: false, tail: n }));
+    assert.deepEqual((await tail(50)).map(numberOf), range(bursts * 1000 - 49, bursts * 1000));
+    // 1000 lines are more than one file: the tail starts in an older one.
+    const last1000 = await tail(1000);
+    assert.deepEqual(last1000.map(numberOf), range(bursts * 1000 - 999, bursts * 1000));
+    const kept = (await collect(small.logs(id, { follow: false }))).map(numberOf);
+    assert.ok(kept.length > 1000 && kept.length < bursts * 1000, `${kept.length} lines kept`);
+    assert.deepEqual(kept, range(bursts * 1000 - kept.length + 1, bursts * 1000));
+    const sinceMs = last1000[0]?.timeMs ?? 0;
+    const since = await collect(small.logs(id, { follow: false, sinceMs }));
+    assert.ok(since.every((l) => l.timeMs >= sinceMs));
+    assert.ok(since.length >= 1000 && since.length <= kept.length);
+    assert.deepEqual(since.map(numberOf), range(bursts * 1000 - since.length + 1, bursts * 1000));
+    // After a restart the agent reads them the same, whatever its own limits.
+    const again = new OciRuntime({ dataDir, defaultPidsLimit: 64 });
+    assert.deepEqual(
+      (await collect(again.logs(id, { follow: false, tail: 1000 }))).map(numberOf),
+      last1000.map(numberOf),
+    );
+    await small.remove(id);
+  },
+);
 
 test('stop sends the stop signal, then kills after the grace period', { skip }, async () => {
   const graceful = await prepare(
