@@ -58,6 +58,19 @@ test('daemon --drain-period must be a duration: a bad one exits 2 before anythin
   assert.match(r.stderr, /duration/);
 });
 
+test('daemon --log-max-size and --log-max-files are checked before anything starts', () => {
+  for (const [flag, value, rule] of [
+    ['--log-max-size', '10t', /--log-max-size must be a size like 20m/],
+    ['--log-max-size', '1k', /from 64k/],
+    ['--log-max-files', '0', /--log-max-files must be a whole number from 1 to 100/],
+  ] as const) {
+    const r = cluster('daemon', '--data-dir', '/nonexistent/never-created', flag, value);
+    assert.equal(r.code, 2, `${flag} ${value}`);
+    assert.match(r.stderr, rule);
+    assert.doesNotMatch(r.stderr, /\n\s+at /);
+  }
+});
+
 test('--init and --read-only are bare flags: they never swallow the image, and container arguments are left alone', () => {
   const program = buildProgram();
   const run = (...args: string[]) => bareBoolFlags(program, ['node', 'cluster', 'service', ...args]).slice(3);

@@ -10,6 +10,7 @@ import {
   addServiceCommands,
   type Runtime,
 } from './commands';
+import { logLimitsFromFlags, type LogLimits } from '../agent/runtime/oci/logfiles';
 import { parseDurationNanos } from './flags';
 import { addImageCommands } from './image';
 import { connect, DEFAULT_DATA_DIR, DEFAULT_HOST, type Connection } from './connect';
@@ -55,7 +56,12 @@ export interface DaemonOptions {
   drainMs?: number;
   /** From --lb: the load balancer's data plane. */
   lb?: 'nftables' | 'userspace';
+  /** From --log-max-size and --log-max-files: the oci runtime's bound on each container's log. */
+  logLimits?: LogLimits;
 }
+
+/** The daemon command's flags as commander hands them over, before they are checked. */
+type DaemonFlags = DaemonOptions & { drainPeriod?: string; logMaxSize?: string; logMaxFiles?: string };
 
 /** Resolves with the daemon's exit code when it stops (SIGTERM/SIGINT). */
 type RunDaemon = (options: DaemonOptions) => Promise<number | void>;
@@ -113,13 +119,27 @@ function addDaemonCommand(program: Command): void {
       '--drain-period <duration>',
       'how long a task stopped while serving stays up after leaving the load balancer, before its stop signal (default 2s)',
     )
-    .action(async (flags: DaemonOptions & { drainPeriod?: string }) => {
-      const { drainPeriod, ...options } = flags;
+    .option(
+      '--log-max-size <size>',
+      "oci runtime: a container's log file is rotated before it passes this size (k, m or g; default 20m)",
+    )
+    .option(
+      '--log-max-files <count>',
+      'oci runtime: log files kept per container, the current one included; older ones are deleted (default 5)',
+    )
+    .action(async (flags: DaemonFlags) => {
+      const { drainPeriod, logMaxSize, logMaxFiles, ...options } = flags;
       const drainMs =
         drainPeriod === undefined
           ? undefined
           : Number(parseDurationNanos('--drain-period', drainPeriod) / 1_000_000n);
-      const code = await loadRunDaemon()({ ...options, drainMs });
+      let logLimits: LogLimits | undefined;
+      try {
+        logLimits = logLimitsFromFlags(logMaxSize, logMaxFiles);
+      } catch (e) {
+        throw new ClusterError('USAGE', (e as Error).message);
+      }
+      const code = await loadRunDaemon()({ ...options, drainMs, logLimits });
       if (typeof code === 'number' && code !== 0) {
         throw new ClusterError('INTERNAL', `the daemon stopped with exit code ${code}`);
       }

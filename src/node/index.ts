@@ -27,7 +27,7 @@ import { Agent } from '../agent';
 import { Mesh, type LbMode } from '../agent/mesh';
 import type { Runtime } from '../agent/runtime';
 import { DockerRuntime } from '../agent/runtime/docker';
-import { OciRuntime } from '../agent/runtime/oci';
+import { OciRuntime, type LogLimits } from '../agent/runtime/oci';
 import { ingressGate, meshLoop } from '../manager/allocator/mesh';
 import { Daemon, type DaemonOptions } from './daemon';
 import type { Manager } from './manager';
@@ -130,21 +130,27 @@ function dispatcherOf(manager: Manager) {
 }
 
 /** The daemon's options, its container runtime (`--runtime`; undefined detects) and load balancer (`--lb`). */
-export type NodeDaemonOptions = DaemonOptions & { runtime?: 'docker' | 'oci'; lb?: LbMode };
+export type NodeDaemonOptions = DaemonOptions & {
+  runtime?: 'docker' | 'oci';
+  lb?: LbMode;
+  /** The oci runtime's bound on each container's log (`--log-max-size`, `--log-max-files`). */
+  logLimits?: LogLimits;
+};
 
 /** `--runtime docker|oci`, or detected: docker where an engine answers on its socket, else oci. */
 export async function chooseRuntime(
   choice: 'docker' | 'oci' | undefined,
   dataDir: string,
   docker: DockerRuntime = new DockerRuntime(),
+  logLimits?: LogLimits,
 ): Promise<Runtime> {
-  if (choice === 'oci') return new OciRuntime({ dataDir });
+  if (choice === 'oci') return new OciRuntime({ dataDir, logLimits });
   if (choice === 'docker') return docker;
   try {
     await docker.describe();
     return docker;
   } catch {
-    return new OciRuntime({ dataDir });
+    return new OciRuntime({ dataDir, logLimits });
   }
 }
 
@@ -233,7 +239,7 @@ export function daemonOptions(base: NodeDaemonOptions): DaemonOptions {
     startAgent: async (dirs, state, tls) => {
       const logger = componentLogger('agent', { nodeId: state.nodeId });
       const mesh = new Mesh(logger, { lb: base.lb });
-      const runtime = await chooseRuntime(base.runtime, dirs.root);
+      const runtime = await chooseRuntime(base.runtime, dirs.root, undefined, base.logLimits);
       logger.info({ runtime: runtime.name, chosen: base.runtime ?? 'detected' }, 'container runtime');
       return Agent.start({
         dataDir: dirs.agentDir,

@@ -21,6 +21,20 @@ test('the flag decides; without it, no engine on the socket means oci', async ()
   }
 });
 
+test("the daemon's log limits reach the oci runtime, which refuses ones it cannot keep", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'runtime-choice-'));
+  try {
+    const absent = new DockerRuntime({ socketPath: path.join(dir, 'no-docker.sock') });
+    const tooSmall = { maxSizeBytes: 1000, maxFiles: 2 };
+    await assert.rejects(chooseRuntime('oci', dir, absent, tooSmall), /log max size/);
+    await assert.rejects(chooseRuntime(undefined, dir, absent, tooSmall), /log max size/);
+    const fine = { maxSizeBytes: 1 << 20, maxFiles: 2 };
+    assert.equal((await chooseRuntime('oci', dir, absent, fine)).name, 'oci');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('without the flag, an engine that answers means docker', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'runtime-choice-'));
   const socketPath = path.join(dir, 'docker.sock');

@@ -11,6 +11,7 @@ import type { LogLine } from '../index';
 import {
   checkLogLimits,
   LOG_FILE,
+  logLimitsFromFlags,
   parseLogMaxFiles,
   parseLogMaxSize,
   readContainerLog,
@@ -139,6 +140,10 @@ test('the flags take Docker-style sizes and counts, and refuse the rest with a c
   assert.equal(parseLogMaxFiles('1'), 1);
   for (const bad of ['0', '-2', '2.5', '101', 'five', ''])
     assert.throws(() => parseLogMaxFiles(bad), /--log-max-files must be a whole number from 1 to 100/, bad);
+  assert.equal(logLimitsFromFlags(undefined, undefined), undefined);
+  assert.deepEqual(logLimitsFromFlags('1m', undefined), { maxSizeBytes: 1 << 20, maxFiles: 5 });
+  assert.deepEqual(logLimitsFromFlags(undefined, '2'), { maxSizeBytes: 20 << 20, maxFiles: 2 });
+  assert.throws(() => logLimitsFromFlags('1m', 'x'), /--log-max-files/);
   assert.throws(() => checkLogLimits({ maxSizeBytes: 1000, maxFiles: 3 }), /max size/);
   assert.throws(() => checkLogLimits({ maxSizeBytes: 1 << 20, maxFiles: 0 }), /max files/);
 });

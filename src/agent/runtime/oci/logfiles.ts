@@ -49,6 +49,15 @@ export function parseLogMaxFiles(text: string): number {
   return files;
 }
 
+/** The daemon's `--log-max-size` and `--log-max-files`, each defaulted; undefined when neither is given. */
+export function logLimitsFromFlags(maxSize?: string, maxFiles?: string): LogLimits | undefined {
+  if (maxSize === undefined && maxFiles === undefined) return undefined;
+  return {
+    maxSizeBytes: maxSize === undefined ? DEFAULT_LOG_LIMITS.maxSizeBytes : parseLogMaxSize(maxSize),
+    maxFiles: maxFiles === undefined ? DEFAULT_LOG_LIMITS.maxFiles : parseLogMaxFiles(maxFiles),
+  };
+}
+
 /** Throws on limits the shim cannot keep (a caller that built them in code, not from flags). */
 export function checkLogLimits(limits: LogLimits): LogLimits {
   const { maxSizeBytes, maxFiles } = limits;
