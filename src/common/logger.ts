@@ -1,6 +1,7 @@
 // Structured logging with pino: JSON to stderr by default, readable lines when stderr is a
 // terminal (or CLUSTER_LOG_PRETTY=1). One child logger per component, tagged `component`.
-import pino, { type Logger, type LevelWithSilent } from 'pino';
+// pino is loaded on first use: a short CLI run that logs nothing does not pay for it.
+import type { Logger, LevelWithSilent } from 'pino';
 
 export type { Logger };
 
@@ -25,8 +26,12 @@ function wantsPretty(): boolean {
 }
 
 let root: Logger | undefined;
+/** A level set before any logger was made: the root logger starts with it. */
+let presetLevel: LevelWithSilent | undefined;
 
 function createRoot(level: LevelWithSilent): Logger {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const pino = require('pino') as typeof import('pino');
   if (wantsPretty()) {
     // pino-pretty as a synchronous stream (no worker thread), so short CLI runs exit promptly.
     // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -38,14 +43,14 @@ function createRoot(level: LevelWithSilent): Logger {
 
 /** Sets the level of the root logger and of component loggers made after this call. */
 export function setLogLevel(level: LevelWithSilent): void {
-  if (!root) root = createRoot(level);
-  root.level = level;
+  if (root) root.level = level;
+  else presetLevel = level;
 }
 
 function rootLogger(): Logger {
   if (!root) {
     const env = process.env.CLUSTER_LOG_LEVEL ?? 'info';
-    root = createRoot(isLogLevel(env) ? env : 'info');
+    root = createRoot(presetLevel ?? (isLogLevel(env) ? env : 'info'));
   }
   return root;
 }

@@ -30,6 +30,7 @@ import {
   type NodeDescription,
   type TaskStatus,
 } from '../../gen/cluster/v1/objects';
+import { Coalescer } from '../../common/coalesce';
 import { ClusterError, toClusterError } from '../../common/errors';
 import type { Logger } from '../../common/logger';
 import type { LeaderLoop } from '../../node/leader_loops';
@@ -54,10 +55,11 @@ export const NODE_DOWN_AFTER_HEARTBEATS = 4;
  */
 export const SESSION_LOST_AFTER_HEARTBEATS = 1;
 export const SESSION_LOST_MESSAGE = 'session connection closed';
-/** How long status reports and assignment changes are gathered before one write / one message. */
+/**
+ * The shortest time between two assignment messages on one stream. The first change after a
+ * quiet spell goes at once; changes in a burst are gathered into one message per period.
+ */
 export const DEFAULT_BATCH_MS = 50;
-/** Status reports held at most before a flush is forced (bounds one transaction's size). */
-export const MAX_PENDING_STATUS_UPDATES = 2000;
 /** Retries of a node record write that lost a version race with another writer. */
 const NODE_WRITE_ATTEMPTS = 5;
 /** The metadata key naming the leader on an UNAVAILABLE answer from a follower. */
@@ -152,8 +154,8 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
   const lastSeen = new Map<string, number>();
   let pending: PendingStatus[] = [];
   let waiters: { resolve(): void; reject(e: Error): void }[] = [];
-  let flushTimer: NodeJS.Timeout | undefined;
   let flushing: Promise<void> = Promise.resolve();
+  let flushQueued = false;
 
   const notLeader = () => notLeaderError(options.leaderAddress());
 
@@ -362,9 +364,7 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
 
     let updated = new Map<string, Task>();
     let removed = new Set<string>();
-    let timer: NodeJS.Timeout | undefined;
     const flush = () => {
-      timer = undefined;
       if (abort.signal.aborted) return;
       const mesh = meshDirty ? meshUpdate() : undefined;
       meshDirty = false;
@@ -379,11 +379,12 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
       removed = new Set();
       call.write(message);
     };
-    abort.signal.addEventListener('abort', () => clearTimeout(timer), { once: true });
+    const coalescer = new Coalescer(batchMs, flush);
+    abort.signal.addEventListener('abort', () => coalescer.cancel(), { once: true });
     const onEvent = (event: StoreEvent) => {
       // Any change may move the mesh (a task running, a node's address): recomputed at flush.
       meshDirty = true;
-      timer ??= setTimeout(flush, batchMs);
+      coalescer.request();
       if (event.table !== 'tasks') return;
       const task = event.object;
       const mine = isTaskForNode(task, nodeId);
@@ -409,7 +410,7 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
       } else {
         return;
       }
-      timer ??= setTimeout(flush, batchMs);
+      coalescer.request();
     };
     (async () => {
       for await (const event of watcher) onEvent(event);
@@ -464,17 +465,19 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     }
   }
 
+  /**
+   * Group commit: the first report goes to the store at once (on the next turn, with whatever
+   * else that turn received); reports arriving while a write is in flight go in the next one.
+   */
   function scheduleFlush(): void {
-    if (pending.length >= MAX_PENDING_STATUS_UPDATES) {
-      clearTimeout(flushTimer);
-      flushTimer = undefined;
-      flushing = flushing.then(flushStatus);
-      return;
-    }
-    flushTimer ??= setTimeout(() => {
-      flushTimer = undefined;
-      flushing = flushing.then(flushStatus);
-    }, batchMs);
+    if (flushQueued) return;
+    flushQueued = true;
+    flushing = flushing
+      .then(() => new Promise<void>((resolve) => setImmediate(resolve)))
+      .then(() => {
+        flushQueued = false;
+        return flushStatus();
+      });
   }
 
   const updateTaskStatus: DispatcherServer['updateTaskStatus'] = (
@@ -615,8 +618,6 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     for (const s of [...sessions.values()]) s.end(error);
     sessions.clear();
     lastSeen.clear();
-    clearTimeout(flushTimer);
-    flushTimer = undefined;
     const stranded = waiters;
     pending = [];
     waiters = [];
