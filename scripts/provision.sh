@@ -48,7 +48,9 @@ After=network-online.target docker.service
 Wants=network-online.target
 
 [Service]
-ExecStart=$(command -v node) $src/bin/cluster.js daemon --data-dir $data --listen-addr $addr:$port --advertise-addr $addr
+# The script itself, not node SCRIPT: its first line carries the daemon's V8 flags.
+Environment=PATH=$(dirname "$(command -v node)"):/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+ExecStart=$src/bin/cluster.js daemon --data-dir $data --listen-addr $addr:$port --advertise-addr $addr
 Restart=on-failure
 KillMode=process
 

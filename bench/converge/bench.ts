@@ -12,6 +12,8 @@
 // It creates a temp data dir and a daemon (stopped by its PID), and joins no swarm that exists:
 // `docker swarm init` only when the engine is in none, `docker swarm leave --force` only then.
 // Only the services and containers it created are removed. The last line is one JSON object.
+// Before both, the engine floor: the same containers created and started in parallel through the
+// Engine API with no orchestrator (labelled, removed after).
 // Usage: node dist/bench/converge/bench.js [--runs N] [--sizes 3,100]
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -100,6 +102,62 @@ function dockerGet<T>(urlPath: string): Promise<T> {
   });
 }
 
+function dockerSend(method: 'POST' | 'DELETE', urlPath: string, body?: object): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const req = http.request(
+      {
+        socketPath: DOCKER_SOCKET,
+        method,
+        path: urlPath,
+        timeout: 60_000,
+        headers: payload === undefined ? {} : { 'content-type': 'application/json' },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString();
+          if ((res.statusCode ?? 500) >= 300)
+            reject(new Error(`docker ${method} ${urlPath}: ${res.statusCode} ${text}`));
+          else resolve(text);
+        });
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`docker ${method} ${urlPath}: timed out`)));
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+/**
+ * The engine's own floor: N containers of the same image and command created and started in
+ * parallel straight through the Engine API, on the default bridge as both orchestrators' tasks
+ * are, with no orchestration at all. Neither side can converge faster than this.
+ */
+async function timeEngine(tag: string, replicas: number): Promise<number> {
+  const label = `cluster-bench-floor=${tag}`;
+  const t0 = performance.now();
+  try {
+    await Promise.all(
+      Array.from({ length: replicas }, async () => {
+        const created = await dockerSend('POST', '/v1.41/containers/create', {
+          Image: IMAGE,
+          Cmd: ['httpd', '-f', '-p', '80', '-h', '/www'],
+          Labels: { 'cluster-bench-floor': tag },
+        });
+        const { Id } = JSON.parse(created) as { Id: string };
+        await dockerSend('POST', `/v1.41/containers/${Id}/start`);
+      }),
+    );
+    return performance.now() - t0;
+  } finally {
+    const filters = encodeURIComponent(JSON.stringify({ label: [label] }));
+    const list = await dockerGet<{ Id: string }[]>(`/v1.41/containers/json?all=1&filters=${filters}`);
+    await Promise.all(list.map((c) => dockerSend('DELETE', `/v1.41/containers/${c.Id}?force=true`)));
+  }
+}
+
 async function containersWithLabel(label: string): Promise<number> {
   const filters = encodeURIComponent(JSON.stringify({ label: [label] }));
   const list = await dockerGet<unknown[]>(`/v1.41/containers/json?all=1&filters=${filters}`);
@@ -133,7 +191,9 @@ class OurCluster {
     const socket = path.join(dir, 'cluster.sock');
     const env = { ...process.env, CLUSTER_HOST: `unix://${socket}`, CLUSTER_LOG_LEVEL: 'warn' };
     const log = fs.openSync(path.join(dir, 'daemon.log'), 'a');
-    const daemon = spawn(process.execPath, [CLI, 'daemon', '--data-dir', dir, '--listen-addr', addr], {
+    // The script itself, as the lab and the systemd unit start it: its first line holds the
+    // daemon's V8 flags.
+    const daemon = spawn(CLI, ['daemon', '--data-dir', dir, '--listen-addr', addr], {
       env,
       stdio: ['ignore', log, log],
     });
@@ -374,12 +434,18 @@ async function main(): Promise<void> {
   const tag = `${process.pid}`;
   const ours = new Map<number, Timed[]>();
   const swarm = new Map<number, Timed[]>();
+  const engine = new Map<number, number[]>();
   const rssSamples: number[] = [];
   let rssTasks = 0;
   const workerRss: number[] = [];
   let workerRssTasks = 0;
   let workerRun: Timed | undefined;
 
+  for (const n of sizes) {
+    const floor: number[] = [];
+    for (let r = 1; r <= runs; r++) floor.push(await timeEngine(`${tag}-${n}-${r}`, n));
+    engine.set(n, floor);
+  }
   // Ours first, before any swarm exists on the engine.
   const cluster = await OurCluster.start();
   try {
@@ -453,7 +519,7 @@ async function main(): Promise<void> {
   );
   console.log(`host: ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? '?'}, node ${process.version}`);
   console.log(
-    '   N   ours (s)  create cmd  server   swarm (s)  create cmd  server   ours/swarm  swarm ref (s)',
+    '   N   ours (s)  create cmd  server   swarm (s)  create cmd  server   ours/swarm  swarm ref (s)  engine floor (s)',
   );
   const json: Record<string, number | boolean | string> = {};
   for (const n of sizes) {
@@ -470,6 +536,7 @@ async function main(): Promise<void> {
       fmt(median(s.map((x) => x.serverMs))),
       (om / sm).toFixed(2).padStart(9),
       SWARM_REFERENCE_S[n]?.toFixed(2).padStart(9) ?? '-',
+      fmt(median(engine.get(n) ?? [])).padStart(12),
     ];
     console.log(`${String(n).padStart(4)}  ${cols.join('   ')}`);
     json[`ours${n}Ms`] = Math.round(om);
@@ -477,6 +544,7 @@ async function main(): Promise<void> {
     json[`ratio${n}`] = Number((om / sm).toFixed(3));
     json[`oursServer${n}Ms`] = Math.round(median(o.map((x) => x.serverMs)));
     json[`swarmServer${n}Ms`] = Math.round(median(s.map((x) => x.serverMs)));
+    json[`engineFloor${n}Ms`] = Math.round(median(engine.get(n) ?? []));
   }
   const rss = rssSamples.length > 0 ? Math.max(...rssSamples) : 0;
   const agentRss = workerRss.length > 0 ? Math.max(...workerRss) : 0;
@@ -492,6 +560,9 @@ async function main(): Promise<void> {
     `single-node daemon (manager + agent) RSS with ${rssTasks} tasks running: ${rss.toFixed(1)} MiB (max of ${rssSamples.length} samples)`,
   );
   console.log(`targets: ours ≤ 0.5 × Swarm's time; agent RSS ≤ ${RSS_TARGET_MB} MB`);
+  console.log(
+    "engine floor: the same N containers created and started in parallel through the Engine API, no orchestrator; above it, each side's own cost",
+  );
   json.agentRssMb = Number(agentRss.toFixed(1));
   json.agentRssTasks = workerRssTasks;
   json.singleNodeDaemonRssMb = Number(rss.toFixed(1));
