@@ -7,11 +7,21 @@ import {
   RuntimeUnavailableError,
   TaskRuntimeError,
   type ContainerInfo,
+  type ExecResult,
   type HealthStatus,
   type Runtime,
 } from './runtime';
 import { abortableSleep } from '../common/sleep';
-import { ENGINE_HEALTH_POLL_MS, runProbeLoop, specHasHealthcheck } from './health';
+import {
+  ENGINE_HEALTH_POLL_MS,
+  networkProbe,
+  probeArgv,
+  runNetworkProbe,
+  runProbeLoop,
+  specHasHealthcheck,
+  type NetworkProbe,
+  type ProbeLoopDeps,
+} from './health';
 import { ProgressThrottle } from './progress';
 
 /** Retry pace while the runtime is down: the task waits for it instead of failing. */
@@ -74,6 +84,8 @@ export class TaskController {
       healthPollMs?: number;
       /** Least time between two progress messages while PREPARING (PROGRESS_REPORT_INTERVAL_MS when absent). */
       progressIntervalMs?: number;
+      /** Runs an HTTP/TCP probe in the namespace of process `pid` (runNetworkProbe when absent). */
+      networkProbe?: (probe: NetworkProbe, pid: number, timeoutMs: number) => Promise<ExecResult>;
     },
     /** A container found by label after an agent restart. */
     adopted?: ContainerInfo,
@@ -220,14 +232,16 @@ export class TaskController {
 
   /**
    * Watches the running container's health until it turns unhealthy (resolves true) or the
-   * signal fires (resolves false): Docker's own verdict where the runtime has one, else the
-   * agent's probes through `exec`.
+   * signal fires (resolves false): the agent's HTTP/TCP probes on every runtime; for a command
+   * check, Docker's own verdict where the runtime has one, else the agent's probes through `exec`.
    */
   private async watchHealth(containerId: string, signal: AbortSignal): Promise<boolean> {
     const { runtime } = this.deps;
     const pollMs = this.deps.healthPollMs ?? ENGINE_HEALTH_POLL_MS;
     const config = this.task.spec?.container?.healthcheck;
     if (config?.test[0] === 'NONE') return false;
+    const network = networkProbe(config);
+    if (network) return this.probeLoop(this.networkCheck(containerId, network), signal);
     if (runtime.health) {
       while (!signal.aborted) {
         let status: HealthStatus;
@@ -248,7 +262,8 @@ export class TaskController {
       }
       return false;
     }
-    if (!specHasHealthcheck(this.task)) return false;
+    const argv = probeArgv(config);
+    if (!argv) return false;
     const exec = runtime.exec?.bind(runtime);
     if (!exec) {
       this.deps.logger.warn(
@@ -257,10 +272,29 @@ export class TaskController {
       );
       return false;
     }
+    return this.probeLoop((timeoutMs) => exec(containerId, argv, timeoutMs), signal);
+  }
+
+  /**
+   * An HTTP/TCP check from inside the container's network namespace, found through its process
+   * (looked up until the runtime gives one: a check without it fails).
+   */
+  private networkCheck(containerId: string, probe: NetworkProbe): ProbeLoopDeps['check'] {
+    const run = this.deps.networkProbe ?? runNetworkProbe;
+    let pid = 0;
+    return async (timeoutMs) => {
+      if (pid <= 0) pid = (await this.deps.runtime.inspect(containerId))?.pid ?? 0;
+      if (pid <= 0) return { exitCode: -1, output: 'the container has no process to probe from' };
+      return run(probe, pid, timeoutMs);
+    };
+  }
+
+  /** The agent's own probes, every interval, until unhealthy (true) or the signal fires (false). */
+  private async probeLoop(check: ProbeLoopDeps['check'], signal: AbortSignal): Promise<boolean> {
     const verdict = await runProbeLoop(
-      config,
+      this.task.spec?.container?.healthcheck,
       {
-        exec: (argv, timeoutMs) => exec(containerId, argv, timeoutMs),
+        check,
         sleep: abortableSleep,
         nowMs: Date.now,
         onChange: (status, output) => {

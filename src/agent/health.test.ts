@@ -2,6 +2,9 @@
 // task controller reporting health, failing an unhealthy task and stopping its container.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { HealthConfig, Task, TaskState, type TaskStatus } from '../gen/cluster/v1/objects';
 import { componentLogger } from '../common/logger';
 import { TaskController, UNHEALTHY_ERROR } from './controller';
@@ -11,8 +14,14 @@ import {
   DEFAULT_HEALTH_TIMEOUT_MS,
   HealthVerdict,
   healthRules,
+  networkProbe,
+  networkProbeArgv,
+  PROBE_MAIN,
   probeArgv,
+  runNetworkProbe,
   runProbeLoop,
+  specHasHealthcheck,
+  type NetworkProbe,
 } from './health';
 import type { ExecResult, HealthStatus } from './runtime';
 import { FakeRuntime } from './testing';
@@ -86,15 +95,52 @@ test("Docker's defaults fill fields left at zero; probe forms", () => {
   assert.equal(probeArgv(undefined), undefined);
 });
 
+test('HTTP and TCP probe forms: read from the spec, run by node inside the namespace of the pid', () => {
+  const form = (test: string[]) => networkProbe(HealthConfig.fromPartial({ test }));
+  assert.deepEqual(form(['HTTP', '80', '/health?x=1']), { kind: 'http', port: 80, path: '/health?x=1' });
+  assert.deepEqual(form(['TCP', '5432']), { kind: 'tcp', port: 5432 });
+  for (const bad of [
+    ['HTTP', '80'],
+    ['HTTP', '0', '/'],
+    ['HTTP', '80', 'x'],
+    ['TCP', '80', '/'],
+    ['TCP', 'x'],
+  ])
+    assert.equal(form(bad), undefined, bad.join(' '));
+  assert.equal(form(['CMD', 'true']), undefined);
+  assert.equal(probeArgv(HealthConfig.fromPartial({ test: ['HTTP', '80', '/'] })), undefined);
+  const task = (test: string[]) =>
+    Task.fromPartial({ spec: { container: { image: 'x', healthcheck: { test, retries: 0 } } } });
+  assert.equal(specHasHealthcheck(task(['TCP', '81'])), true);
+  assert.equal(specHasHealthcheck(task(['HTTP', '80', '/'])), true);
+  assert.equal(specHasHealthcheck(task(['NONE'])), false);
+  assert.deepEqual(networkProbeArgv({ kind: 'http', port: 80, path: '/' }, 1234, 2000), [
+    'nsenter',
+    '--net=/proc/1234/ns/net',
+    process.execPath,
+    PROBE_MAIN,
+    'http',
+    '80',
+    '/',
+    '2000',
+  ]);
+  assert.deepEqual(networkProbeArgv({ kind: 'tcp', port: 81 }, 7, 500).slice(3), [
+    PROBE_MAIN,
+    'tcp',
+    '81',
+    '500',
+  ]);
+});
+
 /** A fake clock: sleeping advances it at once. */
 function fakeLoop(results: (ExecResult | Error | 'hang')[]) {
   let now = 0;
-  const calls: { argv: string[]; timeoutMs: number; atMs: number }[] = [];
+  const calls: { timeoutMs: number; atMs: number }[] = [];
   const changes: HealthStatus[] = [];
   const sleeps: number[] = [];
   const deps = {
-    exec(argv: string[], timeoutMs: number): Promise<ExecResult> {
-      calls.push({ argv, timeoutMs, atMs: now });
+    check(timeoutMs: number): Promise<ExecResult> {
+      calls.push({ timeoutMs, atMs: now });
       const r = results.shift() ?? { exitCode: 0, output: '' };
       if (r === 'hang') return new Promise<ExecResult>(() => undefined);
       return r instanceof Error ? Promise.reject(r) : Promise.resolve(r);
@@ -132,7 +178,6 @@ test('the probe loop waits an interval before each probe and stops at unhealthy'
     f.calls.map((c) => c.atMs),
     [2000, 4000, 6000, 8000],
   );
-  assert.deepEqual(f.calls[0]?.argv, ['/bin/sh', '-c', 'check']);
   assert.equal(f.calls[0]?.timeoutMs, 1000);
 });
 
@@ -161,6 +206,55 @@ test('the probe loop ends on abort with its last status, and does nothing withou
   assert.equal(none.calls.length, 0);
   assert.deepEqual(none.changes, []);
 });
+
+test('the probe loop runs network probes with the same rules', async () => {
+  const f = fakeLoop([
+    { exitCode: 1, output: 'refused' },
+    { exitCode: 0, output: 'HTTP 200 OK' },
+  ]);
+  const config = HealthConfig.fromPartial({
+    test: ['HTTP', '80', '/'],
+    interval: { seconds: 1, nanos: 0 },
+    retries: 2,
+  });
+  const abort = new AbortController();
+  f.deps.onChange = (s) => {
+    f.changes.push(s);
+    if (s === 'healthy') abort.abort();
+  };
+  assert.equal(await runProbeLoop(config, f.deps, abort.signal), 'healthy');
+  assert.deepEqual(f.changes, ['starting', 'healthy']);
+  assert.equal(f.calls[0]?.timeoutMs, DEFAULT_HEALTH_TIMEOUT_MS);
+});
+
+const asRoot = process.getuid?.() === 0 && spawnSync('nsenter', ['--version']).status === 0;
+
+test(
+  'runNetworkProbe: the probe program, through nsenter, in the namespace of a process (ours)',
+  { skip: asRoot ? false : 'needs root and nsenter (util-linux)' },
+  async () => {
+    const server = http.createServer((req, res) => {
+      res.statusCode = req.url === '/ok' ? 204 : 503;
+      res.end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const ok = await runNetworkProbe({ kind: 'http', port, path: '/ok' }, process.pid, 20_000);
+      assert.equal(ok.exitCode, 0, ok.output);
+      assert.match(ok.output, /^GET http:\/\/127\.0\.0\.1:\d+\/ok: HTTP 204/);
+      const down = await runNetworkProbe({ kind: 'http', port, path: '/down' }, process.pid, 20_000);
+      assert.equal(down.exitCode, 1);
+      assert.match(down.output, /HTTP 503/);
+      const tcp = await runNetworkProbe({ kind: 'tcp', port }, process.pid, 20_000);
+      assert.equal(tcp.exitCode, 0, tcp.output);
+      const gone = await runNetworkProbe({ kind: 'tcp', port }, 999_999_999, 20_000);
+      assert.notEqual(gone.exitCode, 0, 'no such process: no namespace to enter');
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  },
+);
 
 // ------------------------------------------------------------------ the controller
 
@@ -334,4 +428,60 @@ test('after an agent restart, a health change keeps the time of the running repo
   assert.equal(changed?.timestamp?.getTime(), runningSince.getTime());
   assert.equal(failed?.state, TaskState.TASK_STATE_FAILED);
   assert.equal(failed?.err, UNHEALTHY_ERROR);
+});
+
+test("an HTTP/TCP probe is the agent's on every runtime: not the engine's verdict, from the container's pid", async () => {
+  const runtime = new EngineHealthRuntime();
+  runtime.verdict = 'healthy'; // Docker knows no such probe: its verdict must not be read
+  const probes: { probe: NetworkProbe; pid: number }[] = [];
+  const results = [0, 1, 1];
+  const reports: TaskStatus[] = [];
+  const c = new TaskController(healthTask('t6', ['TCP', '81']), {
+    runtime,
+    nodeId: 'n1',
+    report: (_id, s) => reports.push(s),
+    logger,
+    networkProbe: (probe, pid) => {
+      probes.push({ probe, pid });
+      const exitCode = results.shift() ?? 1;
+      return Promise.resolve({ exitCode, output: exitCode === 0 ? 'connected' : 'refused' });
+    },
+  });
+  c.start();
+  await c.idle();
+  assert.deepEqual(
+    reports.filter((r) => r.state === TaskState.TASK_STATE_RUNNING).map((r) => r.health),
+    ['starting', 'healthy', 'unhealthy'],
+  );
+  assert.equal(reports.at(-1)?.state, TaskState.TASK_STATE_FAILED);
+  assert.equal(reports.at(-1)?.err, UNHEALTHY_ERROR);
+  assert.equal(probes.length, 3);
+  // FakeRuntime gives a started container pid 100.
+  assert.ok(probes.every((p) => p.pid === 100 && p.probe.kind === 'tcp' && p.probe.port === 81));
+});
+
+test("a network probe without the container's process fails (and never runs)", async () => {
+  const runtime = new ExecRuntime();
+  const original = runtime.inspect.bind(runtime);
+  runtime.inspect = async (id) => {
+    const info = await original(id);
+    return info && { ...info, pid: 0 };
+  };
+  let probes = 0;
+  const reports: TaskStatus[] = [];
+  const c = new TaskController(healthTask('t7', ['HTTP', '80', '/']), {
+    runtime,
+    nodeId: 'n1',
+    report: (_id, s) => reports.push(s),
+    logger,
+    networkProbe: () => {
+      probes++;
+      return Promise.resolve({ exitCode: 0, output: '' });
+    },
+  });
+  c.start();
+  await c.idle();
+  assert.equal(probes, 0);
+  assert.equal(runtime.execCalls, 0, 'not through exec either');
+  assert.equal(reports.at(-1)?.err, UNHEALTHY_ERROR);
 });

@@ -1,6 +1,10 @@
-// Healthchecks the agent runs itself, for runtimes without their own (the embedded OCI runtime):
-// Docker's rules (interval, timeout, retries, start period) as a pure state machine, and the probe
-// loop that feeds it through the runtime's `exec`. On Docker the engine's own verdict is used.
+// Healthchecks the agent runs itself: Docker's rules (interval, timeout, retries, start period) as
+// a pure state machine, and the probe loop that feeds it. Command checks go through the runtime's
+// `exec` where the runtime has no verdict of its own (on Docker the engine's verdict is used);
+// HTTP and TCP probes (Docker has none) run on every runtime from the agent, inside the task's
+// network namespace, through probe-main.
+import { spawn } from 'node:child_process';
+import path from 'node:path';
 import type { HealthConfig, Task } from '../gen/cluster/v1/objects';
 import type { Duration } from '../gen/google/protobuf/duration';
 import type { ExecResult, HealthStatus } from './runtime';
@@ -23,7 +27,7 @@ function ms(d: Duration | undefined): number {
   return d ? d.seconds * 1000 + Math.floor(d.nanos / 1e6) : 0;
 }
 
-/** The probe command as argv, or undefined when the spec defines no check of its own. */
+/** The probe command as argv, or undefined when the spec defines no command check. */
 export function probeArgv(config: HealthConfig | undefined): string[] | undefined {
   const [form, ...rest] = config?.test ?? [];
   if (form === 'CMD' && rest.length > 0) return rest;
@@ -31,9 +35,72 @@ export function probeArgv(config: HealthConfig | undefined): string[] | undefine
   return undefined;
 }
 
+/** A check the agent makes from outside the container's processes: ours, not Docker's. */
+export type NetworkProbe = { kind: 'http'; port: number; path: string } | { kind: 'tcp'; port: number };
+
+function probePort(text: string | undefined): number | undefined {
+  const port = Number(text);
+  return /^\d+$/.test(text ?? '') && port >= 1 && port <= 65535 ? port : undefined;
+}
+
+/** `["HTTP", PORT, PATH]` or `["TCP", PORT]` (the manager validated them), else undefined. */
+export function networkProbe(config: HealthConfig | undefined): NetworkProbe | undefined {
+  const [form, port, probePath, ...extra] = config?.test ?? [];
+  const number = probePort(port);
+  if (number === undefined || extra.length > 0) return undefined;
+  if (form === 'HTTP' && probePath?.startsWith('/')) return { kind: 'http', port: number, path: probePath };
+  if (form === 'TCP' && probePath === undefined) return { kind: 'tcp', port: number };
+  return undefined;
+}
+
 /** Whether the task's spec defines a check (not empty, not ["NONE"]). */
 export function specHasHealthcheck(task: Task): boolean {
-  return probeArgv(task.spec?.container?.healthcheck) !== undefined;
+  const config = task.spec?.container?.healthcheck;
+  return probeArgv(config) !== undefined || networkProbe(config) !== undefined;
+}
+
+/** The probe program, next to this file once built. */
+export const PROBE_MAIN = path.join(__dirname, 'probe-main.js');
+/** Bounds what one probe may print (its first line is the reason). */
+const PROBE_OUTPUT_MAX_CHARS = 4096;
+
+/** The command that runs a network probe inside the network namespace of process `pid`. */
+export function networkProbeArgv(probe: NetworkProbe, pid: number, timeoutMs: number): string[] {
+  const args =
+    probe.kind === 'http'
+      ? ['http', String(probe.port), probe.path, String(timeoutMs)]
+      : ['tcp', String(probe.port), String(timeoutMs)];
+  return ['nsenter', `--net=/proc/${pid}/ns/net`, process.execPath, PROBE_MAIN, ...args];
+}
+
+/**
+ * Runs a network probe in the container's network namespace (`pid`: its process on this host):
+ * exit 0 passes, anything else fails, and the probe's line is the output. Killed at the timeout.
+ */
+export function runNetworkProbe(probe: NetworkProbe, pid: number, timeoutMs: number): Promise<ExecResult> {
+  const [command = 'nsenter', ...args] = networkProbeArgv(probe, pid, timeoutMs);
+  return new Promise((resolve) => {
+    // nsenter execs node in place (only the network namespace changes): the kill reaches the probe.
+    const child = spawn(command, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: timeoutMs,
+      killSignal: 'SIGKILL',
+    });
+    let output = '';
+    const take = (chunk: Buffer) => {
+      if (output.length < PROBE_OUTPUT_MAX_CHARS)
+        output += chunk.toString().slice(0, PROBE_OUTPUT_MAX_CHARS - output.length);
+    };
+    child.stdout.on('data', take);
+    child.stderr.on('data', take);
+    child.once('error', (err) => resolve({ exitCode: -1, output: `health probe: ${err.message}` }));
+    child.once('close', (code, signal) => {
+      const text = output.trim();
+      if (signal === 'SIGKILL')
+        resolve({ exitCode: -1, output: `health check exceeded timeout (${timeoutMs} ms)` });
+      else resolve({ exitCode: code ?? -1, output: text });
+    });
+  });
 }
 
 export function healthRules(config: HealthConfig | undefined): HealthRules {
@@ -76,7 +143,8 @@ export class HealthVerdict {
 }
 
 export interface ProbeLoopDeps {
-  exec(argv: string[], timeoutMs: number): Promise<ExecResult>;
+  /** Runs one check (a command in the container, or a network probe); exit code 0 passes. */
+  check(timeoutMs: number): Promise<ExecResult>;
   /** Resolves after `ms` or when the signal fires. */
   sleep(ms: number, signal: AbortSignal): Promise<void>;
   nowMs(): number;
@@ -85,11 +153,7 @@ export interface ProbeLoopDeps {
 }
 
 /** Runs one probe: a pass is exit code 0 within the timeout; anything else fails. */
-async function probe(
-  deps: ProbeLoopDeps,
-  argv: string[],
-  timeoutMs: number,
-): Promise<{ passed: boolean; output: string }> {
+async function probe(deps: ProbeLoopDeps, timeoutMs: number): Promise<{ passed: boolean; output: string }> {
   let timer: NodeJS.Timeout | undefined;
   const timedOut = new Promise<ExecResult>((resolve) => {
     timer = setTimeout(
@@ -98,7 +162,7 @@ async function probe(
     );
   });
   try {
-    const result = await Promise.race([deps.exec(argv, timeoutMs), timedOut]);
+    const result = await Promise.race([deps.check(timeoutMs), timedOut]);
     return { passed: result.exitCode === 0, output: result.output };
   } catch (err) {
     return { passed: false, output: err instanceof Error ? err.message : String(err) };
@@ -116,8 +180,7 @@ export async function runProbeLoop(
   deps: ProbeLoopDeps,
   signal: AbortSignal,
 ): Promise<HealthStatus> {
-  const argv = probeArgv(config);
-  if (!argv) return '';
+  if (probeArgv(config) === undefined && networkProbe(config) === undefined) return '';
   const rules = healthRules(config);
   const verdict = new HealthVerdict(rules, deps.nowMs());
   deps.onChange(verdict.status, '');
@@ -125,7 +188,7 @@ export async function runProbeLoop(
     await deps.sleep(rules.intervalMs, signal);
     if (signal.aborted) break;
     const startedMs = deps.nowMs();
-    const result = await probe(deps, argv, rules.timeoutMs);
+    const result = await probe(deps, rules.timeoutMs);
     if (signal.aborted) break;
     const before = verdict.status;
     const after = verdict.record(result.passed, startedMs);

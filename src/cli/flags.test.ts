@@ -10,6 +10,8 @@ import {
   parseDurationNanos,
   parseEnvEntry,
   parseEnvFile,
+  parseHealthHttp,
+  parseHealthTcp,
   parseKeyValue,
   parseMount,
   parseNanoCpus,
@@ -208,4 +210,15 @@ test("mounts in Docker's --mount syntax", () => {
     ['type=bind,src=/a,dst=/x,propagation=shared', /unknown field/],
   ];
   for (const [text, rule] of bad) assertUsage(() => parseMount('--mount', text), '--mount', text, rule);
+});
+
+test('--health-http PORT[/PATH] and --health-tcp PORT', () => {
+  assert.deepEqual(parseHealthHttp('--health-http', '80'), ['HTTP', '80', '/']);
+  assert.deepEqual(parseHealthHttp('--health-http', ' 8080/a/b?c=d '), ['HTTP', '8080', '/a/b?c=d']);
+  assert.deepEqual(parseHealthHttp('--health-http', '065535/'), ['HTTP', '65535', '/']);
+  assert.deepEqual(parseHealthTcp('--health-tcp', '1'), ['TCP', '1']);
+  for (const bad of ['', '0', '65536', 'x', '/x', '8.5/x', '-80', ':80/x'])
+    assertUsage(() => parseHealthHttp('--health-http', bad), '--health-http', bad, /port from 1 to 65535/);
+  for (const bad of ['', '0', '70000', '80/', 'http'])
+    assertUsage(() => parseHealthTcp('--health-tcp', bad), '--health-tcp', bad, /port from 1 to 65535/);
 });

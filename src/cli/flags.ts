@@ -139,6 +139,27 @@ export function parseWholeNumber(flag: string, text: string): number {
   return Number(value);
 }
 
+function probePort(flag: string, text: string, port: string, rule: string): string {
+  const number = Number(port);
+  if (!/^\d+$/.test(port) || number < 1 || number > 65535) throw badValue(flag, text, rule);
+  return String(number);
+}
+
+/** `--health-http PORT[/PATH]` → the HTTP probe test `["HTTP", PORT, PATH]` (PATH defaults to /). */
+export function parseHealthHttp(flag: string, text: string): string[] {
+  const value = text.trim();
+  const slash = value.indexOf('/');
+  const port = slash < 0 ? value : value.slice(0, slash);
+  const probePath = slash < 0 ? '/' : value.slice(slash);
+  const rule = 'must be PORT[/PATH] with a port from 1 to 65535, e.g. 80 or 8080/health';
+  return ['HTTP', probePort(flag, text, port, rule), probePath];
+}
+
+/** `--health-tcp PORT` → the TCP probe test `["TCP", PORT]`. */
+export function parseHealthTcp(flag: string, text: string): string[] {
+  return ['TCP', probePort(flag, text, text.trim(), 'must be a port from 1 to 65535')];
+}
+
 /** A ratio between 0 and 1 (--update-max-failure-ratio). */
 export function parseRatio(flag: string, text: string): number {
   const value = Number(text.trim());

@@ -388,3 +388,61 @@ test('bad update values are usage errors', () => {
   const global = createSpec('--mode', 'global', 'img');
   assertUsage(() => updateSpec(global, '--replicas', '3'), /global/);
 });
+
+test('--health-http PORT[/PATH] and --health-tcp PORT set the probe forms; interval and the rest still apply', () => {
+  const http = createSpec('--health-http', '8080/status?full=1', '--health-interval', '2s', 'img');
+  assert.deepEqual(http.task?.container?.healthcheck?.test, ['HTTP', '8080', '/status?full=1']);
+  assert.deepEqual(http.task?.container?.healthcheck?.interval, { seconds: 2, nanos: 0 });
+  assert.deepEqual(createSpec('--health-http', '80', 'img').task?.container?.healthcheck?.test, [
+    'HTTP',
+    '80',
+    '/',
+  ]);
+  assert.deepEqual(createSpec('--health-http', '80/', 'img').task?.container?.healthcheck?.test, [
+    'HTTP',
+    '80',
+    '/',
+  ]);
+  assert.deepEqual(createSpec('--health-tcp', '5432', 'img').task?.container?.healthcheck?.test, [
+    'TCP',
+    '5432',
+  ]);
+});
+
+test('on update a probe replaces the check, and --no-healthcheck removes it', () => {
+  const current = createSpec('--health-cmd', 'true', '--health-retries', '5', 'img');
+  const tcp = updateSpec(current, '--health-tcp', '81');
+  assert.deepEqual(tcp.task?.container?.healthcheck?.test, ['TCP', '81']);
+  assert.equal(tcp.task?.container?.healthcheck?.retries, 5, 'the rules stay');
+  assert.ok(taskSpecChanged(current, tcp));
+  const http = updateSpec(tcp, '--health-http', '80/up');
+  assert.deepEqual(http.task?.container?.healthcheck?.test, ['HTTP', '80', '/up']);
+  const timeoutOnly = updateSpec(http, '--health-timeout', '3s');
+  assert.deepEqual(timeoutOnly.task?.container?.healthcheck?.test, ['HTTP', '80', '/up']);
+  assert.deepEqual(updateSpec(http, '--no-healthcheck').task?.container?.healthcheck?.test, ['NONE']);
+  assert.deepEqual(
+    updateSpec(createSpec('--no-healthcheck', 'img'), '--health-http', '80').task?.container?.healthcheck
+      ?.test,
+    ['HTTP', '80', '/'],
+  );
+});
+
+test('probe flags: bad ports and conflicts are usage errors naming both flags', () => {
+  const cases: [string[], RegExp][] = [
+    [['--health-http', '0'], /invalid argument "0" for "--health-http": must be PORT\[\/PATH\]/],
+    [['--health-http', '65536/x'], /"--health-http"/],
+    [['--health-http', 'web/health'], /"--health-http"/],
+    [['--health-http', '/health'], /"--health-http"/],
+    [['--health-tcp', '80/x'], /invalid argument "80\/x" for "--health-tcp": must be a port from 1 to 65535/],
+    [['--health-tcp', '-1'], /"--health-tcp"/],
+    [['--health-http', '80', '--health-tcp', '81'], /--health-http conflicts with --health-tcp/],
+    [['--health-cmd', 'true', '--health-http', '80'], /--health-cmd conflicts with --health-http/],
+    [['--health-tcp', '81', '--health-cmd', 'true'], /--health-cmd conflicts with --health-tcp/],
+    [['--no-healthcheck', '--health-http', '80'], /--no-healthcheck conflicts with --health-http/],
+    [['--no-healthcheck', '--health-tcp', '80'], /--no-healthcheck conflicts with --health-tcp/],
+  ];
+  for (const [flags, pattern] of cases) {
+    assertUsage(() => createSpec(...flags, 'img'), pattern);
+    assertUsage(() => updateSpec(base(), ...flags), pattern);
+  }
+});

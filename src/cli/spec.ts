@@ -24,6 +24,8 @@ import {
   parseDuration,
   parseEnvEntry,
   parseEnvFile,
+  parseHealthHttp,
+  parseHealthTcp,
   parseKeyValue,
   parseMount,
   parseNanoCpus,
@@ -47,6 +49,8 @@ export interface CommonServiceFlags {
   stopGracePeriod?: string;
   stopSignal?: string;
   healthCmd?: string;
+  healthHttp?: string;
+  healthTcp?: string;
   healthInterval?: string;
   healthTimeout?: string;
   healthRetries?: string;
@@ -139,6 +143,11 @@ function addCommonFlags(cmd: Command): Command {
     .option('--stop-grace-period <duration>', 'time to wait before killing a container')
     .option('--stop-signal <signal>', 'signal that stops the container')
     .option('--health-cmd <command>', 'command to run to check health (run by a shell)')
+    .option(
+      '--health-http <port[/path]>',
+      "check health with an HTTP GET to the task's own port (2xx/3xx passes)",
+    )
+    .option('--health-tcp <port>', "check health by opening a TCP connection to the task's own port")
     .option('--health-interval <duration>', 'time between health checks')
     .option('--health-timeout <duration>', 'maximum time one check may run')
     .option('--health-retries <n>', 'consecutive failures before unhealthy')
@@ -398,23 +407,35 @@ function applyCommon(spec: ServiceSpec, flags: CommonServiceFlags): void {
   }
   if (flags.stopSignal !== undefined) c.stopSignal = flags.stopSignal;
 
+  // The check itself: one of these at most, and none with --no-healthcheck.
+  const checkFlags = (
+    [
+      ['--health-cmd', flags.healthCmd],
+      ['--health-http', flags.healthHttp],
+      ['--health-tcp', flags.healthTcp],
+    ] as const
+  ).filter(([, v]) => v !== undefined);
+  const [first, second] = checkFlags;
+  if (first && second) throw new ClusterError('USAGE', `${first[0]} conflicts with ${second[0]}`);
   const healthFlags = [
-    flags.healthCmd,
     flags.healthInterval,
     flags.healthTimeout,
     flags.healthRetries,
     flags.healthStartPeriod,
   ];
   if (flags.healthcheck === false) {
+    if (first) throw new ClusterError('USAGE', `--no-healthcheck conflicts with ${first[0]}`);
     if (healthFlags.some((v) => v !== undefined)) {
       throw new ClusterError('USAGE', '--no-healthcheck conflicts with the --health-* options');
     }
     c.healthcheck = { test: ['NONE'], retries: 0 };
-  } else if (healthFlags.some((v) => v !== undefined)) {
+  } else if (first || healthFlags.some((v) => v !== undefined)) {
     const health = (c.healthcheck ??= { test: [], retries: 0 });
     if (health.test[0] === 'NONE') health.test = [];
     if (flags.healthCmd !== undefined)
       health.test = flags.healthCmd === '' ? [] : ['CMD-SHELL', flags.healthCmd];
+    if (flags.healthHttp !== undefined) health.test = parseHealthHttp('--health-http', flags.healthHttp);
+    if (flags.healthTcp !== undefined) health.test = parseHealthTcp('--health-tcp', flags.healthTcp);
     if (flags.healthInterval !== undefined)
       health.interval = parseDuration('--health-interval', flags.healthInterval);
     if (flags.healthTimeout !== undefined)

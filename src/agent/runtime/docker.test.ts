@@ -122,3 +122,19 @@ test('a task with an overlay address gets no Docker network: the mesh plumbs it'
   );
   assert.equal((meshed.HostConfig as { NetworkMode: string }).NetworkMode, 'none');
 });
+
+test("HTTP and TCP probes are the agent's: Docker gets no check of that form and drops the image's", () => {
+  for (const probe of [
+    ['HTTP', '80', '/'],
+    ['TCP', '81'],
+  ]) {
+    const c = containerConfig(
+      Task.fromPartial({
+        id: 't',
+        spec: { container: { image: 'x', healthcheck: { test: probe, retries: 2 } } },
+      }),
+      'n',
+    );
+    assert.deepEqual(c.Healthcheck, { Test: ['NONE'] });
+  }
+});

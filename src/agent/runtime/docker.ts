@@ -153,7 +153,10 @@ export function containerConfig(task: Task, nodeId: string): Json {
   if (spec.stopSignal) config.StopSignal = spec.stopSignal;
   const graceMs = durationMs(spec.stopGracePeriod);
   if (graceMs > 0) config.StopTimeout = Math.ceil(graceMs / 1000);
-  if (health?.test.length) {
+  if (health?.test[0] === 'HTTP' || health?.test[0] === 'TCP') {
+    // Our probe forms: the agent runs them (Docker has none); the image's own check is replaced.
+    config.Healthcheck = { Test: ['NONE'] };
+  } else if (health?.test.length) {
     config.Healthcheck = {
       Test: health.test,
       Interval: durationNs(health.interval),

@@ -239,6 +239,12 @@ function validateMounts(container: ContainerSpec): void {
   });
 }
 
+function validateProbePort(field: string, form: string, port: string): void {
+  const number = Number(port);
+  if (!/^\d+$/.test(port) || number < 1 || number > 65535)
+    throw fieldError(field, `${form} probe port must be a whole number from 1 to 65535, got '${port}'`);
+}
+
 function validateHealthcheck(container: ContainerSpec): void {
   const health = container.healthcheck;
   if (health === undefined) return;
@@ -257,12 +263,27 @@ function validateHealthcheck(container: ContainerSpec): void {
         if (rest.length !== 1 || rest[0] === '')
           throw fieldError(`${field}.test`, 'CMD-SHELL takes exactly one command string');
         break;
+      case 'HTTP':
+        // Ours, after Docker's forms: the agent probes from inside the task's network namespace.
+        if (rest.length !== 2)
+          throw fieldError(
+            `${field}.test`,
+            `HTTP takes a port and a path (["HTTP", "80", "/health"]), got ${rest.length} arguments`,
+          );
+        validateProbePort(`${field}.test`, 'HTTP', rest[0] ?? '');
+        if (!(rest[1] ?? '').startsWith('/'))
+          throw fieldError(`${field}.test`, `HTTP probe path must start with '/', got '${rest[1] ?? ''}'`);
+        break;
+      case 'TCP':
+        if (rest.length !== 1)
+          throw fieldError(
+            `${field}.test`,
+            `TCP takes a port (["TCP", "5432"]), got ${rest.length} arguments`,
+          );
+        validateProbePort(`${field}.test`, 'TCP', rest[0] ?? '');
+        break;
       default:
-        // HTTP/TCP probe forms are not built: a shell check does the same with the image's tools.
-        throw fieldError(
-          `${field}.test`,
-          `must start with CMD, CMD-SHELL or NONE, got '${form}' (for an HTTP or TCP probe use CMD-SHELL, e.g. 'wget -q -O /dev/null http://localhost/health' or 'nc -z localhost 80')`,
-        );
+        throw fieldError(`${field}.test`, `must start with CMD, CMD-SHELL, HTTP, TCP or NONE, got '${form}'`);
     }
   }
   validateDuration(`${field}.interval`, health.interval, 1);
