@@ -15,6 +15,7 @@ import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { PULL_TIMEOUT_MS } from '../src/agent/runtime/docker';
 import { capabilities, eventually, jsonLines, run, useLab } from './lib/lab';
 
 const REGISTRY_BIN = '/usr/bin/docker-registry';
@@ -24,7 +25,7 @@ const BLOB_BYTES = 4_000_000;
 /** What the gate lets through once armed: the manifest, the config and the first part of the layer. */
 const GATE_BYTES = 256 * 1024;
 const WAIT_MS = 90_000;
-const SERVICES = ['pulled', 'present', 'missing'];
+const SERVICES = ['abandoned', 'pulled', 'present', 'missing'];
 
 async function docker(...args: string[]): Promise<string> {
   const r = await run('docker', args, { timeoutMs: 120_000 });
@@ -68,9 +69,13 @@ class PullGate {
   private limit: number | undefined;
   private passed = 0;
   private readonly held: (() => void)[] = [];
+  /** Engine connections open now. */
+  clients = 0;
 
   constructor(upstreamPort: number) {
     this.server = net.createServer((client) => {
+      this.clients++;
+      client.on('close', () => this.clients--);
       const upstream = net.connect(upstreamPort, '127.0.0.1');
       for (const s of [client, upstream]) {
         this.sockets.add(s);
@@ -244,20 +249,49 @@ describe('image pulls from a registry on loopback (one-node lab, Docker runtime)
     if (tmp !== '') fs.rmSync(tmp, { recursive: true, force: true });
   });
 
-  test('a missing image is pulled; PREPARING tells how far the pull got; then the task runs', async (t) => {
-    gate?.hold(GATE_BYTES);
-    await theLab().ok('manager1', 'service', 'create', '-d', '--name', 'pulled', image);
+  /** `service ps SERVICE`'s CurrentState once it shows the pull's progress with byte counts. */
+  const pullProgress = (service: string): Promise<string> => {
     const escaped = image.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
     const withBytes = new RegExp(
       `^Preparing .* \\(pulling image ${escaped}: \\d+ of \\d+ layers?, [\\d.]+ k?B of [\\d.]+ MB\\)$`,
     );
-    const seen = await eventually('service ps shows the pull progress while PREPARING', WAIT_MS, async () => {
-      const row = (await tasks('pulled'))[0];
+    return eventually(`service ps ${service} shows the pull progress while PREPARING`, WAIT_MS, async () => {
+      const row = (await tasks(service))[0];
       if (row === undefined) return undefined;
       if (/^(Failed|Rejected)/.test(row.CurrentState))
         throw new Error(`the task ended: ${row.CurrentState} ${row.Error}\n${registryLog()}`);
       return withBytes.test(row.CurrentState) ? row.CurrentState : undefined;
     });
+  };
+
+  test('a task stopped while its image is pulled stops at once; the pull is given up', async () => {
+    gate?.hold(GATE_BYTES);
+    await theLab().ok('manager1', 'service', 'create', '-d', '--name', 'abandoned', image);
+    await pullProgress('abandoned');
+    await theLab().ok('manager1', 'service', 'scale', '-d', 'abandoned=0');
+    // The pull cannot end while the gate holds it: the task ends (SHUTDOWN; the orchestrator then
+    // deletes a scaled-down slot's ended task) because the agent hangs up its pull request. Were
+    // it waiting for the pull, only the pull's own time limit would end it (PULL_TIMEOUT_MS
+    // without progress): the wait here is generous but stops short of that.
+    await eventually('the preparing task ended and was removed', PULL_TIMEOUT_MS - 15_000, async () => {
+      const rows = await tasks('abandoned');
+      if (rows.length === 0) return true;
+      throw new Error(`service ps: ${JSON.stringify(rows)}`);
+    });
+    assert.ok(gate?.holding, 'the pull was still held at the gate');
+    // The Engine gives up a transfer nobody waits for: it hangs up on the registry, no image.
+    gate?.release();
+    await eventually('the Engine leaves the registry', WAIT_MS, () =>
+      Promise.resolve(gate?.clients === 0 ? true : undefined),
+    );
+    assert.equal(await imagePresent(image), false, 'the abandoned pull made no image');
+    await theLab().ok('manager1', 'service', 'rm', 'abandoned');
+  });
+
+  test('a missing image is pulled; PREPARING tells how far the pull got; then the task runs', async (t) => {
+    gate?.hold(GATE_BYTES);
+    await theLab().ok('manager1', 'service', 'create', '-d', '--name', 'pulled', image);
+    const seen = await pullProgress('pulled');
     t.diagnostic(`seen: ${seen}`);
     assert.ok(gate?.holding, 'the pull was still held at the gate when its progress showed');
     gate?.release();

@@ -223,7 +223,7 @@ export class TaskController {
       else flushLater();
     };
     try {
-      return await this.deps.runtime.prepare(this.task, this.deps.nodeId, onProgress);
+      return await this.deps.runtime.prepare(this.task, this.deps.nodeId, { onProgress, signal });
     } finally {
       settled = true;
       clearTimeout(timer);

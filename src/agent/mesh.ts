@@ -14,7 +14,7 @@ import { NftLoadBalancer } from './lb/nft';
 import { UserspaceLoadBalancer } from './lb/proxy';
 import type { LbConfig, LbFrontend, LoadBalancer } from './lb/types';
 import { bridgeName, OverlayDriver, runCommand } from './network/overlay';
-import type { ContainerInfo, ProgressListener, Runtime, RuntimeDescription } from './runtime';
+import type { ContainerInfo, PrepareOptions, Runtime, RuntimeDescription } from './runtime';
 
 /** The nft table of this node's load balancer (the overlay driver's NAT tables are its own). */
 export const MESH_NFT_TABLE = 'cluster_mesh';
@@ -401,7 +401,7 @@ export class Mesh {
     return {
       name: inner.name,
       describe: (): Promise<RuntimeDescription> => inner.describe(),
-      prepare: async (task: Task, nodeId: string, onProgress?: ProgressListener): Promise<string> => {
+      prepare: async (task: Task, nodeId: string, options?: PrepareOptions): Promise<string> => {
         const attachments = this.attachmentsOf(task);
         let prepared = task;
         const userNetworks = attachments.map((a) => a.networkId).filter((id) => id !== this.ingressId);
@@ -422,7 +422,7 @@ export class Mesh {
             }
           }
         }
-        const id = await inner.prepare(prepared, nodeId, onProgress);
+        const id = await inner.prepare(prepared, nodeId, options);
         if (attachments.length > 0) this.plumbing.set(id, { taskId: task.id, attachments });
         return id;
       },

@@ -6,7 +6,7 @@ import { Task, TaskState, type TaskStatus } from '../gen/cluster/v1/objects';
 import { componentLogger } from '../common/logger';
 import { TaskController } from './controller';
 import { ProgressThrottle } from './progress';
-import type { ProgressListener } from './runtime';
+import type { PrepareOptions, ProgressListener } from './runtime';
 import { FakeRuntime } from './testing';
 
 const logger = componentLogger('progress-test');
@@ -62,11 +62,13 @@ test('at most one report per interval however many events arrive', () => {
 /** A runtime whose prepare hands its progress listener to the test and waits to be let go. */
 class PullingRuntime extends FakeRuntime {
   listener: ProgressListener | undefined;
+  signal: AbortSignal | undefined;
   private letGo: () => void = () => undefined;
   private readonly gate = new Promise<void>((resolve) => (this.letGo = resolve));
 
-  override async prepare(task: Task, nodeId: string, onProgress?: ProgressListener): Promise<string> {
-    this.listener = onProgress;
+  override async prepare(task: Task, nodeId: string, options?: PrepareOptions): Promise<string> {
+    this.listener = options?.onProgress;
+    this.signal = options?.signal;
     await this.gate;
     return super.prepare(task, nodeId);
   }
@@ -174,7 +176,7 @@ test('a held message goes out when its interval is over, without a newer event',
   await h.controller.idle();
 });
 
-test('a task shut down while preparing reports no more progress', async () => {
+test('a task shut down while preparing tells the runtime to give up, and reports no more progress', async () => {
   const h = harness(0);
   const task = Task.fromPartial({
     id: 't1',
@@ -186,7 +188,9 @@ test('a task shut down while preparing reports no more progress', async () => {
   h.controller.start();
   await until('prepare called', () => h.runtime.listener !== undefined);
   h.runtime.say('before');
+  assert.equal(h.runtime.signal?.aborted, false);
   h.controller.update(task);
+  assert.equal(h.runtime.signal?.aborted, true, 'the pull is told to stop');
   h.runtime.say('after');
   h.runtime.finish();
   await h.controller.idle();

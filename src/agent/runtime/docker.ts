@@ -23,6 +23,7 @@ import {
   type HealthStatus,
   type LogLine,
   type LogOptions,
+  type PrepareOptions,
   type ProgressListener,
   type Runtime,
   type RuntimeDescription,
@@ -284,9 +285,14 @@ export class DockerRuntime implements Runtime {
   /**
    * One pull attempt, read as the Engine streams it: `onProgress` hears each new summary line.
    * Resolves with the reason when it failed (an HTTP error, or an "error" inside the stream),
-   * undefined when it succeeded; rejects only when the Engine itself does not answer.
+   * undefined when it succeeded; rejects only when the Engine itself does not answer. `signal`
+   * hangs up, and the Engine gives the pull up (unless another client waits for the same one).
    */
-  private pull(image: string, onProgress?: ProgressListener): Promise<string | undefined> {
+  private pull(
+    image: string,
+    onProgress: ProgressListener | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<string | undefined> {
     const { repo, tag } = splitImage(image);
     const path = `/images/create?fromImage=${encodeURIComponent(repo)}&tag=${encodeURIComponent(tag)}`;
     const progress = new PullProgress(image);
@@ -310,6 +316,7 @@ export class DockerRuntime implements Runtime {
           agent: this.agent,
           method: 'POST',
           path: `/${DOCKER_API_VERSION}${path}`,
+          signal,
         },
         (res) => {
           res.setEncoding('utf8');
@@ -365,11 +372,13 @@ export class DockerRuntime implements Runtime {
     });
   }
 
-  async prepare(task: Task, nodeId: string, onProgress?: ProgressListener): Promise<string> {
+  async prepare(task: Task, nodeId: string, options: PrepareOptions = {}): Promise<string> {
     const config = containerConfig(task, nodeId);
     const image = String(config.Image);
     if (!(await this.imagePresent(image))) {
-      const pullError = await this.pull(image, onProgress);
+      const pullError = await this.pull(image, options.onProgress, options.signal);
+      // Given up because the task went away: no failure of the task's own.
+      options.signal?.throwIfAborted();
       if (pullError !== undefined || !(await this.imagePresent(image))) {
         throw new TaskRuntimeError(pullFailureMessage(image, pullError ?? 'image still missing'));
       }

@@ -79,15 +79,21 @@ export interface LogLine {
 /** Hears a one-line account of a runtime step in progress (the task status message). */
 export type ProgressListener = (message: string) => void;
 
+export interface PrepareOptions {
+  /**
+   * Hears where a long step stands ("pulling image x:1: 1 of 2 layers, ..."), as often as it
+   * changes: the caller paces what it reports.
+   */
+  onProgress?: ProgressListener;
+  /** Fires when the task no longer wants a container: a pull in progress is given up. */
+  signal?: AbortSignal;
+}
+
 export interface Runtime {
   readonly name: string;
   describe(): Promise<RuntimeDescription>;
-  /**
-   * Makes the task's container (image present or pulled once; created, not started); its id.
-   * `onProgress` hears where a long step stands ("pulling image x:1: 1 of 2 layers, ..."), as
-   * often as it changes: the caller paces what it reports.
-   */
-  prepare(task: Task, nodeId: string, onProgress?: ProgressListener): Promise<string>;
+  /** Makes the task's container (image present or pulled once; created, not started); its id. */
+  prepare(task: Task, nodeId: string, options?: PrepareOptions): Promise<string>;
   start(containerId: string): Promise<void>;
   /** Resolves with the exit code once the container exits; rejects when `signal` aborts. */
   wait(containerId: string, signal: AbortSignal): Promise<number>;
