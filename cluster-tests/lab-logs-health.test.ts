@@ -1,7 +1,8 @@
 // Service logs and healthchecks on the namespace lab (issue 5): `service logs` gathers lines from
 // replicas on different nodes through the managers (a follower forwards), with --tail and -f;
 // a healthcheck that passes shows "healthy"; one that fails turns the task unhealthy, FAILED
-// ("unhealthy container") and replaced, and the routing mesh never sends it a request.
+// ("unhealthy container") and replaced, and the routing mesh never sends it a request. HTTP and
+// TCP probes are the agent's (Docker has none): run in each container's network namespace.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -279,5 +280,86 @@ describe('lab healthchecks', { skip: needs }, () => {
       'only the healthy replica receives requests',
     );
     await theLab().ok('manager1', 'service', 'rm', 'hc');
+  });
+
+  test("HTTP and TCP probes run by the agent in each container's namespace; Docker gets no check", async () => {
+    // The probes are a node process each: a timeout that a loaded machine cannot miss.
+    const probeRules = ['--health-interval', '1s', '--health-timeout', '10s', '--health-retries', '2'];
+    await theLab().ok(
+      'manager1',
+      'service',
+      'create',
+      '-d',
+      '--name',
+      'web',
+      '--replicas',
+      '2',
+      '--health-http',
+      '80/',
+      ...probeRules,
+      'local/busybox:1',
+      'httpd',
+      '-f',
+      '-p',
+      '80',
+      '-h',
+      '/www',
+    );
+    await theLab().ok(
+      'manager1',
+      'service',
+      'create',
+      '-d',
+      '--name',
+      'closed',
+      '--health-tcp',
+      '81',
+      ...probeRules,
+      '--restart-delay',
+      '1s',
+      'local/busybox:1',
+      'sleep',
+      '600',
+    );
+    const healthy = await eventually(
+      'both web replicas healthy through their HTTP probes',
+      CONVERGE_TIMEOUT_MS,
+      async () => {
+        const rows = (await tasksOf('web')).filter((r) => r.DesiredState === 'Running');
+        return rows.length === 2 && rows.every((r) => /^Running .* \(healthy\)$/.test(r.CurrentState))
+          ? rows
+          : undefined;
+      },
+      500,
+    );
+    const failed = await eventually(
+      'the closed task FAILED as unhealthy (nothing on port 81) and a replacement meant to run',
+      CONVERGE_TIMEOUT_MS,
+      async () => {
+        const rows = await tasksOf('closed');
+        const old = rows.find((r) => /^Failed/.test(r.CurrentState));
+        const replacement = rows.find((r) => r.DesiredState === 'Running' && r.ID !== old?.ID);
+        return old && replacement ? old : undefined;
+      },
+      1000,
+    );
+    assert.match(failed.Error, /unhealthy container/);
+    assert.match(failed.CurrentState, /\(unhealthy\)$/);
+
+    // Docker runs no check of its own for these (and none of the image's).
+    const first = healthy[0];
+    assert.ok(first);
+    const inspected = await run('docker', [
+      'ps',
+      '-q',
+      '--no-trunc',
+      '--filter',
+      `label=cluster.task.id=${first.ID}`,
+    ]);
+    const container = inspected.stdout.trim();
+    assert.notEqual(container, '', `the container of task ${first.ID}`);
+    const check = await run('docker', ['inspect', '--format', '{{json .Config.Healthcheck}}', container]);
+    assert.deepEqual(JSON.parse(check.stdout), { Test: ['NONE'] });
+    await theLab().ok('manager1', 'service', 'rm', 'web', 'closed');
   });
 });

@@ -1,7 +1,8 @@
 // Healthchecks the agent runs itself, on the oci runtime (runc has no healthchecks of its own):
 // the probes go through `runc exec` in the task's container. A passing check shows "healthy" in
 // service ps; a failing one turns the task unhealthy, FAILED ("unhealthy container") and replaced.
-// And `service logs` reads the oci runtime's captured output.
+// And `service logs` reads the oci runtime's captured output. HTTP and TCP probes: the agent runs
+// them from inside the task's network namespace (nsenter), healthy on an answer, else replaced.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -118,5 +119,74 @@ describe('lab oci healthchecks', { skip: needs }, () => {
     );
     assert.equal(out.length, 2);
     await theLab().ok('manager1', 'service', 'rm', 'ok', 'bad');
+  });
+
+  test("HTTP and TCP probes run in the task's network namespace: an answer is healthy, none is replaced", async () => {
+    // The probes are a node process each: a timeout that a loaded machine cannot miss.
+    const probeRules = ['--health-interval', '1s', '--health-timeout', '10s', '--health-retries', '2'];
+    await theLab().ok(
+      'manager1',
+      'service',
+      'create',
+      '-d',
+      '--name',
+      'web',
+      '--health-http',
+      '80/',
+      ...probeRules,
+      'local/busybox:1',
+      'httpd',
+      '-f',
+      '-p',
+      '80',
+      '-h',
+      '/www',
+    );
+    await theLab().ok(
+      'manager1',
+      'service',
+      'create',
+      '-d',
+      '--name',
+      'closed',
+      '--health-tcp',
+      '81',
+      ...probeRules,
+      '--restart-delay',
+      '1s',
+      'local/busybox:1',
+      'sleep',
+      '600',
+    );
+    const [inspected] = JSON.parse(await theLab().ok('manager1', 'service', 'inspect', 'web')) as {
+      spec?: { task?: { container?: { healthcheck?: { test?: string[] } } } };
+    }[];
+    assert.deepEqual(inspected?.spec?.task?.container?.healthcheck?.test, ['HTTP', '80', '/']);
+
+    await eventually(
+      'the web task healthy through its HTTP probe',
+      TIMEOUT_MS,
+      async () => {
+        const rows = (await tasksOf('web')).filter((r) => r.DesiredState === 'Running');
+        return rows.length === 1 && rows.every((r) => /^Running .* \(healthy\)$/.test(r.CurrentState))
+          ? rows
+          : undefined;
+      },
+      500,
+    );
+    const failed = await eventually(
+      'the closed task FAILED as unhealthy (nothing on port 81) and a replacement meant to run',
+      TIMEOUT_MS,
+      async () => {
+        const rows = await tasksOf('closed');
+        const old = rows.find((r) => /^Failed/.test(r.CurrentState));
+        const replacement = rows.find((r) => r.DesiredState === 'Running' && r.ID !== old?.ID);
+        return old && replacement ? old : undefined;
+      },
+      1000,
+    );
+    assert.match(failed.Error, /unhealthy container/);
+    assert.match(failed.CurrentState, /\(unhealthy\)$/);
+    await theLab().ok('manager1', 'service', 'rm', 'web', 'closed');
   });
 });
