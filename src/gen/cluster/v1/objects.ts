@@ -363,7 +363,11 @@ export function mount_TypeToJSON(object: Mount_Type): string {
 }
 
 export interface HealthConfig {
-  /** Docker's form: ["CMD", ...], ["CMD-SHELL", "..."], or ["NONE"]. */
+  /**
+   * Docker's form: ["CMD", ...], ["CMD-SHELL", "..."], or ["NONE"]; empty inherits the image's.
+   * Ours, run by the agent inside the task's network namespace on every runtime:
+   * ["HTTP", PORT, PATH] (a 2xx/3xx answer from 127.0.0.1:PORT passes) and ["TCP", PORT].
+   */
   test: string[];
   interval?: Duration | undefined;
   timeout?: Duration | undefined;
