@@ -16,7 +16,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { PULL_TIMEOUT_MS } from '../src/agent/runtime/docker';
-import { capabilities, eventually, jsonLines, run, useLab } from './lib/lab';
+import { capabilities, eventually, jsonLines, root, run, useLab } from './lib/lab';
 
 const REGISTRY_BIN = '/usr/bin/docker-registry';
 const BASE_IMAGE = 'local/busybox:1';
@@ -26,6 +26,8 @@ const BLOB_BYTES = 4_000_000;
 const GATE_BYTES = 256 * 1024;
 const WAIT_MS = 90_000;
 const SERVICES = ['abandoned', 'pulled', 'present', 'missing'];
+
+const escapeRe = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 async function docker(...args: string[]): Promise<string> {
   const r = await run('docker', args, { timeoutMs: 120_000 });
@@ -251,7 +253,7 @@ describe('image pulls from a registry on loopback (one-node lab, Docker runtime)
 
   /** `service ps SERVICE`'s CurrentState once it shows the pull's progress with byte counts. */
   const pullProgress = (service: string): Promise<string> => {
-    const escaped = image.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    const escaped = escapeRe(image);
     const withBytes = new RegExp(
       `^Preparing .* \\(pulling image ${escaped}: \\d+ of \\d+ layers?, [\\d.]+ k?B of [\\d.]+ MB\\)$`,
     );
@@ -288,13 +290,50 @@ describe('image pulls from a registry on loopback (one-node lab, Docker runtime)
     await theLab().ok('manager1', 'service', 'rm', 'abandoned');
   });
 
-  test('a missing image is pulled; PREPARING tells how far the pull got; then the task runs', async (t) => {
+  test('a missing image is pulled; PREPARING tells how far the pull got, in service ps and in service create', async (t) => {
     gate?.hold(GATE_BYTES);
-    await theLab().ok('manager1', 'service', 'create', '-d', '--name', 'pulled', image);
-    const seen = await pullProgress('pulled');
-    t.diagnostic(`seen: ${seen}`);
-    assert.ok(gate?.holding, 'the pull was still held at the gate when its progress showed');
-    gate?.release();
+    // Not detached: the CLI waits for the task and prints each slot's line as it changes.
+    const create = spawn(
+      'bash',
+      [
+        path.join(root, 'scripts', 'lab'),
+        'exec',
+        'manager1',
+        '--',
+        'cluster',
+        'service',
+        'create',
+        '--name',
+        'pulled',
+        image,
+      ],
+      // Its own process group: on a failure the group (bash and the CLI under it) is killed.
+      { env: { ...process.env, LAB_DIR: theLab().dir }, stdio: ['ignore', 'pipe', 'pipe'], detached: true },
+    );
+    let out = '';
+    let err = '';
+    create.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    create.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
+    const exited = new Promise<number>((resolve) => create.on('close', (code) => resolve(code ?? 1)));
+    try {
+      const seen = await pullProgress('pulled');
+      t.diagnostic(`service ps: ${seen}`);
+      const createLine = new RegExp(
+        `^1/1: preparing \\[[=> ]+\\] pulling image ${escapeRe(image)}: \\d+ of \\d+ layers?, [\\d.]+ k?B of [\\d.]+ MB$`,
+        'm',
+      );
+      const line = await eventually('service create prints the pull progress', WAIT_MS, () =>
+        Promise.resolve(createLine.exec(out)?.[0]),
+      );
+      t.diagnostic(`service create: ${line}`);
+      assert.ok(gate?.holding, 'the pull was still held at the gate when its progress showed');
+      gate?.release();
+      assert.equal(await exited, 0, `service create: ${out}${err}`);
+      assert.match(out, /verify: Service converged\n$/);
+    } finally {
+      if (create.exitCode === null && create.signalCode === null && create.pid !== undefined)
+        process.kill(-create.pid, 'SIGKILL');
+    }
     const running = await eventually('the pulled task runs', WAIT_MS, async () => {
       const row = (await tasks('pulled'))[0];
       if (row && /^(Failed|Rejected)/.test(row.CurrentState))
@@ -345,7 +384,7 @@ describe('image pulls from a registry on loopback (one-node lab, Docker runtime)
     assert.match(
       failed.Error,
       new RegExp(
-        `^"image ${image.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} not found locally and no registry is reachable \\(pull failed: .*connection refused.*\\)"$`,
+        `^"image ${escapeRe(image)} not found locally and no registry is reachable \\(pull failed: .*connection refused.*\\)"$`,
       ),
     );
     assert.equal(await imagePresent(image), false, 'a failed pull leaves no image behind');

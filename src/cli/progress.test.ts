@@ -55,6 +55,30 @@ test('replicated progress: one line per slot with a stage bar; converged when ev
   assert.equal(done.converged, true);
 });
 
+test('a preparing task shows where its image pull stands', () => {
+  const pulling = Task.fromPartial({
+    ...t(1, TaskState.TASK_STATE_PREPARING),
+    status: {
+      state: TaskState.TASK_STATE_PREPARING,
+      timestamp: new Date(1_000_000),
+      message: 'pulling image reg:5000/web:1: 1 of 2 layers, 1.2 MB of 4.0 MB',
+    },
+  });
+  const plain = Task.fromPartial({
+    ...t(2, TaskState.TASK_STATE_PREPARING),
+    status: { state: TaskState.TASK_STATE_PREPARING, timestamp: new Date(1_000_000), message: 'preparing' },
+  });
+  assert.deepEqual(
+    computeProgress(replicated(2), [pulling, plain])
+      .lines.slice(1)
+      .map((l) => l.text),
+    [
+      '1/2: preparing [==============================>                   ] pulling image reg:5000/web:1: 1 of 2 layers, 1.2 MB of 4.0 MB',
+      '2/2: preparing [==============================>                   ]',
+    ],
+  );
+});
+
 test('a failed task shows its error; a slot without a task shows nothing yet', () => {
   const p = computeProgress(replicated(2), [t(1, TaskState.TASK_STATE_REJECTED, { err: 'no such image' })]);
   assert.deepEqual(

@@ -68,7 +68,11 @@ function taskLine(label: string, task: Task | undefined): string {
   if (!task) return `${label}:`;
   const state = taskStateName(task.status?.state);
   const progress = bar(task.status?.state);
-  return [`${label}: ${progress ? state.padEnd(9) : state}`, progress, task.status?.err ?? '']
+  // While preparing, where the image pull stands ("pulling image x:1: 1 of 2 layers, ...").
+  const message = task.status?.message ?? '';
+  const detail =
+    task.status?.state === TaskState.TASK_STATE_PREPARING && message !== 'preparing' ? message : '';
+  return [`${label}: ${progress ? state.padEnd(9) : state}`, progress, task.status?.err || detail]
     .filter((part) => part !== '')
     .join(' ');
 }
