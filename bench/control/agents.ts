@@ -126,16 +126,21 @@ class SimAgent {
   }
 
   private heartbeat(sessionId: string, end: (err: Error) => void): void {
-    this.client.heartbeat({ sessionId }, new Metadata(), { deadline: Date.now() + 5000 }, (err, res) => {
-      if (this.stopped) return;
-      if (err || !res) {
-        end(err ?? new Error('empty heartbeat answer'));
-        return;
-      }
-      const p = res.period;
-      const periodMs = p ? p.seconds * 1000 + Math.floor(p.nanos / 1e6) : 1000;
-      this.heartbeatTimer = setTimeout(() => this.heartbeat(sessionId, end), Math.max(100, periodMs));
-    });
+    this.client.heartbeat(
+      { sessionId, runtimeError: '' },
+      new Metadata(),
+      { deadline: Date.now() + 5000 },
+      (err, res) => {
+        if (this.stopped) return;
+        if (err || !res) {
+          end(err ?? new Error('empty heartbeat answer'));
+          return;
+        }
+        const p = res.period;
+        const periodMs = p ? p.seconds * 1000 + Math.floor(p.nanos / 1e6) : 1000;
+        this.heartbeatTimer = setTimeout(() => this.heartbeat(sessionId, end), Math.max(100, periodMs));
+      },
+    );
   }
 
   private apply(sessionId: string, tasks: Task[]): void {

@@ -168,6 +168,64 @@ test('agent: redirect to the leader, tasks run and shut down, fail-over, restart
   }
 });
 
+test('a runtime that does not answer makes the node NOT_READY; its tasks wait and run once it answers', async () => {
+  const { stores } = localStores(1);
+  const store = stores[0];
+  if (!store) throw new Error('no store');
+  await store.update((tx) => tx.nodes.create(makeNode('h', { id: 'n1' })));
+  const m = await startManager(store, () => m.addr);
+  m.leading = true;
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-test-'));
+  const runtime = new FakeRuntime();
+  runtime.down = true;
+  const agent = await Agent.start({
+    dataDir,
+    credentials: credentials.createInsecure(),
+    managers: [m.addr],
+    nodeId: 'n1',
+    runtime,
+    logger,
+  });
+  const node = () => store.view((tx) => tx.nodes.get('n1'));
+  try {
+    // Down from the start: the node still connects, described from the host, and says why.
+    await agent.connected();
+    assert.equal(node()?.status?.state, NodeState.NODE_STATE_NOT_READY);
+    assert.match(node()?.status?.message ?? '', /container runtime unavailable: the fake engine is down/);
+    assert.equal(node()?.description?.runtimeName, 'fake');
+    assert.equal(node()?.description?.hostname, os.hostname());
+
+    await store.update((tx) => tx.tasks.create(makeTask('svc', 1, { id: 't1', nodeId: 'n1' })));
+    await until('t1 accepted by the agent', () => agent.assignedTaskIds().includes('t1'));
+    assert.notEqual(
+      stateOf(store, 't1'),
+      TaskState.TASK_STATE_FAILED,
+      'the engine being down is not the task failing',
+    );
+
+    runtime.down = false;
+    await until('node READY', () => node()?.status?.state === NodeState.NODE_STATE_READY, 10_000);
+    await until('t1 running', () => stateOf(store, 't1') === TaskState.TASK_STATE_RUNNING, 10_000);
+
+    runtime.down = true;
+    await until(
+      'node NOT_READY again',
+      () => node()?.status?.state === NodeState.NODE_STATE_NOT_READY,
+      10_000,
+    );
+    assert.ok(
+      store.view((tx) => tx.tasks.get('t1')),
+      'its task stays in the store',
+    );
+    runtime.down = false;
+    await until('node READY again', () => node()?.status?.state === NodeState.NODE_STATE_READY, 10_000);
+  } finally {
+    await agent.stop();
+    await stopManager(m);
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
 test('over mutual TLS the dispatcher knows the agent by its certificate', async () => {
   const ca = await createRootCA('c1');
   const issue = async (nodeId: string, role: 'manager' | 'worker'): Promise<NodeTls> => {

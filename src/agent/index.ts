@@ -1,6 +1,7 @@
 // The worker agent: keeps a session with the leader's dispatcher (any manager leads it there),
 // heartbeats, receives assignments, keeps them in LevelDB, and runs one controller per task.
 // Containers outlive the agent: a restarted agent adopts them by label instead of duplicating.
+import os from 'node:os';
 import path from 'node:path';
 import { ChannelCredentials, Metadata, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
 import { ClassicLevel } from 'classic-level';
@@ -20,7 +21,12 @@ import type { Logger } from '../common/logger';
 import { clientCredentials, type NodeTls } from '../manager/ca';
 import { TaskController } from './controller';
 import { LogPublisher } from './logs';
-import type { ContainerInfo, Runtime } from './runtime';
+import {
+  RuntimeUnavailableError,
+  type ContainerInfo,
+  type Runtime,
+  type RuntimeDescription,
+} from './runtime';
 import { abortableSleep } from '../common/sleep';
 
 export { DEFAULT_DRAIN_MS, TaskController } from './controller';
@@ -32,6 +38,8 @@ export const RECONNECT_BASE_MS = 100;
 export const RECONNECT_MAX_MS = 5000;
 /** Heartbeat period until the dispatcher says otherwise. */
 export const INITIAL_HEARTBEAT_PERIOD_MS = 1000;
+/** How often the agent asks its runtime whether it answers: a node whose runtime is down takes no new tasks. */
+export const RUNTIME_CHECK_MS = 1000;
 /** Status updates per UpdateTaskStatus call. */
 export const MAX_STATUS_UPDATES_PER_CALL = 500;
 /** Status updates held while no session is open; the oldest beyond are dropped (later ones supersede them). */
@@ -76,6 +84,9 @@ interface OpenSession {
 
 export class Agent {
   private readonly stopController = new AbortController();
+  /** Why the runtime does not answer, as last checked; '' while it does. Sent with every heartbeat. */
+  private runtimeError = '';
+  private runtimeWatch: Promise<void> | undefined;
   private readonly controllers = new Map<string, TaskController>();
   private readonly tasks = new Map<string, Task>();
   /** Containers found by label at start whose task the first full assignment has not named yet. */
@@ -141,6 +152,8 @@ export class Agent {
       await db.close();
       throw err;
     }
+    await agent.checkRuntime();
+    agent.runtimeWatch = agent.watchRuntime();
     agent.loop = agent.sessionLoop();
     return agent;
   }
@@ -351,8 +364,48 @@ export class Agent {
     return client;
   }
 
+  /** Asks the runtime whether it answers; logs and records a change (the next heartbeat carries it). */
+  private async checkRuntime(): Promise<void> {
+    let error = '';
+    try {
+      await this.options.runtime.ping();
+    } catch (err) {
+      error = err instanceof Error ? err.message : String(err);
+    }
+    if (error === this.runtimeError) return;
+    if (error)
+      this.logger.warn({ err: error }, 'container runtime unavailable: this node takes no new tasks');
+    else this.logger.info('container runtime answers again: this node takes new tasks');
+    this.runtimeError = error;
+  }
+
+  private async watchRuntime(): Promise<void> {
+    const signal = this.stopController.signal;
+    while (!signal.aborted) {
+      await abortableSleep(RUNTIME_CHECK_MS, signal);
+      if (!signal.aborted) await this.checkRuntime();
+    }
+  }
+
   private async description(): Promise<NodeDescription> {
-    const d = await this.options.runtime.describe();
+    let d: RuntimeDescription;
+    try {
+      d = await this.options.runtime.describe();
+    } catch (err) {
+      if (!(err instanceof RuntimeUnavailableError)) throw err;
+      // The node still connects (so its tasks are not moved for a restarting engine), described
+      // from the host alone, and says its runtime is down.
+      this.runtimeError = err.message;
+      d = {
+        hostname: os.hostname(),
+        os: os.platform(),
+        architecture: os.arch() === 'x64' ? 'x86_64' : os.arch(),
+        nanoCpus: os.cpus().length * 1e9,
+        memoryBytes: os.totalmem(),
+        runtimeName: this.options.runtime.name,
+        runtimeVersion: '',
+      };
+    }
     return {
       hostname: d.hostname,
       os: d.os,
@@ -420,7 +473,7 @@ export class Agent {
 
       const heartbeat = (sessionId: string) => {
         client.heartbeat(
-          { sessionId },
+          { sessionId, runtimeError: this.runtimeError },
           new Metadata(),
           { deadline: Date.now() + 3 * periodMs },
           (err, res) => {
@@ -440,7 +493,9 @@ export class Agent {
       this.description().then(
         (description) => {
           if (ended) return;
-          sessionStream = client.session(SessionRequest.fromPartial({ description }));
+          sessionStream = client.session(
+            SessionRequest.fromPartial({ description, runtimeError: this.runtimeError }),
+          );
           sessionStream.on('error', (err: ServiceError) => finish(err));
           sessionStream.on('end', () =>
             finish(new ClusterError('UNAVAILABLE', 'the dispatcher ended the session')),
@@ -485,6 +540,7 @@ export class Agent {
     this.stopController.abort();
     this.options.mesh?.close();
     await this.loop;
+    await this.runtimeWatch;
     await Promise.all([...this.controllers.values()].map((c) => c.detach()));
     this.controllers.clear();
     for (const client of this.clients.values()) client.close();

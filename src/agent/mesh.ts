@@ -401,6 +401,7 @@ export class Mesh {
     return {
       name: inner.name,
       describe: (): Promise<RuntimeDescription> => inner.describe(),
+      ping: (): Promise<void> => inner.ping(),
       prepare: async (task: Task, nodeId: string, options?: PrepareOptions): Promise<string> => {
         const attachments = this.attachmentsOf(task);
         let prepared = task;

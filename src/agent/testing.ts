@@ -35,6 +35,7 @@ export class FakeRuntime implements Runtime {
   private nextId = 1;
 
   describe(): Promise<RuntimeDescription> {
+    if (this.down) return Promise.reject(new RuntimeUnavailableError('the fake engine is down'));
     return Promise.resolve({
       hostname: 'fake-host',
       os: 'linux',
@@ -44,6 +45,12 @@ export class FakeRuntime implements Runtime {
       runtimeName: 'fake',
       runtimeVersion: '1.0',
     });
+  }
+
+  ping(): Promise<void> {
+    return this.down
+      ? Promise.reject(new RuntimeUnavailableError('the fake engine is down'))
+      : Promise.resolve();
   }
 
   prepare(task: Task, nodeId: string): Promise<string> {

@@ -30,6 +30,8 @@ export function nodeStateName(state: NodeState | undefined): string {
       return 'Down';
     case NodeState.NODE_STATE_DISCONNECTED:
       return 'Disconnected';
+    case NodeState.NODE_STATE_NOT_READY:
+      return 'Not ready';
     default:
       return 'Unknown';
   }

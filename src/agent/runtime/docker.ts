@@ -36,6 +36,8 @@ export const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
 export const DOCKER_API_VERSION = 'v1.41';
 /** Ordinary calls; wait and pull have their own limits. */
 const REQUEST_TIMEOUT_MS = 30_000;
+/** A ping the engine does not answer in this time counts as down. */
+const PING_TIMEOUT_MS = 5_000;
 /**
  * One pull attempt gives up after this long without a word from the Engine (it streams progress
  * while layers download): a missing registry fails fast, a stalled one does not hold a task forever.
@@ -275,6 +277,18 @@ export class DockerRuntime implements Runtime {
       runtimeName: 'docker',
       runtimeVersion: v.Version ?? '',
     };
+  }
+
+  async ping(): Promise<void> {
+    try {
+      await this.call('GET', '/_ping', undefined, { timeoutMs: PING_TIMEOUT_MS });
+    } catch (err) {
+      if (err instanceof RuntimeUnavailableError) throw err;
+      // Up but not answering well (starting, hung): not usable either.
+      throw new RuntimeUnavailableError(
+        `the Docker engine on ${this.socketPath} is not ready: ${err instanceof Error ? err.message : String(err)}`,
+      );
+    }
   }
 
   private async imagePresent(image: string): Promise<boolean> {

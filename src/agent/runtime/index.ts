@@ -92,6 +92,11 @@ export interface PrepareOptions {
 export interface Runtime {
   readonly name: string;
   describe(): Promise<RuntimeDescription>;
+  /**
+   * Resolves when the runtime answers; rejects with RuntimeUnavailableError, saying why, when it
+   * does not. Cheap: the agent asks every second (a node whose runtime is down takes no new tasks).
+   */
+  ping(): Promise<void>;
   /** Makes the task's container (image present or pulled once; created, not started); its id. */
   prepare(task: Task, nodeId: string, options?: PrepareOptions): Promise<string>;
   start(containerId: string): Promise<void>;

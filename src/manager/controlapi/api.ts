@@ -320,7 +320,11 @@ export class ControlApi {
               { nodeId: node.id },
             );
           }
-          if (!request.force && node.status?.state === NodeState.NODE_STATE_READY) {
+          if (
+            !request.force &&
+            (node.status?.state === NodeState.NODE_STATE_READY ||
+              node.status?.state === NodeState.NODE_STATE_NOT_READY)
+          ) {
             throw failedPrecondition(
               `node ${request.nodeId} is not down and can't be removed (use --force to remove it anyway)`,
               {

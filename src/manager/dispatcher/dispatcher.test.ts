@@ -141,9 +141,9 @@ async function openSession(h: Harness, nodeId: string) {
   return { stream, sessionId: msg.sessionId };
 }
 
-function heartbeat(h: Harness, nodeId: string, sessionId: string): Promise<number> {
+function heartbeat(h: Harness, nodeId: string, sessionId: string, runtimeError = ''): Promise<number> {
   return new Promise((resolve, reject) =>
-    h.client.heartbeat({ sessionId }, md(nodeId), (e, r) => {
+    h.client.heartbeat({ sessionId, runtimeError }, md(nodeId), (e, r) => {
       if (e || !r) reject(e ?? new Error('empty'));
       else resolve((r.period?.seconds ?? 0) * 1000 + (r.period?.nanos ?? 0) / 1e6);
     }),
@@ -188,6 +188,51 @@ test('a session marks the node READY with its description and address', async ()
       heartbeat(h, 'n1', 'wrong-session'),
       (e: ServiceError) => e.code === GrpcStatus.NOT_FOUND,
     );
+    stream.cancel();
+  } finally {
+    await h.close();
+  }
+});
+
+test('a node whose runtime does not answer is NOT_READY, and READY again once it does', async () => {
+  const h = await start();
+  try {
+    await h.store.update((tx) => tx.nodes.create(makeNode('n1', { id: 'n1' })));
+    const status = () => h.store.view((tx) => tx.nodes.get('n1')?.status);
+    const until = async (what: string, ok: () => boolean) => {
+      const deadline = Date.now() + 10_000;
+      while (!ok()) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+        await sleep(10);
+      }
+    };
+    // Opened while the engine is down: connected, but no new tasks.
+    const stream = h.client.session(
+      SessionRequest.fromPartial({ description: { hostname: 'host-n1' }, runtimeError: 'engine gone' }),
+      md('n1'),
+    );
+    stream.on('error', () => undefined);
+    const { sessionId } = await firstMessage(stream);
+    assert.equal(status()?.state, NodeState.NODE_STATE_NOT_READY);
+    assert.match(status()?.message ?? '', /container runtime unavailable: engine gone/);
+    await heartbeat(h, 'n1', sessionId);
+    await until(
+      'READY after a heartbeat with no error',
+      () => status()?.state === NodeState.NODE_STATE_READY,
+    );
+    assert.equal(status()?.message, '');
+    assert.equal(status()?.addr, '127.0.0.1');
+    await heartbeat(h, 'n1', sessionId, 'the Docker engine does not answer');
+    await until('NOT_READY again', () => status()?.state === NodeState.NODE_STATE_NOT_READY);
+    assert.match(status()?.message ?? '', /the Docker engine does not answer/);
+    // A node marked DOWN is not revived by a heartbeat's runtime news: only a session does that.
+    await h.store.update((tx) => {
+      const n = tx.nodes.get('n1');
+      if (n) tx.nodes.update({ ...n, status: { state: NodeState.NODE_STATE_DOWN, message: 'x', addr: '' } });
+    });
+    await heartbeat(h, 'n1', sessionId);
+    await sleep(50);
+    assert.equal(status()?.state, NodeState.NODE_STATE_DOWN);
     stream.cancel();
   } finally {
     await h.close();

@@ -142,6 +142,11 @@ function isTaskForNode(task: DeepReadonly<Task> | undefined, nodeId: string): bo
   return task !== undefined && task.nodeId === nodeId;
 }
 
+/** States of a node that has a session: the ones silence turns DOWN. */
+function isConnectedState(state: NodeState | undefined): boolean {
+  return state === NodeState.NODE_STATE_READY || state === NodeState.NODE_STATE_NOT_READY;
+}
+
 export function createDispatcher(options: DispatcherOptions): Dispatcher {
   const { store, logger } = options;
   const periodMs = options.heartbeatPeriodMs ?? DEFAULT_HEARTBEAT_PERIOD_MS;
@@ -150,7 +155,7 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
   const identify =
     options.identify ?? ((call: AnyCall) => nodeIdentityFromPeer(call.getAuthContext()?.sslPeerCertificate));
   const sessions = new Map<string, Session>();
-  /** When a node was last heard of; nodes READY in the store but absent get a grace from leadership start. */
+  /** When a node was last heard of; nodes connected (READY or NOT_READY) in the store but absent get a grace from leadership start. */
   const lastSeen = new Map<string, number>();
   let pending: PendingStatus[] = [];
   let waiters: { resolve(): void; reject(e: Error): void }[] = [];
@@ -208,6 +213,37 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     }
   }
 
+  /**
+   * A connected node whose runtime answers is READY; one whose runtime does not is NOT_READY
+   * (no new tasks; its tasks stay), with the agent's reason.
+   */
+  function runtimeStatus(runtimeError: string): { state: NodeState; message: string } {
+    return runtimeError
+      ? { state: NodeState.NODE_STATE_NOT_READY, message: `container runtime unavailable: ${runtimeError}` }
+      : { state: NodeState.NODE_STATE_READY, message: '' };
+  }
+
+  /** A heartbeat saying the runtime went down or came back moves the node between READY and NOT_READY. */
+  function noteRuntime(nodeId: string, runtimeError: string): void {
+    const wanted = runtimeStatus(runtimeError);
+    const current = store.view((tx) => tx.nodes.get(nodeId)?.status);
+    if (!isConnectedState(current?.state) || current?.state === wanted.state) return;
+    writeNode(
+      nodeId,
+      (node) => {
+        if (!node || !isConnectedState(node.status?.state) || node.status?.state === wanted.state)
+          return undefined;
+        logger.info(
+          { nodeId, state: NodeState[wanted.state], reason: runtimeError },
+          'node readiness changed',
+        );
+        node.status = { ...wanted, addr: node.status?.addr ?? '' };
+        return node;
+      },
+      false,
+    ).catch((err: unknown) => logger.warn({ nodeId, err }, 'node readiness not written'));
+  }
+
   // ------------------------------------------------------------------ Session
   async function openSession(
     call: ServerWritableStream<SessionRequest, SessionMessage>,
@@ -239,7 +275,7 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
           role: who.role === 'manager' ? NodeRole.NODE_ROLE_MANAGER : NodeRole.NODE_ROLE_WORKER,
         };
         if (description) next.description = description;
-        next.status = { state: NodeState.NODE_STATE_READY, message: '', addr };
+        next.status = { ...runtimeStatus(call.request.runtimeError), addr };
         return next;
       },
       false,
@@ -295,6 +331,7 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
       const s = sessionOf(who.nodeId, call.request.sessionId);
       s.lastHeartbeatMs = now();
       lastSeen.set(who.nodeId, s.lastHeartbeatMs);
+      noteRuntime(who.nodeId, call.request.runtimeError);
       callback(null, {
         period: { seconds: Math.floor(periodMs / 1000), nanos: (periodMs % 1000) * 1_000_000 },
       });
@@ -522,8 +559,8 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     await writeNode(
       nodeId,
       (node) => {
-        if (!node || node.status?.state !== NodeState.NODE_STATE_READY) return undefined;
-        node.status = { state: NodeState.NODE_STATE_DOWN, message, addr: node.status.addr };
+        if (!node || !isConnectedState(node.status?.state)) return undefined;
+        node.status = { state: NodeState.NODE_STATE_DOWN, message, addr: node.status?.addr ?? '' };
         return node;
       },
       false,
@@ -531,7 +568,7 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
   }
 
   /**
-   * One check: nodes READY in the store but silent for the grace are marked DOWN, and so are
+   * One check: nodes connected (READY or NOT_READY) in the store but silent for the grace are marked DOWN, and so are
    * nodes whose session connection closed without a new session following. `floorMs` is when
    * this leader could first have heard from everyone (its start, or the end of a stall of its
    * own event loop): nobody is counted silent before it.
@@ -541,7 +578,7 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     const lostMs = SESSION_LOST_AFTER_HEARTBEATS * periodMs;
     const t = now();
     const ready = store.view((tx) =>
-      tx.nodes.list((n) => n.status?.state === NodeState.NODE_STATE_READY).map((n) => n.id),
+      tx.nodes.list((n) => isConnectedState(n.status?.state)).map((n) => n.id),
     );
     // A node removed while connected (`node rm --force`): its session ends now.
     for (const [nodeId, session] of [...sessions]) {

@@ -100,10 +100,11 @@ describe('placement ranking', () => {
 });
 
 describe('ready filter', () => {
-  it('gives nothing to down, disconnected, unknown, paused or drained nodes', () => {
+  it('gives nothing to down, disconnected, runtime-less, unknown, paused or drained nodes', () => {
     const nodes = [
       makeNode('down', { state: NodeState.NODE_STATE_DOWN }),
       makeNode('disc', { state: NodeState.NODE_STATE_DISCONNECTED }),
+      makeNode('noengine', { state: NodeState.NODE_STATE_NOT_READY }),
       makeNode('unk', { state: NodeState.NODE_STATE_UNKNOWN }),
       makeNode('paused', { availability: NodeAvailability.NODE_AVAILABILITY_PAUSE }),
       makeNode('drained', { availability: NodeAvailability.NODE_AVAILABILITY_DRAIN }),
@@ -118,10 +119,12 @@ describe('ready filter', () => {
       makeNode('n1', { state: NodeState.NODE_STATE_DOWN }),
       makeNode('n2', { availability: NodeAvailability.NODE_AVAILABILITY_DRAIN }),
       makeNode('n3', { availability: NodeAvailability.NODE_AVAILABILITY_DRAIN }),
+      makeNode('n4', { state: NodeState.NODE_STATE_NOT_READY }),
     ];
     const result = place(makeTasks('web', 2), nodes);
     assert.deepEqual(result.assignments, []);
-    const reason = 'no suitable node (3 nodes not available for new tasks: 1 down, 2 drained)';
+    const reason =
+      'no suitable node (4 nodes not available for new tasks: 1 down, 1 without a container runtime, 2 drained)';
     assert.deepEqual(result.unplaced, [
       { taskId: 'web.1', reason },
       { taskId: 'web.2', reason },

@@ -82,10 +82,12 @@ interface NodeInfo {
   groupServiceTasks: number;
 }
 
-type UnavailableReason = 'down' | 'disconnected' | 'in unknown state' | 'paused' | 'drained';
+type UnavailableReason =
+  'down' | 'disconnected' | 'without a container runtime' | 'in unknown state' | 'paused' | 'drained';
 const UNAVAILABLE_ORDER: readonly UnavailableReason[] = [
   'down',
   'disconnected',
+  'without a container runtime',
   'in unknown state',
   'paused',
   'drained',
@@ -282,6 +284,8 @@ function unavailableReason(node: Node): UnavailableReason | undefined {
       return 'down';
     case NodeState.NODE_STATE_DISCONNECTED:
       return 'disconnected';
+    case NodeState.NODE_STATE_NOT_READY:
+      return 'without a container runtime';
     default:
       return 'in unknown state';
   }

@@ -162,6 +162,21 @@ function watchDir(
   return { next, close };
 }
 
+/** The path `name` runs from (PATH searched when it has no slash), or undefined. */
+async function findExecutable(name: string): Promise<string | undefined> {
+  const candidates = name.includes('/')
+    ? [name]
+    : (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':').map((dir) => path.join(dir, name));
+  for (const candidate of candidates) {
+    try {
+      await fs.promises.access(candidate, fs.constants.X_OK);
+      return candidate;
+    } catch {
+      // Not here: the next one.
+    }
+  }
+  return undefined;
+}
 export class OciRuntime implements Runtime {
   readonly name = 'oci';
   readonly ociDir: string;
@@ -266,6 +281,23 @@ export class OciRuntime implements Runtime {
       return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(this.dirOf(id));
     } catch {
       return false;
+    }
+  }
+
+  /** The embedded runtime answers while runc is there to run and the data directory is writable. */
+  async ping(): Promise<void> {
+    const runc = await findExecutable(this.runcPath);
+    if (runc === undefined) {
+      throw new RuntimeUnavailableError(`runc (${this.runcPath}) is not installed: apt-get install runc`);
+    }
+    // The data directory holds images, layers and runc's state (made as they are needed).
+    const dataDir = path.dirname(this.ociDir);
+    try {
+      await fs.promises.access(dataDir, fs.constants.W_OK);
+    } catch (err) {
+      throw new RuntimeUnavailableError(
+        `the oci runtime's data directory ${dataDir} is not writable: ${err instanceof Error ? err.message : String(err)}`,
+      );
     }
   }
 

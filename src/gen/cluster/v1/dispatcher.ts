@@ -34,7 +34,11 @@ import {
 /** The dispatcher API: worker sessions, heartbeats, assignments and task status. */
 
 export interface SessionRequest {
-  description?: NodeDescription | undefined;
+  description?:
+    | NodeDescription
+    | undefined;
+  /** Why the node's container runtime does not answer; empty when it does. */
+  runtimeError: string;
 }
 
 export interface SessionMessage {
@@ -45,6 +49,8 @@ export interface SessionMessage {
 
 export interface HeartbeatRequest {
   sessionId: string;
+  /** As in SessionRequest: the runtime's state now, so the node leaves and rejoins placement. */
+  runtimeError: string;
 }
 
 export interface HeartbeatResponse {
@@ -176,13 +182,16 @@ export interface PublishLogsResponse {
 }
 
 function createBaseSessionRequest(): SessionRequest {
-  return { description: undefined };
+  return { description: undefined, runtimeError: "" };
 }
 
 export const SessionRequest: MessageFns<SessionRequest> = {
   encode(message: SessionRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.description !== undefined) {
       NodeDescription.encode(message.description, writer.uint32(10).fork()).join();
+    }
+    if (message.runtimeError !== "") {
+      writer.uint32(18).string(message.runtimeError);
     }
     return writer;
   },
@@ -208,6 +217,14 @@ export const SessionRequest: MessageFns<SessionRequest> = {
             message.description = NodeDescription.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.runtimeError = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -221,13 +238,23 @@ export const SessionRequest: MessageFns<SessionRequest> = {
   },
 
   fromJSON(object: any): SessionRequest {
-    return { description: isSet(object.description) ? NodeDescription.fromJSON(object.description) : undefined };
+    return {
+      description: isSet(object.description) ? NodeDescription.fromJSON(object.description) : undefined,
+      runtimeError: isSet(object.runtimeError)
+        ? globalThis.String(object.runtimeError)
+        : isSet(object.runtime_error)
+        ? globalThis.String(object.runtime_error)
+        : "",
+    };
   },
 
   toJSON(message: SessionRequest): unknown {
     const obj: any = {};
     if (message.description !== undefined) {
       obj.description = NodeDescription.toJSON(message.description);
+    }
+    if (message.runtimeError !== "") {
+      obj.runtimeError = message.runtimeError;
     }
     return obj;
   },
@@ -240,6 +267,7 @@ export const SessionRequest: MessageFns<SessionRequest> = {
     message.description = (object.description !== undefined && object.description !== null)
       ? NodeDescription.fromPartial(object.description)
       : undefined;
+    message.runtimeError = object.runtimeError ?? "";
     return message;
   },
 };
@@ -334,13 +362,16 @@ export const SessionMessage: MessageFns<SessionMessage> = {
 };
 
 function createBaseHeartbeatRequest(): HeartbeatRequest {
-  return { sessionId: "" };
+  return { sessionId: "", runtimeError: "" };
 }
 
 export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
   encode(message: HeartbeatRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.sessionId !== "") {
       writer.uint32(10).string(message.sessionId);
+    }
+    if (message.runtimeError !== "") {
+      writer.uint32(18).string(message.runtimeError);
     }
     return writer;
   },
@@ -366,6 +397,14 @@ export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
             message.sessionId = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.runtimeError = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -385,6 +424,11 @@ export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
         : isSet(object.session_id)
         ? globalThis.String(object.session_id)
         : "",
+      runtimeError: isSet(object.runtimeError)
+        ? globalThis.String(object.runtimeError)
+        : isSet(object.runtime_error)
+        ? globalThis.String(object.runtime_error)
+        : "",
     };
   },
 
@@ -392,6 +436,9 @@ export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
     const obj: any = {};
     if (message.sessionId !== "") {
       obj.sessionId = message.sessionId;
+    }
+    if (message.runtimeError !== "") {
+      obj.runtimeError = message.runtimeError;
     }
     return obj;
   },
@@ -402,6 +449,7 @@ export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
   fromPartial<I extends Exact<DeepPartial<HeartbeatRequest>, I>>(object: I): HeartbeatRequest {
     const message = createBaseHeartbeatRequest();
     message.sessionId = object.sessionId ?? "";
+    message.runtimeError = object.runtimeError ?? "";
     return message;
   },
 };

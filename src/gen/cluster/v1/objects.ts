@@ -89,6 +89,11 @@ export enum NodeState {
   NODE_STATE_DOWN = 1,
   NODE_STATE_READY = 2,
   NODE_STATE_DISCONNECTED = 3,
+  /**
+   * NODE_STATE_NOT_READY - Connected and heartbeating, but its container runtime does not answer (the Docker engine is
+   * down): it takes no new tasks, and the tasks it has stay on it until the runtime returns.
+   */
+  NODE_STATE_NOT_READY = 4,
   UNRECOGNIZED = -1,
 }
 
@@ -106,6 +111,9 @@ export function nodeStateFromJSON(object: any): NodeState {
     case 3:
     case "NODE_STATE_DISCONNECTED":
       return NodeState.NODE_STATE_DISCONNECTED;
+    case 4:
+    case "NODE_STATE_NOT_READY":
+      return NodeState.NODE_STATE_NOT_READY;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -123,6 +131,8 @@ export function nodeStateToJSON(object: NodeState): string {
       return "NODE_STATE_READY";
     case NodeState.NODE_STATE_DISCONNECTED:
       return "NODE_STATE_DISCONNECTED";
+    case NodeState.NODE_STATE_NOT_READY:
+      return "NODE_STATE_NOT_READY";
     case NodeState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
