@@ -25,7 +25,7 @@ const BLOB_BYTES = 4_000_000;
 /** What the gate lets through once armed: the manifest, the config and the first part of the layer. */
 const GATE_BYTES = 256 * 1024;
 const WAIT_MS = 90_000;
-const SERVICES = ['abandoned', 'pulled', 'present', 'missing'];
+const SERVICES = ['abandoned', 'pulled', 'unknown', 'present', 'missing'];
 
 const escapeRe = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
@@ -342,6 +342,34 @@ describe('image pulls from a registry on loopback (one-node lab, Docker runtime)
     });
     assert.equal(running.Error, '');
     assert.ok(await imagePresent(image), 'the image is present locally after the pull');
+  });
+
+  test("an image the registry does not have fails the task with the registry's reason", async (t) => {
+    const unknown = image.replace('/pulltest/busybox:1', '/pulltest/nosuch:1');
+    await theLab().ok(
+      'manager1',
+      'service',
+      'create',
+      '-d',
+      '--restart-condition',
+      'none',
+      '--name',
+      'unknown',
+      unknown,
+    );
+    const failed = await eventually('the task of an unknown image fails', WAIT_MS, async () => {
+      const row = (await tasks('unknown'))[0];
+      return row && /^Failed/.test(row.CurrentState) ? row : undefined;
+    });
+    t.diagnostic(`error: ${failed.Error}`);
+    // The registry answered: its reason, not "no registry is reachable".
+    assert.match(
+      failed.Error,
+      new RegExp(
+        `^"image ${escapeRe(unknown)} not found locally and the pull failed: .*(not found|unknown|does not exist).*"$`,
+      ),
+    );
+    await theLab().ok('manager1', 'service', 'rm', 'unknown');
   });
 
   test('with no registry: a present image runs; a missing one fails the task with a clear message', async () => {
