@@ -317,12 +317,21 @@ export class DockerRuntime implements Runtime {
       lastMessage = message;
       onProgress?.(message);
     };
+    const idleMessage = `no progress from the engine's pull for ${this.pullTimeoutMs} ms`;
     return new Promise((resolve, reject) => {
       let settled = false;
+      let timedOut = false;
       const finish = (reason: string | undefined) => {
         if (settled) return;
         settled = true;
         resolve(reason);
+      };
+      const engineDown = (why: string) => {
+        if (settled) return;
+        settled = true;
+        reject(
+          new RuntimeUnavailableError(`the Docker engine does not answer on ${this.socketPath}: ${why}`),
+        );
       };
       const req = http.request(
         {
@@ -359,28 +368,26 @@ export class DockerRuntime implements Runtime {
             progress.end();
             finish(progress.error);
           });
-          res.on('error', (err) => finish(progress.error ?? err.message));
-          // Cut without an end (the engine restarted): not a success.
-          res.on('close', () =>
-            finish(progress.error ?? (res.complete ? undefined : 'the pull stream was cut')),
-          );
+          // Cut before its end: our own limit or hang-up, else the engine went away (it may be
+          // restarting: the task waits for it rather than failing).
+          const cut = () => {
+            if (progress.error !== undefined) finish(progress.error);
+            else if (timedOut) finish(idleMessage);
+            else if (signal?.aborted) finish('the pull was given up');
+            else if (!res.complete) engineDown('the pull stream was cut');
+          };
+          res.on('error', cut);
+          res.on('close', cut);
         },
       );
-      req.setTimeout(this.pullTimeoutMs, () =>
-        req.destroy(new Error(`no progress from the engine's pull for ${this.pullTimeoutMs} ms`)),
-      );
+      req.setTimeout(this.pullTimeoutMs, () => {
+        timedOut = true;
+        req.destroy(new Error(idleMessage));
+      });
       req.on('error', (err: NodeJS.ErrnoException) => {
-        if (settled) return;
-        if (err.code !== undefined && ENGINE_DOWN_CODES.has(err.code)) {
-          settled = true;
-          reject(
-            new RuntimeUnavailableError(
-              `the Docker engine does not answer on ${this.socketPath}: ${err.message}`,
-            ),
-          );
-        } else {
-          finish(err.message);
-        }
+        if (timedOut) finish(idleMessage);
+        else if (err.code !== undefined && ENGINE_DOWN_CODES.has(err.code)) engineDown(err.message);
+        else finish(err.message);
       });
       req.end();
     });
