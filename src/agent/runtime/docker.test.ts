@@ -1,8 +1,13 @@
 // The service spec → Engine API create body mapping, without an engine.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
 import { Mount_Type, PortConfig_Protocol, PortConfig_PublishMode, Task } from '../../gen/cluster/v1/objects';
-import { containerConfig, containerName, splitImage } from './docker';
+import { DockerRuntime, containerConfig, containerName, splitImage } from './docker';
+import { RuntimeUnavailableError } from './index';
 
 test('the container config carries every mapped field of the spec', () => {
   const task = Task.fromPartial({
@@ -136,5 +141,28 @@ test("HTTP and TCP probes are the agent's: Docker gets no check of that form and
       'n',
     );
     assert.deepEqual(c.Healthcheck, { Test: ['NONE'] });
+  }
+});
+
+test('a wait the engine cuts off by going away is the engine unavailable, not the container ending', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'docker-test-'));
+  const socketPath = path.join(dir, 'docker.sock');
+  // As dockerd does on SIGTERM with live-restore: the wait's headers are out, then the connection drops.
+  const server = http.createServer((req, res) => {
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    res.flushHeaders();
+    setImmediate(() => req.socket.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+  try {
+    const runtime = new DockerRuntime({ socketPath });
+    await assert.rejects(
+      runtime.wait('c1', new AbortController().signal),
+      (err: unknown) =>
+        err instanceof RuntimeUnavailableError && err.message.includes(`does not answer on ${socketPath}`),
+    );
+  } finally {
+    await new Promise((resolve) => server.close(resolve));
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -221,7 +221,13 @@ export class DockerRuntime implements Runtime {
           res.on('end', () =>
             resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }),
           );
-          res.on('error', reject);
+          // The engine went away mid-answer (a wait held open while it stops): the engine is down,
+          // not the container ended or the request wrong.
+          res.on('error', (err: NodeJS.ErrnoException) => reject(this.mapSocketError(err)));
+          res.on('close', () => {
+            if (!res.complete && !opts.signal?.aborted)
+              reject(this.unavailable(new Error('the connection closed before the answer ended')));
+          });
         },
       );
       const timeoutMs = opts.timeoutMs ?? REQUEST_TIMEOUT_MS;
@@ -230,19 +236,20 @@ export class DockerRuntime implements Runtime {
           req.destroy(new Error(`docker ${method} ${path}: no answer within ${timeoutMs} ms`)),
         );
       }
-      req.on('error', (err: NodeJS.ErrnoException) => {
-        if (err.code !== undefined && ENGINE_DOWN_CODES.has(err.code)) {
-          reject(
-            new RuntimeUnavailableError(
-              `the Docker engine does not answer on ${this.socketPath}: ${err.message}`,
-            ),
-          );
-        } else {
-          reject(err);
-        }
-      });
+      req.on('error', (err: NodeJS.ErrnoException) => reject(this.mapSocketError(err)));
       req.end(payload);
     });
+  }
+
+  private unavailable(err: Error): RuntimeUnavailableError {
+    return new RuntimeUnavailableError(
+      `the Docker engine does not answer on ${this.socketPath}: ${err.message}`,
+    );
+  }
+
+  /** Socket errors meaning the engine is down become RuntimeUnavailableError; others stay. */
+  private mapSocketError(err: NodeJS.ErrnoException): Error {
+    return err.code !== undefined && ENGINE_DOWN_CODES.has(err.code) ? this.unavailable(err) : err;
   }
 
   private async call(
