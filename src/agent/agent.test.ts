@@ -226,6 +226,63 @@ test('a runtime that does not answer makes the node NOT_READY; its tasks wait an
   }
 });
 
+test('an agent restarted while its runtime is down fails none of its tasks and adopts their containers once it answers', async () => {
+  const { stores } = localStores(1);
+  const store = stores[0];
+  if (!store) throw new Error('no store');
+  await store.update((tx) => tx.nodes.create(makeNode('h', { id: 'n1' })));
+  const m = await startManager(store, () => m.addr);
+  m.leading = true;
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'agent-test-'));
+  const runtime = new FakeRuntime();
+  const options = {
+    dataDir,
+    credentials: credentials.createInsecure(),
+    managers: [m.addr],
+    nodeId: 'n1',
+    runtime,
+    logger,
+  };
+  let agent = await Agent.start(options);
+  const node = () => store.view((tx) => tx.nodes.get('n1'));
+  try {
+    await store.update((tx) => {
+      tx.tasks.create(makeTask('svc', 1, { id: 't1', nodeId: 'n1' }));
+      tx.tasks.create(makeTask('svc', 2, { id: 'gone', nodeId: 'n1' }));
+    });
+    await until('t1 running', () => stateOf(store, 't1') === TaskState.TASK_STATE_RUNNING);
+    await until('gone running', () => stateOf(store, 'gone') === TaskState.TASK_STATE_RUNNING);
+    const container = runtime.containerOf('t1');
+    assert.ok(container);
+    await agent.stop();
+    runtime.down = true;
+    // Removed from the store while the agent was away: its container is an orphan.
+    await store.update((tx) => tx.tasks.delete('gone'));
+    agent = await Agent.start(options);
+    await agent.connected();
+    await until('node NOT_READY', () => node()?.status?.state === NodeState.NODE_STATE_NOT_READY);
+    await until('t1 held again', () => agent.assignedTaskIds().includes('t1'));
+    assert.equal(agent.controller('t1'), undefined, 'no controller before its container can be seen');
+    assert.equal(stateOf(store, 't1'), TaskState.TASK_STATE_RUNNING);
+
+    runtime.down = false;
+    await until('node READY', () => node()?.status?.state === NodeState.NODE_STATE_READY);
+    await until('t1 adopted', () => agent.controller('t1')?.container === container.info.id);
+    await until('the orphan removed', () => runtime.containerOf('gone') === undefined);
+    assert.equal(runtime.calls.filter((c) => c === 'prepare t1').length, 1, 'no second container for t1');
+    assert.equal(stateOf(store, 't1'), TaskState.TASK_STATE_RUNNING);
+    container.exit(3);
+    await until(
+      't1 failed: its container is watched',
+      () => stateOf(store, 't1') === TaskState.TASK_STATE_FAILED,
+    );
+  } finally {
+    await agent.stop();
+    await stopManager(m);
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
 test('over mutual TLS the dispatcher knows the agent by its certificate', async () => {
   const ca = await createRootCA('c1');
   const issue = async (nodeId: string, role: 'manager' | 'worker'): Promise<NodeTls> => {

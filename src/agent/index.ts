@@ -89,6 +89,12 @@ export class Agent {
   private runtimeWatch: Promise<void> | undefined;
   private readonly controllers = new Map<string, TaskController>();
   private readonly tasks = new Map<string, Task>();
+  /**
+   * Whether the runtime has listed this node's containers since the agent started. Until it has
+   * (the runtime was down at start), no controller starts: one would take a running task whose
+   * container it cannot see yet for gone (FAILED), or start a second container for it.
+   */
+  private adoptionDone = false;
   /** Containers found by label at start whose task the first full assignment has not named yet. */
   private readonly adopted = new Map<string, ContainerInfo>();
   private pending: TaskStatusUpdate[] = [];
@@ -182,11 +188,23 @@ export class Agent {
     for await (const [id, value] of this.db.iterator()) {
       this.tasks.set(id, Task.decode(value));
     }
-    let containers: ContainerInfo[] = [];
+    await this.adoptContainers();
+  }
+
+  /**
+   * Lists this node's containers by label and starts the controllers of the tasks held, each
+   * with its container. False while the runtime does not answer: retried as it comes back.
+   */
+  private async adoptContainers(): Promise<boolean> {
+    let containers: ContainerInfo[];
     try {
       containers = await this.options.runtime.adopt(this.options.nodeId);
     } catch (err) {
-      this.logger.warn({ err }, 'could not list containers to adopt; the runtime may be down');
+      this.logger.warn(
+        { err: err instanceof Error ? err.message : String(err) },
+        'could not list containers to adopt; tasks wait until the runtime answers',
+      );
+      return false;
     }
     for (const c of containers) {
       const previous = this.adopted.get(c.taskId);
@@ -201,11 +219,33 @@ export class Agent {
       }
       this.adopted.set(c.taskId, c);
     }
+    this.adoptionDone = true;
+    // A full assignment came while the runtime was down: what it did not name is not ours.
+    if (this.sawFullSet) this.removeOrphans(new Set(this.tasks.keys()));
     for (const task of this.tasks.values()) this.ensureController(task);
     this.logger.info({ tasks: this.tasks.size, containers: containers.length }, 'agent resumed');
+    return true;
+  }
+
+  /** Stops and removes adopted containers of tasks not in `named` (the first full assignment). */
+  private removeOrphans(named: Set<string>): void {
+    for (const [taskId, container] of [...this.adopted]) {
+      if (named.has(taskId)) continue;
+      this.adopted.delete(taskId);
+      this.logger.info(
+        { taskId, containerId: container.id },
+        'removing the container of a task no longer assigned',
+      );
+      this.options.runtime
+        .stop(container.id, 0)
+        .then(() => this.options.runtime.remove(container.id))
+        .catch((err: unknown) => this.logger.warn({ err, taskId }, 'could not remove an orphan container'));
+    }
   }
 
   private ensureController(task: Task): void {
+    // Held (in this.tasks) until adoptContainers can match it with its container.
+    if (!this.adoptionDone) return;
     const existing = this.controllers.get(task.id);
     if (existing) {
       existing.update(task);
@@ -299,20 +339,7 @@ export class Agent {
       for (const id of [...this.tasks.keys()]) if (!named.has(id)) this.unassign(id);
       if (!this.sawFullSet) {
         this.sawFullSet = true;
-        for (const [taskId, container] of [...this.adopted]) {
-          if (named.has(taskId)) continue;
-          this.adopted.delete(taskId);
-          this.logger.info(
-            { taskId, containerId: container.id },
-            'removing the container of a task no longer assigned',
-          );
-          this.options.runtime
-            .stop(container.id, 0)
-            .then(() => this.options.runtime.remove(container.id))
-            .catch((err: unknown) =>
-              this.logger.warn({ err, taskId }, 'could not remove an orphan container'),
-            );
-        }
+        if (this.adoptionDone) this.removeOrphans(named);
       }
     }
     for (const incoming of message.updatedTasks) {
@@ -372,6 +399,9 @@ export class Agent {
     } catch (err) {
       error = err instanceof Error ? err.message : String(err);
     }
+    // Back after a start without it: take the containers and start the held tasks.
+    if (!error && !this.adoptionDone && !(await this.adoptContainers()))
+      error = 'could not list its containers';
     if (error === this.runtimeError) return;
     if (error)
       this.logger.warn({ err: error }, 'container runtime unavailable: this node takes no new tasks');

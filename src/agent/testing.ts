@@ -131,6 +131,7 @@ export class FakeRuntime implements Runtime {
   }
 
   adopt(nodeId: string): Promise<ContainerInfo[]> {
+    if (this.down) return Promise.reject(new RuntimeUnavailableError('the fake engine is down'));
     return Promise.resolve(
       [...this.containers.values()].filter((c) => c.nodeId === nodeId).map((c) => ({ ...c.info })),
     );
