@@ -336,9 +336,7 @@ export class DockerRuntime implements Runtime {
       const engineDown = (why: string) => {
         if (settled) return;
         settled = true;
-        reject(
-          new RuntimeUnavailableError(`the Docker engine does not answer on ${this.socketPath}: ${why}`),
-        );
+        reject(this.unavailable(new Error(why)));
       };
       const req = http.request(
         {
