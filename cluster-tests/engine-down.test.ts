@@ -165,16 +165,19 @@ class PrivateEngine {
    */
   async destroy(): Promise<string[]> {
     const problems: string[] = [];
+    let removed = true;
     if (fs.existsSync(this.dataRoot)) {
       try {
         if (!this.running) await this.start();
         const res = await fetchContainers(this.socketPath);
         for (const id of res) await this.api.remove(id);
       } catch (err) {
+        removed = false;
         problems.push(`containers not removed through the API: ${String(err)}`);
       }
     }
     await this.stop();
+    if (!removed) this.removeLeftovers(problems);
     for (const point of mountsUnder(this.dataRoot).concat(mountsUnder(this.execRoot))) {
       const r = spawnSync('umount', [point], { encoding: 'utf8' });
       if (r.status !== 0) {
@@ -190,6 +193,39 @@ class PrivateEngine {
       }
     }
     return problems;
+  }
+
+  /**
+   * When the engine could not be asked: its live-restored containers through runc (its runc
+   * state is under our exec root), then their shims, found by our containerd's address.
+   */
+  private removeLeftovers(problems: string[]): void {
+    const runcRoots = path.join(this.execRoot, 'runtime-runc');
+    for (const namespace of fs.existsSync(runcRoots) ? fs.readdirSync(runcRoots) : []) {
+      const root = path.join(runcRoots, namespace);
+      const list = spawnSync('runc', ['--root', root, 'list', '-q'], { encoding: 'utf8' });
+      for (const id of list.stdout.split('\n').filter(Boolean)) {
+        const r = spawnSync('runc', ['--root', root, 'delete', '--force', id], { encoding: 'utf8' });
+        if (r.status !== 0) problems.push(`runc delete ${id}: ${r.stderr.trim()}`);
+      }
+    }
+    const address = path.join(this.execRoot, 'containerd', 'containerd.sock');
+    for (const entry of fs.readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      let argv: string[];
+      try {
+        argv = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      } catch {
+        continue; // Gone meanwhile.
+      }
+      if (argv[0]?.includes('containerd-shim') && argv.includes(address)) {
+        try {
+          process.kill(Number(entry), 'SIGKILL');
+        } catch (err) {
+          problems.push(`kill shim ${entry}: ${String(err)}`);
+        }
+      }
+    }
   }
 }
 
@@ -250,6 +286,15 @@ test(
     });
 
     await engine.start();
+    // Its own containerd (under its exec root) unless a system one answers; its own namespaces either way.
+    const systemContainerd = fs.existsSync('/run/containerd/containerd.sock');
+    t.diagnostic(
+      systemContainerd
+        ? 'the private dockerd shares the system containerd, in namespace cluster-test-<pid>'
+        : 'the private dockerd runs its own containerd',
+    );
+    if (!systemContainerd)
+      assert.ok(fs.existsSync(path.join(engine.execRoot, 'containerd', 'containerd.sock')));
     const load = spawnSync(
       'bash',
       ['-o', 'pipefail', '-c', `docker save ${IMAGE} | docker -H unix://${engine.socketPath} load`],
@@ -295,8 +340,10 @@ test(
       assert.equal(t1.status, 'running');
       assert.ok(processAlive(t1.pid), `t1's process ${t1.pid} runs`);
 
+      const stoppedAt = Date.now();
       await engine.stop();
       await until('node NOT_READY naming the engine', notReadyNamingEngine);
+      t.diagnostic(`SIGTERM to NOT_READY in the store: ${Date.now() - stoppedAt} ms`);
       assert.match(node()?.status?.message ?? '', /^container runtime unavailable: the Docker engine/);
       assert.ok(processAlive(t1.pid), 'live-restore: the container outlives its engine');
       assert.deepEqual(fs.readFileSync(`/proc/${t1.pid}/cmdline`, 'utf8').split('\0', 2), ['sleep', '86400']);
@@ -313,7 +360,9 @@ test(
       assert.ok(processAlive(t1.pid));
 
       await engine.start();
+      const answeredAt = Date.now();
       await until('node READY again', () => node()?.status?.state === NodeState.NODE_STATE_READY);
+      t.diagnostic(`engine answering to READY in the store: ${Date.now() - answeredAt} ms`);
       await until('t2 RUNNING', () => stateOf('t2')?.state === TaskState.TASK_STATE_RUNNING);
       const after = await onlyContainer('t1');
       assert.equal(after.id, t1.id, 'the same container, adopted not recreated');
