@@ -7,8 +7,9 @@
 //
 // The private engine: its own socket, data root, exec root, pidfile and containerd (it starts
 // its own unless a system containerd answers on /run/containerd/containerd.sock; its own
-// containerd namespaces either way), `--bridge none --iptables=false --ip6tables=false` (no
-// change to the host's network). A task without networks asks Docker for the default bridge;
+// containerd namespaces either way), `--bridge none --iptables=false --ip6tables=false`, run in
+// a network namespace of its own (`unshare --net`: with `--bridge none` dockerd deletes any link
+// named docker0 it sees, which on the host is the shared engine's bridge). A task without networks asks Docker for the default bridge;
 // with `--bridge none` the engine gives such a container its own network namespace with
 // loopback only, which is all these tasks need.
 import { test } from 'node:test';
@@ -86,9 +87,16 @@ class PrivateEngine {
   async start(): Promise<void> {
     fs.mkdirSync(this.socketDir, { recursive: true });
     const log = fs.openSync(this.logPath, 'a');
+    // In a network namespace of its own (unshare execs dockerd: the child's PID is dockerd's):
+    // whatever dockerd does to links by name stays there. Without it, `--bridge none` deletes
+    // the host's docker0 at start (libnetwork's removeDefaultBridgeInterface), which is the
+    // shared engine's default bridge.
     const child = spawn(
-      'dockerd',
+      'unshare',
       [
+        '--net',
+        '--',
+        'dockerd',
         '--host',
         `unix://${this.socketPath}`,
         '--data-root',
@@ -243,12 +251,21 @@ function fetchContainers(socketPath: string): Promise<string[]> {
   });
 }
 
+/** The host's bridges by name (docker0 is the shared engine's; the lab's come and go under the lock we hold). */
+function hostBridges(): string[] {
+  const r = spawnSync('ip', ['-j', 'link', 'show', 'type', 'bridge'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  return (JSON.parse(r.stdout) as { ifname: string }[]).map((l) => l.ifname).sort();
+}
+
 function processAlive(pid: number): boolean {
   return pid > 0 && fs.existsSync(`/proc/${pid}`);
 }
 
 const isRoot = process.getuid?.() === 0;
-const hasDockerd = spawnSync('dockerd', ['--version'], { encoding: 'utf8' }).status === 0;
+const hasDockerd =
+  spawnSync('dockerd', ['--version'], { encoding: 'utf8' }).status === 0 &&
+  spawnSync('unshare', ['--version'], { encoding: 'utf8' }).status === 0;
 const sharedImage =
   spawnSync('docker', ['image', 'inspect', IMAGE], { encoding: 'utf8', timeout: 60_000 }).status === 0;
 
@@ -257,7 +274,7 @@ test(
   {
     skip:
       (!isRoot && 'needs root (it runs its own dockerd)') ||
-      (!hasDockerd && 'no dockerd (apt-get install docker.io)') ||
+      (!hasDockerd && 'no dockerd or unshare (apt-get install docker.io util-linux)') ||
       (!sharedImage && `the shared engine has no ${IMAGE} (scripts/make-images.sh)`),
   },
   async (t) => {
@@ -285,6 +302,7 @@ test(
       assert.deepEqual(problems, [], 'the private engine was not cleaned up completely');
     });
 
+    const bridgesBefore = hostBridges();
     await engine.start();
     // Its own containerd (under its exec root) unless a system one answers; its own namespaces either way.
     const systemContainerd = fs.existsSync('/run/containerd/containerd.sock');
@@ -424,6 +442,12 @@ test(
         encoding: 'utf8',
       });
       assert.equal(mine.stdout.trim(), '', 'none of our containers is in the shared engine');
+      const bridgesNow = hostBridges();
+      assert.deepEqual(
+        bridgesBefore.filter((b) => !bridgesNow.includes(b)),
+        [],
+        "the host's bridges (the shared engine's docker0) are all still there after two engine starts",
+      );
     });
   },
 );
