@@ -6,7 +6,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { capabilities, eventually, jsonLines, root, run, useLab } from './lib/lab';
+import { probeScenario, tasksOf as tasksOfService, type TaskRow } from './lib/health';
+import { capabilities, eventually, root, run, useLab } from './lib/lab';
 
 const caps = capabilities();
 const needs =
@@ -21,19 +22,8 @@ function theLab() {
   return lab;
 }
 
-interface TaskRow {
-  ID: string;
-  Name: string;
-  Node: string;
-  DesiredState: string;
-  CurrentState: string;
-  Error: string;
-}
-
-async function tasksOf(service: string): Promise<TaskRow[]> {
-  return jsonLines<TaskRow>(
-    await theLab().ok('manager1', '--format', 'json', 'service', 'ps', '--no-trunc', service),
-  );
+function tasksOf(service: string): Promise<TaskRow[]> {
+  return tasksOfService(theLab(), service);
 }
 
 async function runningTasks(service: string, count: number): Promise<TaskRow[]> {
@@ -283,68 +273,7 @@ describe('lab healthchecks', { skip: needs }, () => {
   });
 
   test("HTTP and TCP probes run by the agent in each container's namespace; Docker gets no check", async () => {
-    // The probes are a node process each: a timeout that a loaded machine cannot miss.
-    const probeRules = ['--health-interval', '1s', '--health-timeout', '10s', '--health-retries', '2'];
-    await theLab().ok(
-      'manager1',
-      'service',
-      'create',
-      '-d',
-      '--name',
-      'web',
-      '--replicas',
-      '2',
-      '--health-http',
-      '80/',
-      ...probeRules,
-      'local/busybox:1',
-      'httpd',
-      '-f',
-      '-p',
-      '80',
-      '-h',
-      '/www',
-    );
-    await theLab().ok(
-      'manager1',
-      'service',
-      'create',
-      '-d',
-      '--name',
-      'closed',
-      '--health-tcp',
-      '81',
-      ...probeRules,
-      '--restart-delay',
-      '1s',
-      'local/busybox:1',
-      'sleep',
-      '600',
-    );
-    const healthy = await eventually(
-      'both web replicas healthy through their HTTP probes',
-      CONVERGE_TIMEOUT_MS,
-      async () => {
-        const rows = (await tasksOf('web')).filter((r) => r.DesiredState === 'Running');
-        return rows.length === 2 && rows.every((r) => /^Running .* \(healthy\)$/.test(r.CurrentState))
-          ? rows
-          : undefined;
-      },
-      500,
-    );
-    const failed = await eventually(
-      'the closed task FAILED as unhealthy (nothing on port 81) and a replacement meant to run',
-      CONVERGE_TIMEOUT_MS,
-      async () => {
-        const rows = await tasksOf('closed');
-        const old = rows.find((r) => /^Failed/.test(r.CurrentState));
-        const replacement = rows.find((r) => r.DesiredState === 'Running' && r.ID !== old?.ID);
-        return old && replacement ? old : undefined;
-      },
-      1000,
-    );
-    assert.match(failed.Error, /unhealthy container/);
-    assert.match(failed.CurrentState, /\(unhealthy\)$/);
+    const healthy = await probeScenario(theLab(), 2, CONVERGE_TIMEOUT_MS);
 
     // Docker runs no check of its own for these (and none of the image's).
     const first = healthy[0];

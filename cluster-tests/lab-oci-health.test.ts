@@ -6,7 +6,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { capabilities, eventually, jsonLines, useLab } from './lib/lab';
+import { allHealthy, failedUnhealthyAndReplaced, probeScenario } from './lib/health';
+import { capabilities, eventually, useLab } from './lib/lab';
 
 const caps = capabilities();
 const haveRunc = spawnSync('runc', ['--version']).status === 0;
@@ -23,20 +24,6 @@ const TIMEOUT_MS = 90_000;
 function theLab() {
   if (!lab) throw new Error('no lab');
   return lab;
-}
-
-interface TaskRow {
-  ID: string;
-  Name: string;
-  DesiredState: string;
-  CurrentState: string;
-  Error: string;
-}
-
-async function tasksOf(service: string): Promise<TaskRow[]> {
-  return jsonLines<TaskRow>(
-    await theLab().ok('manager1', '--format', 'json', 'service', 'ps', '--no-trunc', service),
-  );
 }
 
 const CHECK = ['--health-interval', '1s', '--health-timeout', '2s', '--health-retries', '2'];
@@ -81,30 +68,8 @@ describe('lab oci healthchecks', { skip: needs }, () => {
       script,
     );
 
-    await eventually(
-      'both ok replicas healthy in service ps',
-      TIMEOUT_MS,
-      async () => {
-        const rows = (await tasksOf('ok')).filter((r) => r.DesiredState === 'Running');
-        return rows.length === 2 && rows.every((r) => /^Running .* \(healthy\)$/.test(r.CurrentState))
-          ? rows
-          : undefined;
-      },
-      500,
-    );
-    const failed = await eventually(
-      'the bad task FAILED as unhealthy and a replacement meant to run',
-      TIMEOUT_MS,
-      async () => {
-        const rows = await tasksOf('bad');
-        const old = rows.find((r) => /^Failed/.test(r.CurrentState));
-        const replacement = rows.find((r) => r.DesiredState === 'Running' && r.ID !== old?.ID);
-        return old && replacement ? old : undefined;
-      },
-      1000,
-    );
-    assert.match(failed.Error, /unhealthy container/);
-    assert.match(failed.CurrentState, /\(unhealthy\)$/);
+    await allHealthy(theLab(), 'ok', 2, TIMEOUT_MS);
+    await failedUnhealthyAndReplaced(theLab(), 'bad', TIMEOUT_MS);
 
     // The oci runtime's captured output through the log broker.
     const out = await eventually(
@@ -122,71 +87,11 @@ describe('lab oci healthchecks', { skip: needs }, () => {
   });
 
   test("HTTP and TCP probes run in the task's network namespace: an answer is healthy, none is replaced", async () => {
-    // The probes are a node process each: a timeout that a loaded machine cannot miss.
-    const probeRules = ['--health-interval', '1s', '--health-timeout', '10s', '--health-retries', '2'];
-    await theLab().ok(
-      'manager1',
-      'service',
-      'create',
-      '-d',
-      '--name',
-      'web',
-      '--health-http',
-      '80/',
-      ...probeRules,
-      'local/busybox:1',
-      'httpd',
-      '-f',
-      '-p',
-      '80',
-      '-h',
-      '/www',
-    );
-    await theLab().ok(
-      'manager1',
-      'service',
-      'create',
-      '-d',
-      '--name',
-      'closed',
-      '--health-tcp',
-      '81',
-      ...probeRules,
-      '--restart-delay',
-      '1s',
-      'local/busybox:1',
-      'sleep',
-      '600',
-    );
+    await probeScenario(theLab(), 1, TIMEOUT_MS);
     const [inspected] = JSON.parse(await theLab().ok('manager1', 'service', 'inspect', 'web')) as {
       spec?: { task?: { container?: { healthcheck?: { test?: string[] } } } };
     }[];
     assert.deepEqual(inspected?.spec?.task?.container?.healthcheck?.test, ['HTTP', '80', '/']);
-
-    await eventually(
-      'the web task healthy through its HTTP probe',
-      TIMEOUT_MS,
-      async () => {
-        const rows = (await tasksOf('web')).filter((r) => r.DesiredState === 'Running');
-        return rows.length === 1 && rows.every((r) => /^Running .* \(healthy\)$/.test(r.CurrentState))
-          ? rows
-          : undefined;
-      },
-      500,
-    );
-    const failed = await eventually(
-      'the closed task FAILED as unhealthy (nothing on port 81) and a replacement meant to run',
-      TIMEOUT_MS,
-      async () => {
-        const rows = await tasksOf('closed');
-        const old = rows.find((r) => /^Failed/.test(r.CurrentState));
-        const replacement = rows.find((r) => r.DesiredState === 'Running' && r.ID !== old?.ID);
-        return old && replacement ? old : undefined;
-      },
-      1000,
-    );
-    assert.match(failed.Error, /unhealthy container/);
-    assert.match(failed.CurrentState, /\(unhealthy\)$/);
     await theLab().ok('manager1', 'service', 'rm', 'web', 'closed');
   });
 });
