@@ -139,7 +139,8 @@ async function timeEngine(tag: string, replicas: number): Promise<number> {
   const label = `cluster-bench-floor=${tag}`;
   const t0 = performance.now();
   try {
-    await Promise.all(
+    // allSettled: on a failure the cleanup below must not run before the other creates land.
+    const outcomes = await Promise.allSettled(
       Array.from({ length: replicas }, async () => {
         const created = await dockerSend('POST', '/v1.41/containers/create', {
           Image: IMAGE,
@@ -150,6 +151,8 @@ async function timeEngine(tag: string, replicas: number): Promise<number> {
         await dockerSend('POST', `/v1.41/containers/${Id}/start`);
       }),
     );
+    const failure = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+    if (failure) throw failure.reason;
     return performance.now() - t0;
   } finally {
     const filters = encodeURIComponent(JSON.stringify({ label: [label] }));
