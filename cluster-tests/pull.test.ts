@@ -16,7 +16,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { PULL_TIMEOUT_MS } from '../src/agent/runtime/docker';
-import { capabilities, eventually, jsonLines, root, run, useLab } from './lib/lab';
+import { tasksOf } from './lib/health';
+import { capabilities, eventually, root, run, useLab } from './lib/lab';
 
 const REGISTRY_BIN = '/usr/bin/docker-registry';
 const BASE_IMAGE = 'local/busybox:1';
@@ -138,14 +139,6 @@ class PullGate {
   }
 }
 
-interface TaskRow {
-  ID: string;
-  Name: string;
-  CurrentState: string;
-  DesiredState: string;
-  Error: string;
-}
-
 const caps = capabilities();
 const needs =
   caps.labUnavailable ??
@@ -168,10 +161,7 @@ describe('image pulls from a registry on loopback (one-node lab, Docker runtime)
     if (!lab) throw new Error('no lab');
     return lab;
   };
-  const tasks = async (service: string) =>
-    jsonLines<TaskRow>(
-      await theLab().ok('manager1', '--format', 'json', 'service', 'ps', '--no-trunc', service),
-    );
+  const tasks = (service: string) => tasksOf(theLab(), service);
   const registryLog = () => {
     try {
       return fs.readFileSync(path.join(tmp, 'registry.log'), 'utf8').split('\n').slice(-20).join('\n');
@@ -250,6 +240,34 @@ describe('image pulls from a registry on loopback (one-node lab, Docker runtime)
     }
     if (tmp !== '') fs.rmSync(tmp, { recursive: true, force: true });
   });
+
+  /** The first task of SERVICE once it runs; a task that ended instead fails the test at once. */
+  const runningTask = (service: string, what: string) =>
+    eventually(what, WAIT_MS, async () => {
+      const row = (await tasks(service))[0];
+      if (row && /^(Failed|Rejected)/.test(row.CurrentState))
+        throw new Error(`the task ended: ${row.CurrentState} ${row.Error}`);
+      return row && /^Running/.test(row.CurrentState) ? row : undefined;
+    });
+
+  /** Creates SERVICE from IMAGE, never restarted, and waits for its task to fail. */
+  const failedTask = async (service: string, img: string, what: string) => {
+    await theLab().ok(
+      'manager1',
+      'service',
+      'create',
+      '-d',
+      '--restart-condition',
+      'none',
+      '--name',
+      service,
+      img,
+    );
+    return eventually(what, WAIT_MS, async () => {
+      const row = (await tasks(service))[0];
+      return row && /^Failed/.test(row.CurrentState) ? row : undefined;
+    });
+  };
 
   /** `service ps SERVICE`'s CurrentState once it shows the pull's progress with byte counts. */
   const pullProgress = (service: string): Promise<string> => {
@@ -334,33 +352,14 @@ describe('image pulls from a registry on loopback (one-node lab, Docker runtime)
       if (create.exitCode === null && create.signalCode === null && create.pid !== undefined)
         process.kill(-create.pid, 'SIGKILL');
     }
-    const running = await eventually('the pulled task runs', WAIT_MS, async () => {
-      const row = (await tasks('pulled'))[0];
-      if (row && /^(Failed|Rejected)/.test(row.CurrentState))
-        throw new Error(`the task ended: ${row.CurrentState} ${row.Error}`);
-      return row && /^Running/.test(row.CurrentState) ? row : undefined;
-    });
+    const running = await runningTask('pulled', 'the pulled task runs');
     assert.equal(running.Error, '');
     assert.ok(await imagePresent(image), 'the image is present locally after the pull');
   });
 
   test("an image the registry does not have fails the task with the registry's reason", async (t) => {
     const unknown = image.replace('/pulltest/busybox:1', '/pulltest/nosuch:1');
-    await theLab().ok(
-      'manager1',
-      'service',
-      'create',
-      '-d',
-      '--restart-condition',
-      'none',
-      '--name',
-      'unknown',
-      unknown,
-    );
-    const failed = await eventually('the task of an unknown image fails', WAIT_MS, async () => {
-      const row = (await tasks('unknown'))[0];
-      return row && /^Failed/.test(row.CurrentState) ? row : undefined;
-    });
+    const failed = await failedTask('unknown', unknown, 'the task of an unknown image fails');
     t.diagnostic(`error: ${failed.Error}`);
     // The registry answered: its reason, not "no registry is reachable".
     assert.match(
@@ -380,12 +379,7 @@ describe('image pulls from a registry on loopback (one-node lab, Docker runtime)
       'the registry still answers',
     );
     await theLab().ok('manager1', 'service', 'create', '-d', '--name', 'present', image);
-    await eventually('the task of a locally present image runs without a registry', WAIT_MS, async () => {
-      const row = (await tasks('present'))[0];
-      if (row && /^(Failed|Rejected)/.test(row.CurrentState))
-        throw new Error(`the task ended: ${row.CurrentState} ${row.Error}`);
-      return row && /^Running/.test(row.CurrentState) ? row : undefined;
-    });
+    await runningTask('present', 'the task of a locally present image runs without a registry');
 
     await theLab().ok('manager1', 'service', 'rm', 'pulled', 'present');
     // rmi succeeds once no container of the removed services holds the image.
@@ -394,21 +388,7 @@ describe('image pulls from a registry on loopback (one-node lab, Docker runtime)
     );
     assert.equal(await imagePresent(image), false);
 
-    await theLab().ok(
-      'manager1',
-      'service',
-      'create',
-      '-d',
-      '--restart-condition',
-      'none',
-      '--name',
-      'missing',
-      image,
-    );
-    const failed = await eventually('the task of a missing image fails', WAIT_MS, async () => {
-      const row = (await tasks('missing'))[0];
-      return row && /^Failed/.test(row.CurrentState) ? row : undefined;
-    });
+    const failed = await failedTask('missing', image, 'the task of a missing image fails');
     assert.match(
       failed.Error,
       new RegExp(

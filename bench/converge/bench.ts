@@ -86,23 +86,11 @@ function parseArgs(argv: string[]): { runs: number; sizes: number[] } {
 
 // ------------------------------------------------------------------ Docker API
 
-function dockerGet<T>(urlPath: string): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ socketPath: DOCKER_SOCKET, path: urlPath, timeout: 10_000 }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const body = Buffer.concat(chunks).toString();
-        if ((res.statusCode ?? 500) >= 300) reject(new Error(`docker ${urlPath}: ${res.statusCode} ${body}`));
-        else resolve(JSON.parse(body) as T);
-      });
-    });
-    req.on('timeout', () => req.destroy(new Error(`docker ${urlPath}: timed out`)));
-    req.on('error', reject);
-  });
+async function dockerGet<T>(urlPath: string): Promise<T> {
+  return JSON.parse(await dockerSend('GET', urlPath)) as T;
 }
 
-function dockerSend(method: 'POST' | 'DELETE', urlPath: string, body?: object): Promise<string> {
+function dockerSend(method: 'GET' | 'POST' | 'DELETE', urlPath: string, body?: object): Promise<string> {
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const req = http.request(

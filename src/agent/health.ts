@@ -5,6 +5,7 @@
 // network namespace, through probe-main.
 import { spawn } from 'node:child_process';
 import path from 'node:path';
+import { captureOutput } from '../common/child';
 import type { HealthConfig, Task } from '../gen/cluster/v1/objects';
 import type { Duration } from '../gen/google/protobuf/duration';
 import type { ExecResult, HealthStatus } from './runtime';
@@ -53,10 +54,14 @@ export function networkProbe(config: HealthConfig | undefined): NetworkProbe | u
   return undefined;
 }
 
+/** Whether the config defines a check the agent can run (not empty, not ["NONE"]). */
+function definesCheck(config: HealthConfig | undefined): boolean {
+  return probeArgv(config) !== undefined || networkProbe(config) !== undefined;
+}
+
 /** Whether the task's spec defines a check (not empty, not ["NONE"]). */
 export function specHasHealthcheck(task: Task): boolean {
-  const config = task.spec?.container?.healthcheck;
-  return probeArgv(config) !== undefined || networkProbe(config) !== undefined;
+  return definesCheck(task.spec?.container?.healthcheck);
 }
 
 /** The probe program, next to this file once built. */
@@ -86,16 +91,10 @@ export function runNetworkProbe(probe: NetworkProbe, pid: number, timeoutMs: num
       timeout: timeoutMs,
       killSignal: 'SIGKILL',
     });
-    let output = '';
-    const take = (chunk: Buffer) => {
-      if (output.length < PROBE_OUTPUT_MAX_CHARS)
-        output += chunk.toString().slice(0, PROBE_OUTPUT_MAX_CHARS - output.length);
-    };
-    child.stdout.on('data', take);
-    child.stderr.on('data', take);
+    const output = captureOutput(child, PROBE_OUTPUT_MAX_CHARS);
     child.once('error', (err) => resolve({ exitCode: -1, output: `health probe: ${err.message}` }));
     child.once('close', (code, signal) => {
-      const text = output.trim();
+      const text = output().trim();
       if (signal === 'SIGKILL')
         resolve({ exitCode: -1, output: `health check exceeded timeout (${timeoutMs} ms)` });
       else resolve({ exitCode: code ?? -1, output: text });
@@ -180,7 +179,7 @@ export async function runProbeLoop(
   deps: ProbeLoopDeps,
   signal: AbortSignal,
 ): Promise<HealthStatus> {
-  if (probeArgv(config) === undefined && networkProbe(config) === undefined) return '';
+  if (!definesCheck(config)) return '';
   const rules = healthRules(config);
   const verdict = new HealthVerdict(rules, deps.nowMs());
   deps.onChange(verdict.status, '');

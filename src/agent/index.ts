@@ -1,7 +1,6 @@
 // The worker agent: keeps a session with the leader's dispatcher (any manager leads it there),
 // heartbeats, receives assignments, keeps them in LevelDB, and runs one controller per task.
 // Containers outlive the agent: a restarted agent adopts them by label instead of duplicating.
-import os from 'node:os';
 import path from 'node:path';
 import { ChannelCredentials, Metadata, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
 import { ClassicLevel } from 'classic-level';
@@ -22,6 +21,7 @@ import { clientCredentials, type NodeTls } from '../manager/ca';
 import { TaskController } from './controller';
 import { LogPublisher } from './logs';
 import {
+  hostDescription,
   RuntimeUnavailableError,
   type ContainerInfo,
   type Runtime,
@@ -426,15 +426,7 @@ export class Agent {
       // The node still connects (so its tasks are not moved for a restarting engine), described
       // from the host alone, and says its runtime is down.
       this.runtimeError = err.message;
-      d = {
-        hostname: os.hostname(),
-        os: os.platform(),
-        architecture: os.arch() === 'x64' ? 'x86_64' : os.arch(),
-        nanoCpus: os.cpus().length * 1e9,
-        memoryBytes: os.totalmem(),
-        runtimeName: this.options.runtime.name,
-        runtimeVersion: '',
-      };
+      d = hostDescription(this.options.runtime.name, '');
     }
     return {
       hostname: d.hostname,

@@ -46,6 +46,17 @@ export const PULL_TIMEOUT_MS = 60_000;
 
 type Json = Record<string, unknown>;
 
+/** The engine's reason in an error body: its JSON `message`, else the text itself. */
+function engineMessage(body: string): string {
+  try {
+    const message = (JSON.parse(body) as { message?: unknown }).message;
+    if (typeof message === 'string' && message) return message;
+  } catch {
+    // Not JSON: the text is the reason.
+  }
+  return body.trim();
+}
+
 /** Socket errors meaning the engine is down or restarting, not that the request was wrong. */
 const ENGINE_DOWN_CODES = new Set(['ENOENT', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'EACCES']);
 
@@ -261,14 +272,10 @@ export class DockerRuntime implements Runtime {
     const res = await this.request(method, path, body, opts);
     const ok = opts.ok ?? [];
     if ((res.status >= 200 && res.status < 300) || ok.includes(res.status)) return res;
-    let message = res.body.trim();
-    try {
-      const parsed = JSON.parse(res.body) as { message?: string };
-      if (parsed.message) message = parsed.message;
-    } catch {
-      // Not JSON: keep the text.
-    }
-    throw new DockerApiError(res.status, `docker ${method} ${path.split('?')[0] ?? path}: ${message}`);
+    throw new DockerApiError(
+      res.status,
+      `docker ${method} ${path.split('?')[0] ?? path}: ${engineMessage(res.body)}`,
+    );
   }
 
   async describe(): Promise<RuntimeDescription> {
@@ -352,15 +359,7 @@ export class DockerRuntime implements Runtime {
             // Refused before streaming (a bad name, a registry that does not answer): one JSON body.
             let body = '';
             res.on('data', (chunk: string) => (body += chunk));
-            res.on('end', () => {
-              let message = body.trim();
-              try {
-                message = (JSON.parse(body) as { message?: string }).message ?? message;
-              } catch {
-                // Not JSON: keep the text.
-              }
-              finish(message || `HTTP ${res.statusCode ?? 0}`);
-            });
+            res.on('end', () => finish(engineMessage(body) || `HTTP ${res.statusCode ?? 0}`));
             res.on('error', (err) => finish(err.message));
             return;
           }
@@ -531,13 +530,10 @@ export class DockerRuntime implements Runtime {
       const chunks: Buffer[] = [];
       for await (const c of res) chunks.push(c as Buffer);
       const body = Buffer.concat(chunks).toString('utf8');
-      let message = body.trim();
-      try {
-        message = (JSON.parse(body) as { message?: string }).message ?? message;
-      } catch {
-        // Not JSON: keep the text.
-      }
-      throw new DockerApiError(res.statusCode ?? 0, `docker GET /containers/${containerId}/logs: ${message}`);
+      throw new DockerApiError(
+        res.statusCode ?? 0,
+        `docker GET /containers/${containerId}/logs: ${engineMessage(body)}`,
+      );
     }
     const demux = new DockerLogDemuxer();
     try {

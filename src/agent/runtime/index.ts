@@ -1,6 +1,7 @@
 // The container runtime interface the agent drives: one small surface (describe the node; per
 // task prepare, start, wait, stop, remove, inspect, adopt) so the Docker engine and the
 // embedded OCI runtime are interchangeable under the same task controller.
+import os from 'node:os';
 import type { Task } from '../../gen/cluster/v1/objects';
 
 /** Labels every container of ours carries: adoption after an agent restart finds them by these. */
@@ -16,6 +17,19 @@ export interface RuntimeDescription {
   memoryBytes: number;
   runtimeName: string;
   runtimeVersion: string;
+}
+
+/** The node as the host itself describes it (name, OS, CPUs, memory), with the runtime's name and version. */
+export function hostDescription(runtimeName: string, runtimeVersion: string): RuntimeDescription {
+  return {
+    hostname: os.hostname(),
+    os: os.platform(),
+    architecture: os.arch() === 'x64' ? 'x86_64' : os.arch(),
+    nanoCpus: os.cpus().length * 1e9,
+    memoryBytes: os.totalmem(),
+    runtimeName,
+    runtimeVersion,
+  };
 }
 
 export type ContainerStatus = 'created' | 'running' | 'exited' | 'other';

@@ -8,8 +8,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Mount_Type, type Task } from '../../../gen/cluster/v1/objects';
+import { captureOutput } from '../../../common/child';
 import { abortableSleep } from '../../../common/sleep';
 import {
+  hostDescription,
   RuntimeUnavailableError,
   TaskRuntimeError,
   type ContainerInfo,
@@ -162,20 +164,24 @@ function watchDir(
   return { next, close };
 }
 
-/** The path `name` runs from (PATH searched when it has no slash), or undefined. */
-async function findExecutable(name: string): Promise<string | undefined> {
-  const candidates = name.includes('/')
-    ? [name]
-    : (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':').map((dir) => path.join(dir, name));
+/** The first of `candidates` that is an executable file here, or undefined. */
+function firstExecutable(candidates: readonly string[]): string | undefined {
   for (const candidate of candidates) {
     try {
-      await fs.promises.access(candidate, fs.constants.X_OK);
+      fs.accessSync(candidate, fs.constants.X_OK);
       return candidate;
     } catch {
       // Not here: the next one.
     }
   }
   return undefined;
+}
+
+/** The path `name` runs from (PATH searched when it has no slash), or undefined. */
+function findExecutable(name: string): string | undefined {
+  if (name.includes('/')) return firstExecutable([name]);
+  const dirs = (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':');
+  return firstExecutable(dirs.map((dir) => path.join(dir, name)));
 }
 export class OciRuntime implements Runtime {
   readonly name = 'oci';
@@ -210,15 +216,8 @@ export class OciRuntime implements Runtime {
 
   /** The first executable static tini on this host, symlinks resolved (bind mounts need a file). */
   private findInit(): string | undefined {
-    for (const candidate of this.initCandidates) {
-      try {
-        fs.accessSync(candidate, fs.constants.X_OK);
-        return fs.realpathSync(candidate);
-      } catch {
-        // Not here: try the next.
-      }
-    }
-    return undefined;
+    const found = firstExecutable(this.initCandidates);
+    return found === undefined ? undefined : fs.realpathSync(found);
   }
 
   private dirOf(id: string): string {
@@ -286,7 +285,7 @@ export class OciRuntime implements Runtime {
 
   /** The embedded runtime answers while runc is there to run and the data directory is writable. */
   async ping(): Promise<void> {
-    const runc = await findExecutable(this.runcPath);
+    const runc = findExecutable(this.runcPath);
     if (runc === undefined) {
       throw new RuntimeUnavailableError(`runc (${this.runcPath}) is not installed: apt-get install runc`);
     }
@@ -304,15 +303,7 @@ export class OciRuntime implements Runtime {
   async describe(): Promise<RuntimeDescription> {
     const r = await this.cmd(this.runcPath, ['--version']);
     const version = /runc version (\S+)/.exec(r.stdout)?.[1] ?? 'unknown';
-    return {
-      hostname: os.hostname(),
-      os: os.platform(),
-      architecture: os.arch() === 'x64' ? 'x86_64' : os.arch(),
-      nanoCpus: os.cpus().length * 1e9,
-      memoryBytes: os.totalmem(),
-      runtimeName: 'oci',
-      runtimeVersion: `runc ${version}`,
-    };
+    return hostDescription('oci', `runc ${version}`);
   }
 
   /** Containers (ids) whose image is `ref`: an image in use is neither removed nor replaced. */
@@ -690,13 +681,7 @@ export class OciRuntime implements Runtime {
         stdio: ['ignore', 'pipe', 'pipe'],
       },
     );
-    let output = '';
-    const take = (c: Buffer) => {
-      if (output.length < EXEC_OUTPUT_MAX_BYTES)
-        output += c.toString().slice(0, EXEC_OUTPUT_MAX_BYTES - output.length);
-    };
-    child.stdout.on('data', take);
-    child.stderr.on('data', take);
+    const output = captureOutput(child, EXEC_OUTPUT_MAX_BYTES);
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
@@ -715,7 +700,7 @@ export class OciRuntime implements Runtime {
         child.on('close', (c, sig) => resolve(c ?? 128 + (sig ? os.constants.signals[sig] : 0)));
       });
       if (timedOut) throw new Error(`exec in ${containerId} timed out after ${timeoutMs} ms`);
-      return { exitCode: code, output };
+      return { exitCode: code, output: output() };
     } finally {
       clearTimeout(timer);
       fs.rmSync(pidFile, { force: true });
