@@ -6,6 +6,7 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { captureOutput } from '../common/child';
+import { portOf } from './probe-main';
 import type { HealthConfig, Task } from '../gen/cluster/v1/objects';
 import type { Duration } from '../gen/google/protobuf/duration';
 import type { ExecResult, HealthStatus } from './runtime';
@@ -39,15 +40,10 @@ export function probeArgv(config: HealthConfig | undefined): string[] | undefine
 /** A check the agent makes from outside the container's processes: ours, not Docker's. */
 export type NetworkProbe = { kind: 'http'; port: number; path: string } | { kind: 'tcp'; port: number };
 
-function probePort(text: string | undefined): number | undefined {
-  const port = Number(text);
-  return /^\d+$/.test(text ?? '') && port >= 1 && port <= 65535 ? port : undefined;
-}
-
 /** `["HTTP", PORT, PATH]` or `["TCP", PORT]` (the manager validated them), else undefined. */
 export function networkProbe(config: HealthConfig | undefined): NetworkProbe | undefined {
   const [form, port, probePath, ...extra] = config?.test ?? [];
-  const number = probePort(port);
+  const number = portOf(port);
   if (number === undefined || extra.length > 0) return undefined;
   if (form === 'HTTP' && probePath?.startsWith('/')) return { kind: 'http', port: number, path: probePath };
   if (form === 'TCP' && probePath === undefined) return { kind: 'tcp', port: number };

@@ -12,7 +12,8 @@ export type ProbeRequest =
   | { kind: 'http'; port: number; path: string; timeoutMs: number }
   | { kind: 'tcp'; port: number; timeoutMs: number };
 
-function portOf(text: string | undefined): number | undefined {
+/** A TCP port from its text (1–65535), else undefined. */
+export function portOf(text: string | undefined): number | undefined {
   const port = Number(text);
   return /^\d+$/.test(text ?? '') && port >= 1 && port <= 65535 ? port : undefined;
 }
